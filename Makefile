@@ -1,0 +1,60 @@
+# Targets a newcomer guesses. `make test` and `make demo` work on a fresh Debian/Ubuntu
+# machine: they install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export LLMQUOTA_CACHE ?= $(HOME)/.cache/llmquota
+export PATH := $(CURDIR)/$(BIN):$(LLMQUOTA_CACHE)/bin:$(PATH)
+
+.PHONY: install system-deps demo test unit integration e2e lint typecheck crds testbed bench clean
+
+install: system-deps $(BIN)/llmquota
+
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+
+$(BIN)/llmquota: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+demo: install
+	$(BIN)/llmquota demo
+
+test: install testbed lint typecheck
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install testbed
+	$(BIN)/pytest tests/integration
+
+e2e: install testbed
+	$(BIN)/pytest tests/e2e
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy -p llmquota
+	$(BIN)/mypy tests bench
+
+crds: install
+	$(BIN)/llmquota crds --write crds
+	cp crds/*.yaml charts/llmquota/crds/ 2>/dev/null || true
+
+testbed:
+	bash testbed/build.sh
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
