@@ -1,0 +1,136 @@
+"""Building blocks every resource shares: camelCase wire names, money, durations, refs,
+conditions and the resource envelope.
+
+Field descriptions here become `kubectl explain` text, so they are written for users.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "DURATION_PATTERN",
+    "Condition",
+    "CrdInfo",
+    "Duration",
+    "Money",
+    "ObjectMeta",
+    "ObjectRef",
+    "ResourceModel",
+    "SpecValidationError",
+    "WireModel",
+]
+
+API_GROUP = "llmquota.dev"
+API_VERSION = "v1alpha1"
+
+# `<int>s|m|h|d` or `monthly`; zero-length windows make no sense, so no leading zero.
+DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhd]|monthly)$"
+
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        description="A window: `<int>s`, `<int>m`, `<int>h`, `<int>d` (e.g. 30s, 10m, 1h, 30d) "
+        "or `monthly` (the 1st of each month, 00:00 UTC).",
+    ),
+]
+
+
+class SpecValidationError(ValueError):
+    """A resource that parsed but breaks a rule spanning resources; names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class WireModel(BaseModel):
+    """A model whose fields are camelCase on the wire and snake_case in Python.
+
+    Unknown fields are refused: a typo in a manifest must not silently mean "no limit".
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class ObjectRef(WireModel):
+    """A reference to another resource in the same namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of the referenced resource, in the same namespace.",
+    )
+
+
+class Condition(WireModel):
+    """One observation about a resource (Kubernetes API conventions)."""
+
+    type: str = Field(description="CamelCase condition type, e.g. Ready or BudgetExceeded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase machine-readable reason for the last change.")
+    message: str = Field(default="", max_length=1024, description="Human-readable detail.")
+    last_transition_time: datetime = Field(
+        description="When the status last changed between True, False and Unknown."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this condition was computed from."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes object metadata llmquota reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, alias_generator=to_camel)
+
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    creation_timestamp: datetime | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class CrdInfo(BaseModel):
+    """How one kind is presented by the API server: names and printer columns."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    printer_columns: tuple[dict[str, Any], ...]
+
+
+SpecT = TypeVar("SpecT", bound=WireModel)
+StatusT = TypeVar("StatusT", bound=WireModel)
+
+
+class ResourceModel(BaseModel, Generic[SpecT, StatusT]):
+    """A whole custom resource: the envelope around a spec and a status."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    crd: ClassVar[CrdInfo]
+
+    api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+    spec: SpecT
+    status: StatusT | None = None

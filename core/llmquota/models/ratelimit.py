@@ -1,0 +1,103 @@
+"""RateLimit: a reusable set of request, token and concurrency limits."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from llmquota.models.common import Condition, CrdInfo, ResourceModel, WireModel
+
+__all__ = ["ModelRateLimit", "RateLimit", "RateLimitSpec", "RateLimitStatus"]
+
+Count = Annotated[int, Field(ge=0, le=2_000_000_000)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class ModelRateLimit(WireModel):
+    """Limits for one model."""
+
+    rpm: Count | None = Field(default=None, description="Requests per minute. For example 60.")
+    tpm: Count | None = Field(
+        default=None, description="Tokens (input + output) per minute. For example 100000."
+    )
+    max_parallel_requests: Count | None = Field(
+        default=None, description="Requests in flight at once. For example 10."
+    )
+
+
+class RateLimitSpec(ModelRateLimit):
+    """Limits per minute and in flight, overall and per model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.priorityReservation) || "
+                    "(has(self.allocation) && self.allocation == 'Dynamic')",
+                    "message": "priorityReservation is only allowed with allocation: Dynamic",
+                    "fieldPath": ".priorityReservation",
+                    "reason": "FieldValueForbidden",
+                }
+            ]
+        }
+    )
+
+    models: dict[str, ModelRateLimit] = Field(
+        default_factory=dict,
+        description="Per-model limits with the same fields, e.g. {gpt-4o: {rpm: 2}}.",
+    )
+    allocation: Literal["Static", "Dynamic"] = Field(
+        default="Static",
+        description="Static: each subject gets these limits. Dynamic: these limits are one "
+        "pool, split among the keys that sent a request in the current minute, weighted by "
+        "priorityReservation.",
+    )
+    priority_reservation: dict[str, Share] = Field(
+        default_factory=dict,
+        description="Only with Dynamic: share of the pool (0..1) reserved per ApiKey "
+        "priority, e.g. {prod: 0.9, dev: 0.1}. Shares add up to at most 1.",
+    )
+
+    @model_validator(mode="after")
+    def _reservation_fits_allocation(self) -> Self:
+        if self.priority_reservation and self.allocation != "Dynamic":
+            msg = "priorityReservation is only allowed with allocation: Dynamic"
+            raise ValueError(msg)
+        total = sum(self.priority_reservation.values())
+        if total > 1 + 1e-9:
+            msg = f"priorityReservation shares add up to {total:g}, more than 1"
+            raise ValueError(msg)
+        return self
+
+
+class RateLimitStatus(WireModel):
+    """What the operator observed about a RateLimit."""
+
+    subjects: int | None = Field(
+        default=None, description="How many Teams and ApiKeys reference this RateLimit."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status was computed from."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready: the RateLimit is valid and applied."
+    )
+
+
+class RateLimit(ResourceModel[RateLimitSpec, RateLimitStatus]):
+    """A reusable rate limit."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="RateLimit",
+        plural="ratelimits",
+        short_names=("lqrl",),
+        printer_columns=(
+            {"name": "RPM", "type": "integer", "jsonPath": ".spec.rpm"},
+            {"name": "TPM", "type": "integer", "jsonPath": ".spec.tpm"},
+            {"name": "Parallel", "type": "integer", "jsonPath": ".spec.maxParallelRequests"},
+            {"name": "Allocation", "type": "string", "jsonPath": ".spec.allocation"},
+            {"name": "Subjects", "type": "integer", "jsonPath": ".status.subjects"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ),
+    )

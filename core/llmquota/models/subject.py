@@ -1,0 +1,110 @@
+"""What Teams and ApiKeys share: they are the subjects that spend and are limited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import Field, JsonValue, model_validator
+
+from llmquota.models.budget import BudgetSpec
+from llmquota.models.common import Condition, ObjectRef, WireModel
+from llmquota.models.ratelimit import RateLimitSpec
+
+__all__ = ["SUBJECT_VALIDATIONS", "SubjectSpec", "SubjectStatus", "subject_printer_columns"]
+
+
+def _exclusive(inline: str, ref: str) -> JsonValue:
+    return {
+        "rule": f"!(has(self.{inline}) && has(self.{ref}))",
+        "message": f"{inline} and {ref} are mutually exclusive: set one of them",
+        "fieldPath": f".{ref}",
+        "reason": "FieldValueForbidden",
+    }
+
+
+SUBJECT_VALIDATIONS: list[JsonValue] = [
+    _exclusive("budget", "budgetRef"),
+    _exclusive("rateLimit", "rateLimitRef"),
+]
+
+
+class SubjectSpec(WireModel):
+    """Budgets, limits and models of a Team or an ApiKey."""
+
+    budget: BudgetSpec | None = Field(
+        default=None, description="An inline Budget spec. Mutually exclusive with budgetRef."
+    )
+    budget_ref: ObjectRef | None = Field(
+        default=None, description="A Budget in the same namespace. Exclusive with budget."
+    )
+    rate_limit: RateLimitSpec | None = Field(
+        default=None, description="An inline RateLimit spec. Exclusive with rateLimitRef."
+    )
+    rate_limit_ref: ObjectRef | None = Field(
+        default=None, description="A RateLimit in the same namespace. Exclusive with rateLimit."
+    )
+    end_user_budget_ref: ObjectRef | None = Field(
+        default=None,
+        description="A Budget that each distinct `user` sent in request bodies gets on its own.",
+    )
+    end_user_rate_limit_ref: ObjectRef | None = Field(
+        default=None,
+        description="A RateLimit that each distinct `user` sent in request bodies gets on its own.",
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models that may be used; empty means all (within the team's, for a key).",
+    )
+
+    @model_validator(mode="after")
+    def _inline_or_ref(self) -> Self:
+        for inline, ref in (("budget", "budget_ref"), ("rate_limit", "rate_limit_ref")):
+            if getattr(self, inline) is not None and getattr(self, ref) is not None:
+                inline_wire = self.model_fields[inline].alias
+                ref_wire = self.model_fields[ref].alias
+                msg = f"{inline_wire} and {ref_wire} are mutually exclusive: set one of them"
+                raise ValueError(msg)
+        return self
+
+
+class SubjectStatus(WireModel):
+    """Spend and state of a Team or an ApiKey, written by the operator."""
+
+    spend: float | None = Field(default=None, description="USD spent in the current window.")
+    max_budget: float | None = Field(
+        default=None, description="The effective maxBudget (inline or referenced), in USD."
+    )
+    remaining: float | None = Field(
+        default=None, description="USD left in the current window (maxBudget - spend)."
+    )
+    budget_reset_at: datetime | None = Field(
+        default=None, description="When the current budget window ends and spend resets."
+    )
+    model_spend: dict[str, float] = Field(
+        default_factory=dict, description="USD spent per model in the current window."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status was computed from."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, BudgetExceeded, SoftBudgetExceeded (and Expired, Blocked on keys).",
+    )
+
+
+def subject_printer_columns(*extra: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The columns `kubectl get` shows for a subject: the first question is money."""
+    return (
+        {"name": "Spend", "type": "number", "jsonPath": ".status.spend"},
+        {"name": "Budget", "type": "number", "jsonPath": ".status.maxBudget"},
+        {"name": "Remaining", "type": "number", "jsonPath": ".status.remaining"},
+        {"name": "Resets", "type": "string", "jsonPath": ".status.budgetResetAt"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        *extra,
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    )

@@ -1,0 +1,164 @@
+"""Answers to a request, decided from plain data: key checks before admission, and the
+admit script's result turned into headers or an OpenAI-style refusal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from llmquota.policy.admission import AdmissionCall
+from llmquota.policy.resolved import ResolvedPolicy, usd
+
+__all__ = [
+    "Admitted",
+    "Refused",
+    "check_key",
+    "format_money",
+    "format_wait",
+    "interpret_admit",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request turned away: HTTP status and OpenAI's error envelope fields."""
+
+    status: int
+    error_type: str
+    code: str
+    message: str
+    limit: str = ""
+    scope_label: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        """OpenAI's error envelope."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": None,
+                "code": self.code,
+            }
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request let through, with the headers its response carries."""
+
+    headers: dict[str, str]
+    budget_left_nanos: int | None
+
+
+def format_money(amount_usd: float) -> str:
+    """USD for people: cents when that is enough, significant digits when it is tiny."""
+    if amount_usd == 0 or abs(amount_usd) >= 0.01:
+        return f"{amount_usd:.2f}"
+    return f"{amount_usd:.3g}"
+
+
+def format_wait(milliseconds: int) -> str:
+    """A wait for people and for OpenAI-style reset headers: 950ms, 12s, 3h12m, 2d4h."""
+    if milliseconds < 1000:
+        return f"{max(milliseconds, 0)}ms"
+    seconds = math.ceil(milliseconds / 1000)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value]
+    return "".join(shown[:2])
+
+
+def _retry_after(milliseconds: int) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(milliseconds / 1000)))}
+
+
+def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
+    """Refusals that need no counters: blocked, expired, model not allowed."""
+    if policy.blocked:
+        return Refused(
+            401,
+            "authentication_error",
+            "key_blocked",
+            f"Key {policy.key_name} is blocked (spec.blocked is true).",
+        )
+    if policy.expires_at is not None and now >= policy.expires_at:
+        return Refused(
+            401,
+            "authentication_error",
+            "key_expired",
+            f"Key {policy.key_name} expired at {policy.expires_at.isoformat()}.",
+        )
+    if policy.models and model not in policy.models:
+        return Refused(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            f"Model {model!r} is not allowed for key {policy.key_name}; "
+            f"allowed: {', '.join(policy.models)}.",
+        )
+    return None
+
+
+_RATE_LIMIT_NAMES = {
+    "rpm": "requests per minute (rpm)",
+    "tpm": "tokens per minute (tpm)",
+    "model_rpm": "requests per minute (rpm) for this model",
+    "model_tpm": "tokens per minute (tpm) for this model",
+    "dynamic_rpm": "share of the Dynamic rpm pool",
+    "dynamic_tpm": "share of the Dynamic tpm pool",
+    "max_parallel_requests": "requests in flight (maxParallelRequests)",
+    "model_max_parallel_requests": "requests in flight (maxParallelRequests) for this model",
+}
+
+
+def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) -> Admitted | Refused:
+    """The admit script's answer as headers or a refusal that names scope and limit."""
+    if int(result[0]) == 1:
+        budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms = (
+            int(value) for value in result[1:7]
+        )
+        headers: dict[str, str] = {}
+        if req_limit >= 0:
+            headers["x-ratelimit-limit-requests"] = str(req_limit)
+            headers["x-ratelimit-remaining-requests"] = str(req_left)
+            headers["x-ratelimit-reset-requests"] = format_wait(reset_ms)
+        if tok_limit >= 0:
+            headers["x-ratelimit-limit-tokens"] = str(tok_limit)
+            headers["x-ratelimit-remaining-tokens"] = str(tok_left)
+            headers["x-ratelimit-reset-tokens"] = format_wait(reset_ms)
+        if budget_left >= 0:
+            headers["x-llmquota-budget-remaining"] = f"{usd(budget_left):.9f}"
+        return Admitted(headers=headers, budget_left_nanos=None if budget_left < 0 else budget_left)
+    scope = call.scopes[int(result[1])]
+    limit = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
+    current, maximum, retry_ms = int(result[3]), int(result[4]), int(result[5])
+    if limit in ("max_budget", "model_max_budget"):
+        what = "Budget" if limit == "max_budget" else "Model budget"
+        reserved = int(result[6])
+        in_flight = f" (+{format_money(usd(reserved))} reserved in flight)" if reserved else ""
+        resets = "never resets" if retry_ms < 0 else f"resets in {format_wait(retry_ms)}"
+        return Refused(
+            402,
+            "budget_exceeded",
+            "budget_exceeded",
+            f"{what} has been exceeded for {scope.label}: spend {format_money(usd(current))}"
+            f"{in_flight}, max budget {format_money(usd(maximum))}, {resets}",
+            limit=limit,
+            scope_label=scope.label,
+            headers={} if retry_ms < 0 else _retry_after(retry_ms),
+        )
+    return Refused(
+        429,
+        "rate_limit_exceeded",
+        "rate_limit_exceeded",
+        f"Rate limit exceeded for {scope.label}: {_RATE_LIMIT_NAMES.get(limit, limit)} "
+        f"is {maximum}, used {current}; retry in {format_wait(retry_ms)}",
+        limit=limit,
+        scope_label=scope.label,
+        headers=_retry_after(retry_ms),
+    )

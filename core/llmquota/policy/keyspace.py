@@ -1,0 +1,58 @@
+"""Every Redis key name llmquota uses, built here and nowhere else.
+
+Counters of one team share a hash tag (`{ns/team}`), so they would sit in one Redis
+Cluster slot. (Admission also touches the global budget and lease records, so llmquota
+runs on one Redis primary, not on Cluster; see docs/architecture.md.)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LEASES",
+    "POLICY_CHANNEL",
+    "POLICY_INDEX",
+    "budget_key",
+    "lease_key",
+    "parallel_key",
+    "policy_key",
+    "pool_key",
+    "rate_key",
+]
+
+PREFIX = "llmquota"
+POLICY_CHANNEL = f"{PREFIX}:policy-changes"
+"""Pub/sub channel: a key hash whose policy changed, or `*` for all."""
+POLICY_INDEX = f"{PREFIX}:policies"
+"""Set of the key hashes that have a policy."""
+LEASES = f"{PREFIX}:leases"
+"""Sorted set of in-flight request ids, scored by lease expiry (ms); same name in Lua."""
+
+
+def policy_key(key_hash: str) -> str:
+    """The resolved policy (JSON) of one ApiKey, by the SHA-256 of its key."""
+    return f"{PREFIX}:policy:{key_hash}"
+
+
+def lease_key(request_id: str) -> str:
+    """What one in-flight request reserved (JSON); same name in Lua."""
+    return f"{PREFIX}:lease:{request_id}"
+
+
+def budget_key(tag: str, scope_id: str) -> str:
+    """A scope's spend in its current budget window (hash: win, spend, resv, s:/r:model)."""
+    return f"{PREFIX}:{{{tag}}}:budget:{scope_id}"
+
+
+def rate_key(tag: str, scope_id: str) -> str:
+    """A scope's requests and tokens this minute (hash: win, req, tok, q:/t:model)."""
+    return f"{PREFIX}:{{{tag}}}:rate:{scope_id}"
+
+
+def parallel_key(tag: str, scope_id: str) -> str:
+    """A scope's requests in flight (hash: all, m:model)."""
+    return f"{PREFIX}:{{{tag}}}:parallel:{scope_id}"
+
+
+def pool_key(tag: str, scope_id: str) -> str:
+    """A Dynamic pool's active keys and per-key use this minute (hash: a:/q:/t:keyhash)."""
+    return f"{PREFIX}:{{{tag}}}:pool:{scope_id}"

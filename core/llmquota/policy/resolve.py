@@ -1,0 +1,307 @@
+"""Specs to resolved policies: follow references, intersect models, cut scopes.
+
+Pure: the caller (operator or standalone loader) looks the objects up and hands them in;
+what cannot be resolved is a `ResolutionError` naming the field, which the operator
+turns into a condition and an Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from llmquota.durations import parse_duration
+from llmquota.models import (
+    ApiKey,
+    Budget,
+    BudgetSpec,
+    ObjectRef,
+    RateLimit,
+    RateLimitSpec,
+    SpecValidationError,
+    Team,
+    check_models_within_team,
+)
+from llmquota.models.subject import SubjectSpec
+from llmquota.policy.resolved import (
+    BudgetLimits,
+    EndUserTemplate,
+    LimitSet,
+    RateLimits,
+    ResolvedPolicy,
+    Scope,
+    ScopeKind,
+    nanos,
+)
+
+__all__ = [
+    "COUNT_ONLY",
+    "NamespaceObjects",
+    "ResolutionError",
+    "budget_limits",
+    "key_scope_id",
+    "member_scope_id",
+    "rate_limits",
+    "resolve_key_policy",
+    "team_scope_id",
+]
+
+
+COUNT_ONLY = BudgetLimits(max_nanos=-1)
+"""The counter of a subject without a budget: spend is counted (for status), never refused."""
+
+
+class ResolutionError(ValueError):
+    """A reference or rule across resources that does not hold; names field and reason."""
+
+    def __init__(self, field: str, reason: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NamespaceObjects:
+    """The Budgets and RateLimits of one namespace, by name, that references resolve to."""
+
+    budgets: Mapping[str, Budget]
+    rate_limits: Mapping[str, RateLimit]
+
+
+def team_scope_id(namespace: str, team: str) -> str:
+    """A team's identity in counters and statuses."""
+    return f"team/{namespace}/{team}"
+
+
+def key_scope_id(namespace: str, key_name: str) -> str:
+    """An ApiKey's identity in counters and statuses."""
+    return f"key/{namespace}/{key_name}"
+
+
+def _anchor_ms(created: datetime | None) -> int:
+    return int(created.timestamp() * 1000) if created is not None else 0
+
+
+def budget_limits(spec: BudgetSpec, anchor_ms: int) -> BudgetLimits:
+    """A Budget spec in the units and form the scripts use."""
+    return BudgetLimits(
+        max_nanos=nanos(spec.max_budget),
+        soft_nanos=None if spec.soft_budget is None else nanos(spec.soft_budget),
+        window=parse_duration(spec.budget_duration).wire,
+        anchor_ms=anchor_ms,
+        model_max_nanos={model: nanos(cap) for model, cap in spec.model_max_budget.items()},
+    )
+
+
+def rate_limits(spec: RateLimitSpec) -> RateLimits:
+    """A RateLimit spec in the form the scripts use."""
+    return RateLimits(
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+        max_parallel=spec.max_parallel_requests,
+        models={
+            model: LimitSet(rpm=limit.rpm, tpm=limit.tpm, max_parallel=limit.max_parallel_requests)
+            for model, limit in spec.models.items()
+        },
+        dynamic=spec.allocation == "Dynamic",
+        priority_reservation=dict(spec.priority_reservation),
+    )
+
+
+def _budget_ref(
+    ref: ObjectRef, field: str, namespace: str, objects: NamespaceObjects
+) -> BudgetSpec:
+    budget = objects.budgets.get(ref.name)
+    if budget is None:
+        raise ResolutionError(
+            field, "BudgetNotFound", f"Budget {ref.name!r} not found in namespace {namespace}"
+        )
+    return budget.spec
+
+
+def _rate_ref(
+    ref: ObjectRef, field: str, namespace: str, objects: NamespaceObjects
+) -> RateLimitSpec:
+    rate_limit = objects.rate_limits.get(ref.name)
+    if rate_limit is None:
+        raise ResolutionError(
+            field, "RateLimitNotFound", f"RateLimit {ref.name!r} not found in namespace {namespace}"
+        )
+    return rate_limit.spec
+
+
+def _subject_budget(
+    spec: SubjectSpec, namespace: str, objects: NamespaceObjects
+) -> BudgetSpec | None:
+    if spec.budget_ref is not None:
+        return _budget_ref(spec.budget_ref, "spec.budgetRef", namespace, objects)
+    return spec.budget
+
+
+def _subject_rate(
+    spec: SubjectSpec, namespace: str, objects: NamespaceObjects
+) -> RateLimitSpec | None:
+    if spec.rate_limit_ref is not None:
+        return _rate_ref(spec.rate_limit_ref, "spec.rateLimitRef", namespace, objects)
+    return spec.rate_limit
+
+
+def _subject_scope(
+    kind: ScopeKind,
+    *,
+    scope_id: str,
+    tag: str,
+    label: str,
+    spec: SubjectSpec,
+    anchor_ms: int,
+    namespace: str,
+    objects: NamespaceObjects,
+) -> Scope:
+    budget = _subject_budget(spec, namespace, objects)
+    rate = _subject_rate(spec, namespace, objects)
+    return Scope(
+        kind=kind,
+        id=scope_id,
+        tag=tag,
+        label=label,
+        budget=COUNT_ONLY if budget is None else budget_limits(budget, anchor_ms),
+        rate=None if rate is None else rate_limits(rate),
+    )
+
+
+def _end_user_template(
+    spec: SubjectSpec,
+    owner: Scope,
+    anchor_ms: int,
+    namespace: str,
+    objects: NamespaceObjects,
+) -> EndUserTemplate | None:
+    if spec.end_user_budget_ref is None and spec.end_user_rate_limit_ref is None:
+        return None
+    budget = (
+        None
+        if spec.end_user_budget_ref is None
+        else _budget_ref(spec.end_user_budget_ref, "spec.endUserBudgetRef", namespace, objects)
+    )
+    rate = (
+        None
+        if spec.end_user_rate_limit_ref is None
+        else _rate_ref(spec.end_user_rate_limit_ref, "spec.endUserRateLimitRef", namespace, objects)
+    )
+    return EndUserTemplate(
+        owner_id=owner.id,
+        owner_label=owner.label,
+        tag=owner.tag,
+        budget=None if budget is None else budget_limits(budget, anchor_ms),
+        rate=None if rate is None else rate_limits(rate),
+    )
+
+
+def member_scope_id(namespace: str, team: str, user: str) -> str:
+    """A team member's identity in counters and statuses."""
+    return f"member/{namespace}/{team}/{user}"
+
+
+def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
+    """The member's counter in the team's window, capped by maxBudgetInTeam if set."""
+    member = next((m for m in team.spec.members if m.user == user), None)
+    cap = None if member is None else member.max_budget_in_team
+    team_budget = team_scope.budget or COUNT_ONLY
+    return Scope(
+        kind="member",
+        id=member_scope_id(team.metadata.namespace, team.metadata.name, user),
+        tag=team_scope.tag,
+        label=f"member {user} of team {team.metadata.name}",
+        budget=BudgetLimits(
+            max_nanos=COUNT_ONLY.max_nanos if cap is None else nanos(cap),
+            window=team_budget.window,
+            anchor_ms=team_budget.anchor_ms,
+        ),
+    )
+
+
+def resolve_key_policy(
+    key: ApiKey,
+    key_hash: str,
+    team: Team | None,
+    objects: NamespaceObjects,
+    global_budget: Budget | None = None,
+) -> ResolvedPolicy:
+    """Everything that applies to `key`; raises ResolutionError naming what is wrong."""
+    namespace = key.metadata.namespace
+    if key.spec.team is not None and team is None:
+        raise ResolutionError(
+            "spec.team",
+            "TeamNotFound",
+            f"Team {key.spec.team!r} not found in namespace {namespace}",
+        )
+    scopes: list[Scope] = []
+    end_users: list[EndUserTemplate] = []
+    if global_budget is not None:
+        scopes.append(
+            Scope(
+                kind="global",
+                id=f"global/{global_budget.metadata.namespace}/{global_budget.metadata.name}",
+                tag="global",
+                label="the global budget",
+                budget=budget_limits(
+                    global_budget.spec, _anchor_ms(global_budget.metadata.creation_timestamp)
+                ),
+            )
+        )
+    models = list(key.spec.models)
+    key_tag = f"{namespace}/key/{key.metadata.name}"
+    if team is not None:
+        try:
+            check_models_within_team(key.spec, team.spec)
+        except SpecValidationError as error:
+            raise ResolutionError(error.field, "ModelsOutsideTeam", error.message) from error
+        models = models or list(team.spec.models)
+        team_anchor = _anchor_ms(team.metadata.creation_timestamp)
+        team_scope = _subject_scope(
+            "team",
+            scope_id=team_scope_id(namespace, team.metadata.name),
+            tag=f"{namespace}/{team.metadata.name}",
+            label=f"team {team.metadata.name}",
+            spec=team.spec,
+            anchor_ms=team_anchor,
+            namespace=namespace,
+            objects=objects,
+        )
+        key_tag = team_scope.tag
+        scopes.append(team_scope)
+        if key.spec.user is not None:
+            scopes.append(_member_scope(key.spec.user, team, team_scope))
+        team_end_users = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
+        if team_end_users is not None:
+            end_users.append(team_end_users)
+    key_anchor = _anchor_ms(key.metadata.creation_timestamp)
+    key_scope = _subject_scope(
+        "key",
+        scope_id=key_scope_id(namespace, key.metadata.name),
+        tag=key_tag,
+        label=f"key {key.metadata.name}",
+        spec=key.spec,
+        anchor_ms=key_anchor,
+        namespace=namespace,
+        objects=objects,
+    )
+    scopes.append(key_scope)
+    key_end_users = _end_user_template(key.spec, key_scope, key_anchor, namespace, objects)
+    if key_end_users is not None:
+        end_users.append(key_end_users)
+    return ResolvedPolicy(
+        key_hash=key_hash,
+        namespace=namespace,
+        key_name=key.metadata.name,
+        team=None if team is None else team.metadata.name,
+        user=key.spec.user,
+        models=models,
+        expires_at=key.spec.expires,
+        blocked=key.spec.blocked,
+        priority=key.spec.priority,
+        scopes=scopes,
+        end_users=end_users,
+    )

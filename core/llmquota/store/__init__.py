@@ -1,0 +1,6 @@
+"""The store: all of llmquota's Redis I/O, its Lua scripts and the embedded redis-server."""
+
+from llmquota.store.embedded import EmbeddedRedis, find_redis_server
+from llmquota.store.quota_store import BudgetCounter, QuotaStore
+
+__all__ = ["BudgetCounter", "EmbeddedRedis", "QuotaStore", "find_redis_server"]

@@ -1,0 +1,135 @@
+-- Shared prelude, prepended to every llmquota script at load time.
+-- Units: time in integer milliseconds since the Unix epoch (UTC), money in integer
+-- nano-USD, tokens as integers. Counters are hashes that carry their window start in
+-- field `win`; a counter whose `win` is not the current window is stale and counts as
+-- zero, so a budget resets exactly at its boundary without anything running then.
+
+local LEASES = 'llmquota:leases'
+local EXPIRED_LEASE_KEEP_MS = 86400000
+
+local function now_ms(override)
+  local o = tonumber(override)
+  if o and o > 0 then return o end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Howard Hinnant's civil-calendar algorithms (days since 1970-01-01 <-> y/m/d).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m > 2) and (m - 3) or (m + 9)
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = (mp < 10) and (mp + 3) or (mp - 9)
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+
+-- The budget window containing `now`: start and end (end = -1: never resets).
+-- `w` is `none`, `monthly` or `fixed:<ms>`; fixed windows are cut from `anchor`.
+local function budget_window(w, anchor, now)
+  if w == 'none' then return 0, -1 end
+  if w == 'monthly' then
+    local y, m = civil_from_days(math.floor(now / 86400000))
+    local ny, nm = y, m + 1
+    if nm == 13 then ny, nm = y + 1, 1 end
+    return days_from_civil(y, m, 1) * 86400000, days_from_civil(ny, nm, 1) * 86400000
+  end
+  local len = tonumber(string.sub(w, 7))
+  local start = anchor + math.floor((now - anchor) / len) * len
+  return start, start + len
+end
+
+local function minute_of(now) return math.floor(now / 60000) end
+
+-- Make `key` a counter of window `win`, emptied if it held another window.
+local function roll(key, win)
+  if tonumber(redis.call('HGET', key, 'win')) ~= win then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'win', win)
+  end
+end
+
+local function budget_ttl(key, window_end)
+  if window_end >= 0 then redis.call('PEXPIREAT', key, window_end + EXPIRED_LEASE_KEEP_MS) end
+end
+
+-- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
+-- its parallel slots. A reservation whose window has since rolled over was emptied with
+-- it; the real charge then lands in the current window, so no spend is lost.
+-- `freed` (already released by a sweep) skips the reservation part and only charges.
+local function release(lease, cost, tokens, now, freed)
+  for _, b in ipairs(lease.b) do
+    local same = (not freed) and tonumber(redis.call('HGET', b.key, 'win')) == b.win
+    if same then
+      redis.call('HINCRBY', b.key, 'resv', -b.cost)
+      if b.model ~= '' then redis.call('HINCRBY', b.key, 'r:' .. b.model, -b.cost) end
+    end
+    if cost > 0 then
+      if not same then
+        local start, window_end = budget_window(b.w, b.a, now)
+        roll(b.key, start)
+        budget_ttl(b.key, window_end)
+      end
+      redis.call('HINCRBY', b.key, 'spend', cost)
+      if b.model ~= '' then redis.call('HINCRBY', b.key, 's:' .. b.model, cost) end
+    end
+  end
+  local minute = minute_of(now)
+  for _, r in ipairs(lease.r) do
+    local same = (not freed) and tonumber(redis.call('HGET', r.key, 'win')) == r.win
+    local delta = tokens
+    if same then
+      delta = tokens - r.tok
+    elseif tokens > 0 then
+      roll(r.key, minute)
+    end
+    if delta ~= 0 then
+      redis.call('HINCRBY', r.key, r.tok_field, delta)
+      if r.model_tok_field ~= '' then redis.call('HINCRBY', r.key, r.model_tok_field, delta) end
+      redis.call('PEXPIRE', r.key, 120000)
+    end
+  end
+  if not freed then
+    for _, p in ipairs(lease.p) do
+      for _, field in ipairs(p.fields) do
+        if tonumber(redis.call('HINCRBY', p.key, field, -1)) < 0 then
+          redis.call('HSET', p.key, field, 0)
+        end
+      end
+    end
+  end
+end
+
+-- Free the reservations of leases whose holder stopped renewing them (it died), keeping
+-- the record a day so that a late settle still charges the real cost.
+local function sweep(now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(expired) do
+    local raw = redis.call('GET', 'llmquota:lease:' .. id)
+    if raw then
+      local lease = cjson.decode(raw)
+      if not lease.freed then
+        release(lease, 0, 0, now, false)
+        lease.freed = true
+        redis.call('SET', 'llmquota:lease:' .. id, cjson.encode(lease), 'PX', EXPIRED_LEASE_KEEP_MS)
+      end
+    end
+    redis.call('ZREM', LEASES, id)
+  end
+  return #expired
+end

@@ -1,0 +1,6 @@
+-- sweep: free the reservations and slots of expired leases (their holder died).
+-- Admission sweeps too; this lets the operator do it when no traffic comes.
+-- KEYS: none. ARGV[1]: clock override ms (0 = TIME), ARGV[2]: most leases to free.
+-- Returns how many expired leases were freed.
+
+return sweep(now_ms(ARGV[1]), tonumber(ARGV[2]))

@@ -1,0 +1,190 @@
+"""QuotaStore: policies, admission, settlement and counters in Redis.
+
+Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything else
+(policy writes, status reads, re-seeding) is the operator's, off the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from redis.asyncio import Redis
+
+from llmquota.policy import keyspace
+from llmquota.policy.admission import AdmissionCall
+from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.store.scripts import Scripts
+
+__all__ = ["BudgetCounter", "QuotaStore"]
+
+MODEL_SPEND_PREFIX = "s:"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCounter:
+    """A budget counter as stored: the window it counts, settled and reserved nano-USD."""
+
+    window_start_ms: int | None
+    spend_nanos: int = 0
+    reserved_nanos: int = 0
+    model_spend_nanos: dict[str, int] = field(default_factory=dict)
+
+
+class QuotaStore:
+    """llmquota's view of one Redis: the only module that talks to it."""
+
+    def __init__(self, redis: Redis, clock_ms: Callable[[], int] | None = None) -> None:
+        """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only)."""
+        self.redis = redis
+        self._clock_ms = clock_ms
+        self._scripts = Scripts.register(redis)
+
+    @classmethod
+    def from_url(cls, url: str, clock_ms: Callable[[], int] | None = None, **options: Any) -> Self:
+        """Connect (lazily) to the Redis at `url` with a pool."""
+        options.setdefault("health_check_interval", 10)
+        if not url.startswith("unix://"):
+            options.setdefault("socket_keepalive", True)
+        return cls(Redis.from_url(url, **options), clock_ms)
+
+    async def close(self) -> None:
+        """Close the client and its pool."""
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        """Raise if Redis cannot be reached."""
+        await self.redis.ping()
+
+    def _clock(self) -> int:
+        return self._clock_ms() if self._clock_ms is not None else 0
+
+    async def now_ms(self) -> int:
+        """The store's clock: Redis TIME (or the injected test clock)."""
+        if self._clock_ms is not None:
+            return self._clock_ms()
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    # Policies -------------------------------------------------------------------------
+
+    async def put_policy(self, policy: ResolvedPolicy) -> bool:
+        """Write a key's policy and tell every sidecar; False when it was already so."""
+        encoded = policy.model_dump_json()
+        name = keyspace.policy_key(policy.key_hash)
+        previous = await self.redis.set(name, encoded, get=True)
+        if previous == encoded.encode():
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keyspace.POLICY_INDEX, policy.key_hash)
+            pipe.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
+            await pipe.execute()
+        return True
+
+    async def delete_policy(self, key_hash: str) -> None:
+        """Remove a key's policy; sidecars refuse the key from then on."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keyspace.policy_key(key_hash))
+            pipe.srem(keyspace.POLICY_INDEX, key_hash)
+            pipe.publish(keyspace.POLICY_CHANNEL, key_hash)
+            await pipe.execute()
+
+    async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
+        """A key's policy, or None for an unknown key."""
+        encoded = await self.redis.get(keyspace.policy_key(key_hash))
+        return None if encoded is None else ResolvedPolicy.model_validate_json(encoded)
+
+    async def policy_hashes(self) -> set[str]:
+        """The key hashes that have a policy."""
+        members = await self.redis.smembers(keyspace.POLICY_INDEX)
+        return {_text(member) for member in members}
+
+    async def policy_changes(self) -> AsyncIterator[str]:
+        """Key hashes whose policy changed, as they are published (`*`: all of them).
+
+        The first item is `*` once subscribed, so a (re)subscribing cache drops what it
+        holds: a change published while it was not listening is not missed.
+        """
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keyspace.POLICY_CHANNEL)
+            yield "*"
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield message["data"].decode()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks a hint
+
+    # Enforcement ----------------------------------------------------------------------
+
+    async def admit(self, call: AdmissionCall) -> list[Any]:
+        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`."""
+        result: list[Any] = await self._scripts.admit(
+            keys=call.keys, args=[call.spec_json, self._clock()]
+        )
+        return result
+
+    async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
+        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown."""
+        return int(await self._scripts.settle(args=[request_id, cost_nanos, tokens, self._clock()]))
+
+    async def abort(self, request_id: str) -> int:
+        """Free a reservation without charge; 1 when freed."""
+        return int(await self._scripts.abort(args=[request_id, self._clock()]))
+
+    async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
+        """Extend the leases of requests still in flight; how many were still held."""
+        if not request_ids:
+            return 0
+        return int(await self._scripts.renew(args=[lease_ms, self._clock(), *request_ids]))
+
+    async def sweep(self, limit: int = 1000) -> int:
+        """Free expired leases (their holder died); how many were freed."""
+        return int(await self._scripts.sweep(args=[self._clock(), limit]))
+
+    # Counters for status --------------------------------------------------------------
+
+    async def read_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[BudgetCounter]:
+        """The budget counters of (tag, scope id) pairs, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tag, scope_id in scopes:
+                pipe.hgetall(keyspace.budget_key(tag, scope_id))
+            raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
+        return [_budget_counter(raw) for raw in raw_counters]
+
+    async def seed_budget(
+        self,
+        tag: str,
+        scope_id: str,
+        window: tuple[int, int],
+        spend_nanos: int,
+        model_spend_nanos: Mapping[str, int],
+    ) -> bool:
+        """Restore a lost counter from a status; False when the counter exists."""
+        pairs = [value for item in model_spend_nanos.items() for value in item]
+        seeded = await self._scripts.seed(
+            keys=[keyspace.budget_key(tag, scope_id)],
+            args=[window[0], window[1], spend_nanos, *pairs],
+        )
+        return bool(seeded)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _budget_counter(raw: Mapping[bytes, bytes]) -> BudgetCounter:
+    if not raw:
+        return BudgetCounter(window_start_ms=None)
+    fields = {name.decode(): int(value) for name, value in raw.items()}
+    return BudgetCounter(
+        window_start_ms=fields.get("win"),
+        spend_nanos=fields.get("spend", 0),
+        reserved_nanos=fields.get("resv", 0),
+        model_spend_nanos={
+            name.removeprefix(MODEL_SPEND_PREFIX): value
+            for name, value in fields.items()
+            if name.startswith(MODEL_SPEND_PREFIX)
+        },
+    )
