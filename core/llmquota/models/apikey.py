@@ -64,7 +64,7 @@ class ApiKeyStatus(SubjectStatus):
 
 
 class ApiKey(ResourceModel[ApiKeySpec, ApiKeyStatus]):
-    """A virtual key."""
+    """An ApiKey: a virtual key that workloads present to the llmquota sidecar."""
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="ApiKey",

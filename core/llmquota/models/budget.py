@@ -7,7 +7,15 @@ from typing import ClassVar, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from llmquota.models.common import Condition, CrdInfo, Duration, Money, ResourceModel, WireModel
+from llmquota.models.common import (
+    CONDITIONS_LIST,
+    Condition,
+    CrdInfo,
+    Duration,
+    Money,
+    ResourceModel,
+    WireModel,
+)
 
 __all__ = ["Budget", "BudgetSpec", "BudgetStatus"]
 
@@ -69,12 +77,14 @@ class BudgetStatus(WireModel):
         default=None, description="The .metadata.generation this status was computed from."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: the Budget is valid and applied."
+        default_factory=list,
+        json_schema_extra=CONDITIONS_LIST,
+        description="Ready: the Budget is valid and applied.",
     )
 
 
 class Budget(ResourceModel[BudgetSpec, BudgetStatus]):
-    """A reusable spend limit."""
+    """A Budget: a reusable spend limit; each subject referencing it gets its own counter."""
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="Budget",

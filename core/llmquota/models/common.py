@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "CONDITIONS_LIST",
     "DURATION_PATTERN",
     "Condition",
     "CrdInfo",
@@ -32,6 +33,12 @@ API_VERSION = "v1alpha1"
 
 # `<int>s|m|h|d` or `monthly`; zero-length windows make no sense, so no leading zero.
 DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhd]|monthly)$"
+
+CONDITIONS_LIST: dict[str, JsonValue] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+"""Conditions are a list-map keyed on `type` (Kubernetes API conventions)."""
 
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Duration = Annotated[

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from llmquota.models.common import Condition, CrdInfo, ResourceModel, WireModel
+from llmquota.models.common import CONDITIONS_LIST, Condition, CrdInfo, ResourceModel, WireModel
 
 __all__ = ["ModelRateLimit", "RateLimit", "RateLimitSpec", "RateLimitStatus"]
 
@@ -81,12 +81,14 @@ class RateLimitStatus(WireModel):
         default=None, description="The .metadata.generation this status was computed from."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: the RateLimit is valid and applied."
+        default_factory=list,
+        json_schema_extra=CONDITIONS_LIST,
+        description="Ready: the RateLimit is valid and applied.",
     )
 
 
 class RateLimit(ResourceModel[RateLimitSpec, RateLimitStatus]):
-    """A reusable rate limit."""
+    """A RateLimit: reusable requests, tokens and in-flight limits, static or pooled."""
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="RateLimit",

@@ -8,7 +8,7 @@ from typing import Any, Self
 from pydantic import Field, JsonValue, model_validator
 
 from llmquota.models.budget import BudgetSpec
-from llmquota.models.common import Condition, ObjectRef, WireModel
+from llmquota.models.common import CONDITIONS_LIST, Condition, ObjectRef, WireModel
 from llmquota.models.ratelimit import RateLimitSpec
 
 __all__ = ["SUBJECT_VALIDATIONS", "SubjectSpec", "SubjectStatus", "subject_printer_columns"]
@@ -89,6 +89,7 @@ class SubjectStatus(WireModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
+        json_schema_extra=CONDITIONS_LIST,
         description="Ready, BudgetExceeded, SoftBudgetExceeded (and Expired, Blocked on keys).",
     )
 

@@ -61,7 +61,7 @@ class TeamStatus(SubjectStatus):
 
 
 class Team(ResourceModel[TeamSpec, TeamStatus]):
-    """A team."""
+    """A Team: keys that share a budget, rate limits, allowed models and member caps."""
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="Team",
