@@ -162,9 +162,13 @@ async def test_reset_mid_stream_breaks_the_client(openai_client: AsyncOpenAI) ->
         extra_headers={"x-fake-fault": "reset-mid-stream"},
     )
     received = []
-    with pytest.raises(openai.APIError):
+
+    async def consume() -> None:
         async for chunk in stream:
             received.append(chunk)
+
+    with pytest.raises(openai.APIError):
+        await consume()
     assert 0 < len(received) < 6
 
 
