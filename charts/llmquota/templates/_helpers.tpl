@@ -1,0 +1,115 @@
+{{/*
+Names and labels, defined once. Kubernetes names are DNS labels: cut to 63
+characters, no trailing dash.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "llmquota.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The prefix of every resource name: <release>-<name>, or fullnameOverride. */}}
+{{- define "llmquota.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's name: <fullname>-<component>, still within 63 characters. */}}
+{{- define "llmquota.componentName" -}}
+{{- $component := .component -}}
+{{- $prefix := include "llmquota.fullname" .context | trunc (int (sub 62 (len $component))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $prefix $component -}}
+{{- end -}}
+
+{{- define "llmquota.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "llmquota.labels" -}}
+helm.sh/chart: {{ include "llmquota.chart" . }}
+app.kubernetes.io/name: {{ include "llmquota.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llmquota
+{{- end -}}
+
+{{/* Selector labels of the operator pods (immutable: never add to them). */}}
+{{- define "llmquota.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmquota.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Selector labels of the internal Redis pod. */}}
+{{- define "llmquota.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmquota.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "llmquota.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "llmquota.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator image, repository:tag or repository@digest. */}}
+{{- define "llmquota.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmquota.sidecarImage" -}}
+{{- default (include "llmquota.image" .) .Values.sidecar.image -}}
+{{- end -}}
+
+{{- define "llmquota.redisName" -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "redis") -}}
+{{- end -}}
+
+{{- define "llmquota.webhookName" -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "webhook") -}}
+{{- end -}}
+
+{{- define "llmquota.webhookCertSecretName" -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "webhook-tls") -}}
+{{- end -}}
+
+{{- define "llmquota.sidecarConfigMapName" -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "sidecar") -}}
+{{- end -}}
+
+{{/*
+Redis: exactly one of external (url or existingSecret) and internal. Renders
+nothing; fails the render with a message naming the values when both or neither
+are set.
+*/}}
+{{- define "llmquota.validateRedis" -}}
+{{- $external := or .Values.redis.external.url .Values.redis.external.existingSecret.name -}}
+{{- if and $external .Values.redis.internal.enabled -}}
+{{- fail "redis: set either redis.external.url / redis.external.existingSecret.name or redis.internal.enabled, not both (add --set redis.internal.enabled=false)" -}}
+{{- end -}}
+{{- if not (or $external .Values.redis.internal.enabled) -}}
+{{- fail "redis: set redis.external.url, redis.external.existingSecret.name or redis.internal.enabled=true" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* URL of the internal Redis, through its Service. */}}
+{{- define "llmquota.internalRedisUrl" -}}
+{{- printf "redis://%s.%s.svc:6379/0" (include "llmquota.redisName" .) .Release.Namespace -}}
+{{- end -}}
