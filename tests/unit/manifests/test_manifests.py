@@ -1,0 +1,227 @@
+"""Standalone manifests: parsing, Secrets, anchors, resolution and skipped resources."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from llmquota.manifests import (
+    ManifestResolver,
+    ObjectId,
+    apply_resolution,
+    parse_global_budget_ref,
+    read_manifest_dir,
+    watch_manifest_dir,
+)
+from llmquota.policy.key_hash import hash_key
+from llmquota.policy.resolved import ResolvedPolicy
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+SEED = """
+apiVersion: llmquota.dev/v1alpha1
+kind: Team
+metadata: {name: qa-prod-bot}
+spec:
+  budget: {maxBudget: 0.000000001, budgetDuration: 1d}
+---
+apiVersion: llmquota.dev/v1alpha1
+kind: ApiKey
+metadata: {name: qa-bot}
+spec:
+  team: qa-prod-bot
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: qa-bot}
+stringData: {key: sk-qa-bot-0001}
+"""
+
+
+def resolve(*texts: str, resolver: ManifestResolver | None = None, now: datetime = NOW):
+    resolver = resolver or ManifestResolver()
+    sources = [(f"file{index}.yaml", text) for index, text in enumerate(texts)]
+    return resolver.resolve(resolver.parse(sources, now))
+
+
+def test_seed_manifests_resolve_with_default_namespace_and_team_budget():
+    resolution = resolve(SEED)
+    assert resolution.problems == []
+    policy = resolution.policies[hash_key("sk-qa-bot-0001")]
+    assert policy.namespace == "default"
+    assert policy.team == "qa-prod-bot"
+    team_scope = next(scope for scope in policy.scopes if scope.kind == "team")
+    assert team_scope.budget is not None
+    assert team_scope.budget.max_nanos == 1
+    assert team_scope.budget.anchor_ms == int(NOW.timestamp() * 1000)
+
+
+def test_secret_data_key_is_base64_and_secret_name_is_followed():
+    encoded = base64.b64encode(b"sk-other-key").decode()
+    text = f"""
+apiVersion: llmquota.dev/v1alpha1
+kind: ApiKey
+metadata: {{name: bot, namespace: ml}}
+spec: {{secretName: bot-secret}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bot-secret, namespace: ml}}
+data: {{key: {encoded}}}
+"""
+    resolution = resolve(text)
+    assert resolution.problems == []
+    assert resolution.policies[hash_key("sk-other-key")].namespace == "ml"
+
+
+def test_invalid_resource_is_skipped_with_the_field_named():
+    bad = """
+apiVersion: llmquota.dev/v1alpha1
+kind: Budget
+metadata: {name: tier}
+spec: {maxBudgt: 3}
+"""
+    resolution = resolve(SEED, bad)
+    assert len(resolution.policies) == 1
+    [problem] = resolution.problems
+    assert problem.subject == "Budget default/tier"
+    assert "maxBudgt" in str(problem) or "maxBudget" in str(problem)
+
+
+def test_dangling_reference_and_missing_secret_are_problems_not_crashes():
+    text = """
+apiVersion: llmquota.dev/v1alpha1
+kind: ApiKey
+metadata: {name: a}
+spec: {budgetRef: {name: nowhere}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: a}
+stringData: {key: sk-a}
+---
+apiVersion: llmquota.dev/v1alpha1
+kind: ApiKey
+metadata: {name: b}
+spec: {}
+"""
+    resolution = resolve(text)
+    assert resolution.policies == {}
+    fields = sorted((problem.subject, problem.field) for problem in resolution.problems)
+    assert fields == [
+        ("ApiKey default/a", "spec.budgetRef"),
+        ("ApiKey default/b", "spec.secretName"),
+    ]
+
+
+def test_broken_yaml_and_foreign_kinds_do_not_stop_the_rest():
+    foreign = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {}\n"
+    resolution = resolve(SEED, "key: [unclosed", foreign)
+    assert len(resolution.policies) == 1
+    [problem] = resolution.problems
+    assert problem.field == "yaml"
+
+
+def test_anchors_stay_stable_across_reloads_and_removed_keys_are_reported():
+    resolver = ManifestResolver()
+    first = resolve(SEED, resolver=resolver)
+    later = resolve(SEED, resolver=resolver, now=NOW + timedelta(hours=5))
+    assert first.policies == later.policies
+    assert later.removed == set()
+    gone = resolve("", resolver=resolver)
+    assert gone.removed == {hash_key("sk-qa-bot-0001")}
+
+
+def test_anchors_are_adopted_from_policies_already_in_the_store():
+    original = resolve(SEED).policies
+    restarted = ManifestResolver()
+    restarted.adopt_anchors(original.values())
+    assert resolve(SEED, resolver=restarted, now=NOW + timedelta(hours=1)).policies == original
+
+
+def test_explicit_creation_timestamp_wins():
+    text = SEED.replace(
+        "metadata: {name: qa-prod-bot}",
+        ("metadata: {name: qa-prod-bot, creationTimestamp: '2026-01-01T00:00:00Z'}"),
+    )
+    policy = next(iter(resolve(text).policies.values()))
+    assert policy.scopes[0].budget is not None
+    assert policy.scopes[0].budget.anchor_ms == int(
+        datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000
+    )
+
+
+def test_global_budget_applies_and_missing_one_is_a_problem():
+    budget = """
+---
+apiVersion: llmquota.dev/v1alpha1
+kind: Budget
+metadata: {name: everything, namespace: ops}
+spec: {maxBudget: 100}
+"""
+    ref = parse_global_budget_ref("ops/everything")
+    resolution = resolve(SEED + budget, resolver=ManifestResolver(ref))
+    policy = next(iter(resolution.policies.values()))
+    assert policy.scopes[0].kind == "global"
+    missing = resolve(SEED, resolver=ManifestResolver(ObjectId("Budget", "ops", "nope")))
+    assert [problem.field for problem in missing.problems] == ["metadata.name"]
+
+
+def test_global_budget_ref_parsing():
+    assert parse_global_budget_ref(None) is None
+    assert parse_global_budget_ref("tier") == ObjectId("Budget", "default", "tier")
+    with pytest.raises(ValueError, match="NAMESPACE/NAME"):
+        parse_global_budget_ref("ops/")
+
+
+def test_duplicate_keys_are_refused_for_the_second_apikey():
+    twin = SEED.replace("name: qa-bot}", "name: qa-bot-2}").split("---")[1]
+    twin_secret = """
+apiVersion: v1
+kind: Secret
+metadata: {name: qa-bot-2}
+stringData: {key: sk-qa-bot-0001}
+"""
+    resolution = resolve(SEED, twin, twin_secret)
+    assert len(resolution.policies) == 1
+    assert [problem.subject for problem in resolution.problems] == ["ApiKey default/qa-bot-2"]
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.policies: dict[str, ResolvedPolicy] = {}
+
+    async def put_policy(self, policy: ResolvedPolicy) -> bool:
+        changed = self.policies.get(policy.key_hash) != policy
+        self.policies[policy.key_hash] = policy
+        return changed
+
+    async def delete_policy(self, key_hash: str) -> None:
+        self.policies.pop(key_hash, None)
+
+
+async def test_apply_writes_changes_and_deletes_what_went_away():
+    sink = RecordingSink()
+    resolver = ManifestResolver()
+    assert await apply_resolution(sink, resolve(SEED, resolver=resolver)) == 1
+    assert await apply_resolution(sink, resolve(SEED, resolver=resolver)) == 0
+    assert await apply_resolution(sink, resolve("", resolver=resolver)) == 1
+    assert sink.policies == {}
+
+
+async def test_directory_is_read_and_watched(tmp_path: Path):
+    (tmp_path / "seed.yaml").write_text(SEED)
+    (tmp_path / "..data").mkdir()
+    (tmp_path / "..data" / "seed.yaml").write_text(SEED)
+    assert [source for source, _ in read_manifest_dir(tmp_path)] == ["seed.yaml"]
+    snapshots = watch_manifest_dir(tmp_path, interval_s=0.01)
+    first = await anext(snapshots)
+    assert len(first) == 1
+    (tmp_path / "more.yml").write_text("kind: Nothing\n")
+    second = await asyncio.wait_for(anext(snapshots), timeout=2)
+    assert [source for source, _ in second] == ["more.yml", "seed.yaml"]
+    await snapshots.aclose()
