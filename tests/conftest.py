@@ -1,0 +1,3 @@
+"""Session-wide pytest plugins: real servers the integration tests run against."""
+
+pytest_plugins = ["tests.support.redis_fixtures", "tests.support.kube_fixtures"]
