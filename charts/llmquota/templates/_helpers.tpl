@@ -22,10 +22,14 @@ characters, no trailing dash.
 {{- end -}}
 {{- end -}}
 
-{{/* A component's name: <fullname>-<component>, still within 63 characters. */}}
+{{/*
+A component's name: <fullname>-<component>, within 63 characters (or .max: a
+StatefulSet's name must leave room for the revision hash in its pods' labels).
+*/}}
 {{- define "llmquota.componentName" -}}
 {{- $component := .component -}}
-{{- $prefix := include "llmquota.fullname" .context | trunc (int (sub 62 (len $component))) | trimSuffix "-" -}}
+{{- $max := int (default 63 .max) -}}
+{{- $prefix := include "llmquota.fullname" .context | trunc (int (sub (sub $max 1) (len $component))) | trimSuffix "-" -}}
 {{- printf "%s-%s" $prefix $component -}}
 {{- end -}}
 
@@ -79,7 +83,7 @@ app.kubernetes.io/component: redis
 {{- end -}}
 
 {{- define "llmquota.redisName" -}}
-{{- include "llmquota.componentName" (dict "context" . "component" "redis") -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "redis" "max" 52) -}}
 {{- end -}}
 
 {{- define "llmquota.webhookName" -}}
