@@ -64,8 +64,13 @@ local function roll(key, win)
   end
 end
 
-local function budget_ttl(key, window_end)
-  if window_end >= 0 then redis.call('PEXPIREAT', key, window_end + EXPIRED_LEASE_KEEP_MS) end
+-- Keep a counter a day past its window's end. The TTL is relative to the script's clock
+-- (`now`), not an absolute PEXPIREAT, which Redis would compare with its own clock: under
+-- an injected clock behind Redis TIME the counter would vanish as soon as it was written.
+local function budget_ttl(key, window_end, now)
+  if window_end >= 0 then
+    redis.call('PEXPIRE', key, window_end - now + EXPIRED_LEASE_KEEP_MS)
+  end
 end
 
 -- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
@@ -83,7 +88,7 @@ local function release(lease, cost, tokens, now, freed)
       if not same then
         local start, window_end = budget_window(b.w, b.a, now)
         roll(b.key, start)
-        budget_ttl(b.key, window_end)
+        budget_ttl(b.key, window_end, now)
       end
       redis.call('HINCRBY', b.key, 'spend', cost)
       if b.model ~= '' then redis.call('HINCRBY', b.key, 's:' .. b.model, cost) end

@@ -111,7 +111,7 @@ for i, c in ipairs(spec.checks) do
   if c.t == 'b' then
     local start, window_end = windows[i][1], windows[i][2]
     roll(key, start)
-    budget_ttl(key, window_end)
+    budget_ttl(key, window_end, now)
     redis.call('HINCRBY', key, 'resv', spec.cost)
     if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, spec.cost) end
     table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = spec.cost, model = model})

@@ -10,5 +10,5 @@ redis.call('HSET', KEYS[1], 'win', ARGV[1], 'spend', ARGV[3], 'resv', 0)
 for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 's:' .. ARGV[i], ARGV[i + 1])
 end
-budget_ttl(KEYS[1], tonumber(ARGV[2]))
+budget_ttl(KEYS[1], tonumber(ARGV[2]), now_ms(0))
 return 1
