@@ -12,6 +12,7 @@ import pytest
 from llmquota.manifests import (
     ManifestResolver,
     ObjectId,
+    Resolution,
     apply_resolution,
     parse_global_budget_ref,
     read_manifest_dir,
@@ -42,13 +43,15 @@ stringData: {key: sk-qa-bot-0001}
 """
 
 
-def resolve(*texts: str, resolver: ManifestResolver | None = None, now: datetime = NOW):
+def resolve(
+    *texts: str, resolver: ManifestResolver | None = None, now: datetime = NOW
+) -> Resolution:
     resolver = resolver or ManifestResolver()
     sources = [(f"file{index}.yaml", text) for index, text in enumerate(texts)]
     return resolver.resolve(resolver.parse(sources, now))
 
 
-def test_seed_manifests_resolve_with_default_namespace_and_team_budget():
+def test_seed_manifests_resolve_with_default_namespace_and_team_budget() -> None:
     resolution = resolve(SEED)
     assert resolution.problems == []
     policy = resolution.policies[hash_key("sk-qa-bot-0001")]
@@ -60,7 +63,7 @@ def test_seed_manifests_resolve_with_default_namespace_and_team_budget():
     assert team_scope.budget.anchor_ms == int(NOW.timestamp() * 1000)
 
 
-def test_secret_data_key_is_base64_and_secret_name_is_followed():
+def test_secret_data_key_is_base64_and_secret_name_is_followed() -> None:
     encoded = base64.b64encode(b"sk-other-key").decode()
     text = f"""
 apiVersion: llmquota.dev/v1alpha1
@@ -78,7 +81,7 @@ data: {{key: {encoded}}}
     assert resolution.policies[hash_key("sk-other-key")].namespace == "ml"
 
 
-def test_invalid_resource_is_skipped_with_the_field_named():
+def test_invalid_resource_is_skipped_with_the_field_named() -> None:
     bad = """
 apiVersion: llmquota.dev/v1alpha1
 kind: Budget
@@ -92,7 +95,7 @@ spec: {maxBudgt: 3}
     assert "maxBudgt" in str(problem) or "maxBudget" in str(problem)
 
 
-def test_dangling_reference_and_missing_secret_are_problems_not_crashes():
+def test_dangling_reference_and_missing_secret_are_problems_not_crashes() -> None:
     text = """
 apiVersion: llmquota.dev/v1alpha1
 kind: ApiKey
@@ -118,7 +121,7 @@ spec: {}
     ]
 
 
-def test_broken_yaml_and_foreign_kinds_do_not_stop_the_rest():
+def test_broken_yaml_and_foreign_kinds_do_not_stop_the_rest() -> None:
     foreign = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {}\n"
     resolution = resolve(SEED, "key: [unclosed", foreign)
     assert len(resolution.policies) == 1
@@ -126,7 +129,7 @@ def test_broken_yaml_and_foreign_kinds_do_not_stop_the_rest():
     assert problem.field == "yaml"
 
 
-def test_anchors_stay_stable_across_reloads_and_removed_keys_are_reported():
+def test_anchors_stay_stable_across_reloads_and_removed_keys_are_reported() -> None:
     resolver = ManifestResolver()
     first = resolve(SEED, resolver=resolver)
     later = resolve(SEED, resolver=resolver, now=NOW + timedelta(hours=5))
@@ -136,14 +139,14 @@ def test_anchors_stay_stable_across_reloads_and_removed_keys_are_reported():
     assert gone.removed == {hash_key("sk-qa-bot-0001")}
 
 
-def test_anchors_are_adopted_from_policies_already_in_the_store():
+def test_anchors_are_adopted_from_policies_already_in_the_store() -> None:
     original = resolve(SEED).policies
     restarted = ManifestResolver()
     restarted.adopt_anchors(original.values())
     assert resolve(SEED, resolver=restarted, now=NOW + timedelta(hours=1)).policies == original
 
 
-def test_explicit_creation_timestamp_wins():
+def test_explicit_creation_timestamp_wins() -> None:
     text = SEED.replace(
         "metadata: {name: qa-prod-bot}",
         ("metadata: {name: qa-prod-bot, creationTimestamp: '2026-01-01T00:00:00Z'}"),
@@ -155,7 +158,7 @@ def test_explicit_creation_timestamp_wins():
     )
 
 
-def test_global_budget_applies_and_missing_one_is_a_problem():
+def test_global_budget_applies_and_missing_one_is_a_problem() -> None:
     budget = """
 ---
 apiVersion: llmquota.dev/v1alpha1
@@ -171,14 +174,14 @@ spec: {maxBudget: 100}
     assert [problem.field for problem in missing.problems] == ["metadata.name"]
 
 
-def test_global_budget_ref_parsing():
+def test_global_budget_ref_parsing() -> None:
     assert parse_global_budget_ref(None) is None
     assert parse_global_budget_ref("tier") == ObjectId("Budget", "default", "tier")
     with pytest.raises(ValueError, match="NAMESPACE/NAME"):
         parse_global_budget_ref("ops/")
 
 
-def test_duplicate_keys_are_refused_for_the_second_apikey():
+def test_duplicate_keys_are_refused_for_the_second_apikey() -> None:
     twin = SEED.replace("name: qa-bot}", "name: qa-bot-2}").split("---")[1]
     twin_secret = """
 apiVersion: v1
@@ -204,7 +207,7 @@ class RecordingSink:
         self.policies.pop(key_hash, None)
 
 
-async def test_apply_writes_changes_and_deletes_what_went_away():
+async def test_apply_writes_changes_and_deletes_what_went_away() -> None:
     sink = RecordingSink()
     resolver = ManifestResolver()
     assert await apply_resolution(sink, resolve(SEED, resolver=resolver)) == 1
@@ -213,7 +216,7 @@ async def test_apply_writes_changes_and_deletes_what_went_away():
     assert sink.policies == {}
 
 
-async def test_directory_is_read_and_watched(tmp_path: Path):
+async def test_directory_is_read_and_watched(tmp_path: Path) -> None:
     (tmp_path / "seed.yaml").write_text(SEED)
     (tmp_path / "..data").mkdir()
     (tmp_path / "..data" / "seed.yaml").write_text(SEED)

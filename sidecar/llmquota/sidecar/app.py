@@ -1,0 +1,124 @@
+"""`create_app(settings)`: the sidecar as an aiohttp application.
+
+Everything with a lifetime is opened in `cleanup_ctx`, in order (store, upstream
+session, background tasks), and closed in reverse once aiohttp has drained the requests
+in flight; reservations of requests cut off by the shutdown timeout are then freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from llmquota.manifests import ManifestResolver, parse_global_budget_ref
+from llmquota.pricing import load_price_table
+from llmquota.sidecar import probes, proxy
+from llmquota.sidecar.credentials import UpstreamCredential
+from llmquota.sidecar.leases import InFlight
+from llmquota.sidecar.metrics import SidecarMetrics
+from llmquota.sidecar.policies import PolicyCache
+from llmquota.sidecar.settings import SidecarSettings
+from llmquota.sidecar.standalone import follow_manifests
+from llmquota.sidecar.state import (
+    CREDENTIAL,
+    IN_FLIGHT,
+    MANIFESTS_LOADED,
+    METRICS,
+    POLICIES,
+    PRICES,
+    SETTINGS,
+    STORE,
+    UPSTREAM,
+)
+from llmquota.store import EmbeddedRedis, QuotaStore
+
+__all__ = ["POST_ENDPOINTS", "create_app"]
+
+POST_ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
+# A Redis that stops answering must turn into 503s (or fail-open), not hung requests.
+REDIS_SOCKET_TIMEOUT_S = 2.0
+UPSTREAM_CONNECT_TIMEOUT_S = 10.0
+
+
+def create_app(settings: SidecarSettings) -> web.Application:
+    """The sidecar for `settings`; serve with `web.run_app` or aiohttp's test server."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = SidecarMetrics.create()
+    app[PRICES] = load_price_table(settings.pricing)
+    app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
+    app[MANIFESTS_LOADED] = asyncio.Event()
+    parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
+    app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx])
+    for prefix in ("/v1", ""):
+        for endpoint in POST_ENDPOINTS:
+            app.router.add_post(f"{prefix}/{endpoint}", proxy.proxy_post)
+        app.router.add_get(f"{prefix}/models", proxy.list_models)
+    app.router.add_get("/healthz", probes.healthz)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/metrics", probes.metrics)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The store, on `--redis` or on an embedded redis-server of this process's own."""
+    settings = app[SETTINGS]
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.redis_url
+        if url is None:
+            url = (await stack.enter_async_context(EmbeddedRedis())).url
+        store = QuotaStore.from_url(
+            url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        )
+        stack.push_async_callback(store.close)
+        app[STORE] = store
+        app[POLICIES] = PolicyCache(store)
+        app[IN_FLIGHT] = InFlight(store, settings.lease_ms)
+        yield
+        # Requests still in flight after the drain were cut off: free what they hold.
+        await app[IN_FLIGHT].abort_all()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One pooled, keep-alive session to the upstream for every request."""
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=UPSTREAM_CONNECT_TIMEOUT_S,
+            sock_read=settings.upstream_timeout,
+        ),
+        trust_env=True,  # HTTPS_PROXY and friends, as egress in a cluster often needs
+    )
+    app[UPSTREAM] = session
+    yield
+    await session.close()
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Policy invalidation, lease renewal and (standalone) manifest following."""
+    settings = app[SETTINGS]
+    jobs: list[Coroutine[Any, Any, None]] = [
+        app[POLICIES].follow_changes(),
+        app[IN_FLIGHT].renew_forever(),
+    ]
+    if settings.manifests is None:
+        app[MANIFESTS_LOADED].set()
+    else:
+        resolver = ManifestResolver(parse_global_budget_ref(settings.global_budget))
+        jobs.append(
+            follow_manifests(settings.manifests, resolver, app[STORE], app[MANIFESTS_LOADED])
+        )
+    tasks = [asyncio.create_task(job) for job in jobs]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

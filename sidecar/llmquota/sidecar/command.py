@@ -1,0 +1,154 @@
+"""`llmquota sidecar`: flags (each also `LLMQUOTA_<FLAG>`), logging, uvloop, serving."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from llmquota.sidecar.app import create_app
+from llmquota.sidecar.logs import configure_logging
+from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
+
+__all__ = ["add_arguments", "run", "settings_from_args"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(flag: str, default: str | None = None) -> str | None:
+    """`--upstream-key-file` reads `LLMQUOTA_UPSTREAM_KEY_FILE`."""
+    return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `llmquota sidecar`."""
+    parser.description = (
+        "Proxy the OpenAI-compatible API to --upstream, enforcing the budgets and rate "
+        "limits of the presented ApiKey. Every flag can also be set as LLMQUOTA_<FLAG>."
+    )
+    parser.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
+    parser.add_argument(
+        "--upstream",
+        default=_env("upstream", "https://api.openai.com"),
+        metavar="URL",
+        help="the OpenAI-compatible API to forward to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--upstream-key-file",
+        type=Path,
+        default=_env("upstream-key-file"),
+        metavar="PATH",
+        help="file holding the upstream's API key (a mounted Secret; re-read when it changes)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=_env("redis", os.environ.get("REDIS_URL")),
+        metavar="URL",
+        help="the shared Redis (also REDIS_URL); without one, an embedded redis-server",
+    )
+    parser.add_argument(
+        "--manifests",
+        type=Path,
+        default=_env("manifests"),
+        metavar="DIR",
+        help="standalone mode: Team/ApiKey/Budget/RateLimit/Secret YAML in DIR, followed live",
+    )
+    parser.add_argument(
+        "--global-budget",
+        default=_env("global-budget"),
+        metavar="NS/NAME",
+        help="standalone mode: a Budget every request counts against",
+    )
+    parser.add_argument(
+        "--fail-open",
+        action="store_true",
+        default=(_env("fail-open", "") or "").lower() in _TRUE,
+        help="admit requests without counting when the store is unreachable (default: 503)",
+    )
+    parser.add_argument(
+        "--pricing",
+        type=Path,
+        default=_env("pricing"),
+        metavar="FILE",
+        help="per-model price overrides and the unknown-model policy (YAML)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(_env("lease-seconds", "30") or 30),
+        help="how long a reservation outlives a sidecar that died (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("max-body-bytes", str(DEFAULT_MAX_BODY_BYTES)) or 0),
+        help="larger request bodies get 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=float(_env("upstream-timeout", "600") or 600),
+        help="seconds to wait for the upstream's next bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=float(_env("shutdown-timeout", "30") or 30),
+        help="seconds a shutdown waits for requests in flight (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default=_env("log-level", "INFO"))
+
+
+def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
+    """The settings the parsed flags describe."""
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if args.manifests is not None and not Path(args.manifests).is_dir():
+        raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    return SidecarSettings(
+        host=host.strip("[]"),
+        port=int(port),
+        upstream=args.upstream,
+        upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
+        redis_url=args.redis or None,
+        manifests=None if args.manifests is None else Path(args.manifests),
+        global_budget=args.global_budget or None,
+        fail_open=args.fail_open,
+        pricing=None if args.pricing is None else Path(args.pricing),
+        lease_seconds=args.lease_seconds,
+        max_body_bytes=args.max_body_bytes,
+        upstream_timeout=args.upstream_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations."""
+    configure_logging(args.log_level)
+    settings = settings_from_args(args)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,  # one structured line per request comes from the proxy instead
+        shutdown_timeout=settings.shutdown_timeout,
+        handler_cancellation=True,  # a client that hangs up frees its reservation at once
+        loop=_new_event_loop(),
+        print=lambda _: print(
+            f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
+        ),
+    )
+    return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop

@@ -1,0 +1,42 @@
+"""`/healthz`, `/readyz` and `/metrics`: what kubelet and Prometheus ask."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from llmquota.sidecar.state import MANIFESTS_LOADED, METRICS, POLICIES, STORE
+
+__all__ = ["healthz", "metrics", "readyz"]
+
+PING_TIMEOUT_S = 1.0
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the store answers, the change feed is subscribed, the policies are loaded."""
+    problems = []
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), PING_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as error:
+        problems.append(f"quota store unreachable: {error}")
+    if not request.app[POLICIES].subscribed.is_set():
+        problems.append("not subscribed to policy changes")
+    if not request.app[MANIFESTS_LOADED].is_set():
+        problems.append("manifests not loaded yet")
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format."""
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,556 @@
+"""The request handlers: authenticate, admit, forward, settle.
+
+One request costs the store one round trip to admit (after the first sight of a key,
+whose policy is then cached) and one to settle; everything else is in memory. Every
+path out of a handler either settles a reservation (charging what was served) or aborts
+it (charging nothing), so a budget never keeps money reserved for a request that ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.decision import Refused, check_key, interpret_admit
+from llmquota.policy.key_hash import hash_key
+from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
+from llmquota.sidecar.state import (
+    CREDENTIAL,
+    IN_FLIGHT,
+    METRICS,
+    POLICIES,
+    PRICES,
+    SETTINGS,
+    STORE,
+    UPSTREAM,
+)
+from llmquota.sidecar.streaming import StreamMeter
+from llmquota.sidecar.wire import (
+    InvalidBodyError,
+    ParsedBody,
+    Usage,
+    client_response_headers,
+    error_body,
+    parse_body,
+    presented_key,
+    stream_asks_usage,
+    upstream_request_headers,
+    usage_of,
+    with_stream_usage,
+)
+
+__all__ = ["STREAM_USAGE_ENDPOINTS", "list_models", "proxy_post"]
+
+logger = logging.getLogger("llmquota.sidecar.requests")
+
+# Endpoints whose streams report usage only when asked (`stream_options.include_usage`);
+# Responses streams always end with it.
+STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
+_JSON = "application/json"
+_STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's journey, for its metrics and its log line."""
+
+    request_id: str
+    endpoint: str
+    started: float
+    upstream_s: float = 0.0
+    policy: ResolvedPolicy | None = None
+    model: str = ""
+    outcome: str = "served"
+    status: int = 200
+    reserved: bool = False  # the store holds a reservation for this request
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+
+    def subject(self) -> tuple[str, str, str, str]:
+        """namespace, team, key name, model: the labels of per-subject metrics."""
+        policy = self.policy
+        if policy is None:
+            return "", "", "", self.model
+        return policy.namespace, policy.team or "", policy.key_name, self.model
+
+
+class Refusal(Exception):  # noqa: N818 - a control-flow signal, not an error of the sidecar
+    """Stop handling and answer with this status and OpenAI error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str,
+        code: str | None,
+        *,
+        outcome: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = error_body(message, error_type, code, param)
+        self.outcome = outcome
+        self.headers = headers or {}
+
+    @classmethod
+    def of(cls, refused: Refused) -> Refusal:
+        """The policy layer's refusal as a response."""
+        return cls(
+            refused.status,
+            refused.message,
+            refused.error_type,
+            refused.code,
+            outcome=refused.code,
+            headers=refused.headers,
+        )
+
+
+def _endpoint(request: web.Request) -> str:
+    return request.path.strip("/").removeprefix("v1/")
+
+
+def _new_exchange(request: web.Request) -> Exchange:
+    return Exchange(uuid.uuid4().hex, _endpoint(request), time.perf_counter())
+
+
+async def proxy_post(request: web.Request) -> web.StreamResponse:
+    """POST chat/completions, completions, embeddings, responses."""
+    exchange = _new_exchange(request)
+    try:
+        return await _forward_post(request, exchange)
+    except Refusal as refusal:
+        return _refusal_response(exchange, refusal)
+    finally:
+        _record(request, exchange)
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    """GET models: the upstream's list, narrowed to the models the key may use."""
+    exchange = _new_exchange(request)
+    try:
+        policy = await _authenticate(request, exchange)
+        upstream = await _send_upstream(request, exchange, "GET", b"")
+        async with upstream:
+            raw = await upstream.read()
+            headers = client_response_headers(upstream.headers.items(), {})
+        if upstream.status == 200 and policy.models:
+            listing = json.loads(raw)
+            allowed = set(policy.models)
+            listing["data"] = [item for item in listing.get("data", []) if item["id"] in allowed]
+            raw = json.dumps(listing).encode()
+        exchange.status = upstream.status
+        headers["x-request-id"] = exchange.request_id
+        return web.Response(body=raw, status=upstream.status, headers=headers)
+    except Refusal as refusal:
+        return _refusal_response(exchange, refusal)
+    finally:
+        _record(request, exchange)
+
+
+async def _authenticate(request: web.Request, exchange: Exchange) -> ResolvedPolicy:
+    key = presented_key(request.headers)
+    if key is None:
+        raise Refusal(
+            401,
+            "You didn't provide an API key: send it as `Authorization: Bearer <key>`.",
+            "authentication_error",
+            "invalid_api_key",
+            outcome="invalid_api_key",
+        )
+    cache = request.app[POLICIES]
+    key_hash = hash_key(key)
+    try:
+        policy = await cache.get(key_hash)
+    except _STORE_DOWN as error:
+        raise _store_unavailable(error) from error
+    if policy is None:
+        raise Refusal(
+            401,
+            "Incorrect API key provided: no ApiKey has this key.",
+            "authentication_error",
+            "invalid_api_key",
+            outcome="invalid_api_key",
+        )
+    exchange.policy = policy
+    return policy
+
+
+def _store_unavailable(error: Exception) -> Refusal:
+    logger.error("quota store unreachable: %s", error)
+    return Refusal(
+        503,
+        "The quota store is unreachable, so spend cannot be checked; retry shortly.",
+        "service_unavailable",
+        "service_unavailable",
+        outcome="store_unavailable",
+    )
+
+
+async def _read_body(request: web.Request) -> ParsedBody:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as error:
+        limit = request.app[SETTINGS].max_body_bytes
+        raise Refusal(
+            413,
+            f"The request body is larger than the sidecar's limit of {limit} bytes "
+            "(--max-body-bytes).",
+            "invalid_request_error",
+            "request_too_large",
+            outcome="invalid_request",
+        ) from error
+    try:
+        return parse_body(raw)
+    except InvalidBodyError as error:
+        raise Refusal(
+            400,
+            str(error),
+            "invalid_request_error",
+            None,
+            outcome="invalid_request",
+            param=error.param,
+        ) from error
+
+
+def _estimate(
+    request: web.Request, exchange: Exchange, parsed: ParsedBody
+) -> tuple[TokenEstimate, int]:
+    """Tokens the request may use and the cost to reserve, in nano-USD."""
+    tokens = estimate_request(exchange.endpoint, parsed.body)
+    try:
+        cost = request.app[PRICES].cost(
+            parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens
+        )
+    except UnknownModelError as error:
+        pricing = request.app[SETTINGS].pricing
+        where = f"the --pricing file {pricing}" if pricing else "a --pricing file"
+        raise Refusal(
+            400,
+            f"Model {parsed.model!r} has no known price, so its spend cannot be counted: "
+            f"add it under `models:` in {where}, or set `unknownModel` there.",
+            "invalid_request_error",
+            "model_not_priced",
+            outcome="model_not_priced",
+            param="model",
+        ) from error
+    return tokens, nanos(cost)
+
+
+async def _admit(
+    request: web.Request, exchange: Exchange, parsed: ParsedBody
+) -> tuple[TokenEstimate, dict[str, str]]:
+    """Check and reserve; the headers the response carries. Raises Refusal."""
+    policy = await _authenticate(request, exchange)
+    refused = check_key(policy, parsed.model, datetime.now(UTC))
+    if refused is not None:
+        raise Refusal.of(refused)
+    tokens, cost_nanos = _estimate(request, exchange, parsed)
+    settings = request.app[SETTINGS]
+    call = admission_call(
+        policy,
+        RequestEstimate(
+            parsed.model,
+            cost_nanos,
+            tokens.prompt_tokens + tokens.max_completion_tokens,
+            parsed.end_user,
+        ),
+        exchange.request_id,
+        settings.lease_ms,
+    )
+    try:
+        raw = await request.app[STORE].admit(call)
+    except _STORE_DOWN as error:
+        if not settings.fail_open:
+            raise _store_unavailable(error) from error
+        logger.warning(
+            "quota store unreachable, admitting without counting (--fail-open): %s",
+            error,
+            extra={"request_id": exchange.request_id},
+        )
+        exchange.outcome = "fail_open"
+        return tokens, {}
+    decision = interpret_admit(raw, call)
+    if isinstance(decision, Refused):
+        _note_refusal(request, exchange, decision)
+        raise Refusal.of(decision)
+    exchange.reserved = True
+    request.app[IN_FLIGHT].add(exchange.request_id)
+    _note_remaining(request, policy, decision.budget_left_nanos)
+    return tokens, decision.headers
+
+
+def _note_refusal(request: web.Request, exchange: Exchange, refused: Refused) -> None:
+    metrics = request.app[METRICS]
+    namespace, team, key, _ = exchange.subject()
+    if refused.status == 429:
+        metrics.rate_limited.labels(namespace, team, key, refused.limit).inc()
+    elif refused.limit == "max_budget" and exchange.policy is not None:
+        for scope in exchange.policy.scopes:
+            if scope.label == refused.scope_label and scope.kind != "end_user":
+                metrics.remaining_budget.labels(namespace, scope.kind, _scope_name(scope.id)).set(0)
+
+
+def _scope_name(scope_id: str) -> str:
+    """`team/ns/qa-bot` -> `qa-bot`; `member/ns/team/user` -> `team/user`."""
+    return scope_id.split("/", 2)[-1]
+
+
+def _note_remaining(request: web.Request, policy: ResolvedPolicy, left_nanos: int | None) -> None:
+    """The remaining budget, when it is clear which scope it belongs to: the admit script
+    reports the tightest of all, so only a policy with a single limited budget can name it."""
+    if left_nanos is None:
+        return
+    limited = [s for s in policy.scopes if s.budget is not None and s.budget.max_nanos >= 0]
+    if len(limited) == 1:
+        scope = limited[0]
+        request.app[METRICS].remaining_budget.labels(
+            policy.namespace, scope.kind, _scope_name(scope.id)
+        ).set(left_nanos / 1e9)
+
+
+async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    parsed = await _read_body(request)
+    exchange.model = parsed.model
+    tokens, own_headers = await _admit(request, exchange, parsed)
+    own_headers["x-request-id"] = exchange.request_id
+    hide_usage = (
+        parsed.stream
+        and exchange.endpoint in STREAM_USAGE_ENDPOINTS
+        and not stream_asks_usage(parsed.body)
+    )
+    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else None
+    meter: StreamMeter | None = None
+    usage: Usage | None = None
+    try:
+        upstream = await _send_upstream(request, exchange, "POST", payload)
+        async with upstream:
+            if upstream.status >= 400 or not parsed.stream:
+                response, usage = await _relay_whole(request, exchange, upstream, own_headers)
+            else:
+                meter = StreamMeter(hide_usage_chunk=hide_usage)
+                response = await _relay_stream(request, exchange, upstream, own_headers, meter)
+    except BaseException:
+        # Cut off (client gone, shutdown, upstream unreachable): charge what was
+        # streamed, or nothing when nothing was.
+        streamed = meter is not None and (meter.text_chars > 0 or meter.usage is not None)
+        await _finish(
+            request, exchange, parsed.model, _stream_usage(meter, tokens) if streamed else None
+        )
+        raise
+    if upstream.status >= 400:
+        exchange.outcome = "upstream_error"
+        await _finish(request, exchange, parsed.model, None)
+        return response
+    if meter is not None:
+        usage = _stream_usage(meter, tokens)
+    elif usage is None:
+        logger.warning(
+            "upstream reported no usage; charging the estimate",
+            extra={"request_id": exchange.request_id, "model": parsed.model},
+        )
+        usage = Usage(tokens.prompt_tokens, tokens.max_completion_tokens)
+    await _finish(request, exchange, parsed.model, usage)
+    return response
+
+
+def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
+    """The stream's reported usage, or the prompt estimate plus the text streamed."""
+    if meter is not None and meter.usage is not None:
+        return meter.usage
+    streamed = 0 if meter is None else meter.completion_tokens_streamed
+    return Usage(tokens.prompt_tokens, streamed)
+
+
+async def _send_upstream(
+    request: web.Request, exchange: Exchange, method: str, payload: bytes | None
+) -> aiohttp.ClientResponse:
+    """Send the request on; the client's key stays here, the sidecar's credential goes."""
+    settings = request.app[SETTINGS]
+    url = f"{settings.upstream_base}/{exchange.endpoint}"
+    if request.query_string:
+        url = f"{url}?{request.query_string}"
+    headers = upstream_request_headers(request.headers.items(), request.app[CREDENTIAL].value)
+    body = payload if payload is not None else await request.read()
+    started = time.perf_counter()
+    try:
+        return await request.app[UPSTREAM].request(method, url, data=body, headers=headers)
+    except TimeoutError as error:
+        raise Refusal(
+            504,
+            f"The upstream {settings.upstream} did not answer in time.",
+            "upstream_error",
+            "upstream_timeout",
+            outcome="upstream_error",
+        ) from error
+    except aiohttp.ClientError as error:
+        raise Refusal(
+            502,
+            f"The upstream {settings.upstream} could not be reached: {error}",
+            "upstream_error",
+            "upstream_unreachable",
+            outcome="upstream_error",
+        ) from error
+    finally:
+        exchange.upstream_s += time.perf_counter() - started
+
+
+async def _relay_whole(
+    request: web.Request,
+    exchange: Exchange,
+    upstream: aiohttp.ClientResponse,
+    own_headers: dict[str, str],
+) -> tuple[web.StreamResponse, Usage | None]:
+    """A whole (non-streamed) answer, error or not: sent to the client, then read for usage."""
+    started = time.perf_counter()
+    raw = await upstream.read()
+    exchange.upstream_s += time.perf_counter() - started
+    exchange.status = upstream.status
+    response = web.Response(
+        body=raw,
+        status=upstream.status,
+        headers=client_response_headers(upstream.headers.items(), own_headers),
+    )
+    await response.prepare(request)
+    await response.write_eof()
+    if upstream.status >= 400:
+        return response, None
+    try:
+        answer: Any = json.loads(raw)
+    except ValueError:
+        return response, None
+    return response, usage_of(answer.get("usage")) if isinstance(answer, dict) else None
+
+
+async def _relay_stream(
+    request: web.Request,
+    exchange: Exchange,
+    upstream: aiohttp.ClientResponse,
+    own_headers: dict[str, str],
+    meter: StreamMeter,
+) -> web.StreamResponse:
+    """Pass events on as they arrive; a cut on either side ends the relay, not the
+    accounting (the caller charges what was streamed)."""
+    response = web.StreamResponse(
+        status=upstream.status,
+        headers=client_response_headers(upstream.headers.items(), own_headers),
+    )
+    exchange.status = upstream.status
+    await response.prepare(request)
+    while True:
+        started = time.perf_counter()
+        try:
+            chunk = await upstream.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            exchange.outcome = "upstream_cut"
+            logger.warning(
+                "upstream stream cut: %s", error, extra={"request_id": exchange.request_id}
+            )
+            break
+        finally:
+            exchange.upstream_s += time.perf_counter() - started
+        if not chunk:
+            break
+        forward = meter.feed(chunk)
+        if forward and not await _write(response, forward, exchange):
+            return response
+    tail = meter.flush()
+    if tail and not await _write(response, tail, exchange):
+        return response
+    if exchange.outcome != "upstream_cut":
+        await response.write_eof()
+    return response
+
+
+async def _write(response: web.StreamResponse, data: bytes, exchange: Exchange) -> bool:
+    """Write to the client; False when it has gone away."""
+    try:
+        await response.write(data)
+    except ConnectionError:
+        exchange.outcome = "client_disconnected"
+        return False
+    return True
+
+
+async def _finish(
+    request: web.Request, exchange: Exchange, model: str, usage: Usage | None
+) -> None:
+    """Settle what was served (usage) or free the reservation (None)."""
+    if not exchange.reserved:
+        return
+    exchange.reserved = False
+    store = request.app[STORE]
+    request.app[IN_FLIGHT].discard(exchange.request_id)
+    try:
+        if usage is None:
+            await store.abort(exchange.request_id)
+            return
+        cost = request.app[PRICES].cost(
+            model, usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens
+        )
+        exchange.usage, exchange.cost_usd = usage, cost
+        await store.settle(exchange.request_id, nanos(cost), usage.total)
+    except _STORE_DOWN as error:
+        logger.error(
+            "could not settle with the quota store; the lease will expire: %s",
+            error,
+            extra={"request_id": exchange.request_id, "cost_usd": exchange.cost_usd},
+        )
+
+
+def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:
+    exchange.outcome = refusal.outcome
+    exchange.status = refusal.status
+    return web.Response(
+        body=refusal.body,
+        status=refusal.status,
+        content_type=_JSON,
+        headers={**refusal.headers, "x-request-id": exchange.request_id},
+    )
+
+
+def _record(request: web.Request, exchange: Exchange) -> None:
+    """Count the request in the metrics and log it, once, whatever the outcome."""
+    metrics = request.app[METRICS]
+    labels = exchange.subject()
+    metrics.requests.labels(*labels, exchange.outcome).inc()
+    elapsed = time.perf_counter() - exchange.started
+    metrics.overhead.observe(max(elapsed - exchange.upstream_s, 0.0))
+    if exchange.usage is not None:
+        metrics.spend.labels(*labels).inc(exchange.cost_usd)
+        metrics.tokens.labels(*labels, "input").inc(exchange.usage.prompt_tokens)
+        metrics.tokens.labels(*labels, "output").inc(exchange.usage.completion_tokens)
+    if logger.isEnabledFor(logging.INFO):
+        namespace, team, key, model = labels
+        logger.info(
+            "request",
+            extra={
+                "request_id": exchange.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": exchange.status,
+                "outcome": exchange.outcome,
+                "namespace": namespace,
+                "team": team,
+                "key": key,
+                "model": model,
+                "cost_usd": exchange.cost_usd,
+                "prompt_tokens": exchange.usage.prompt_tokens if exchange.usage else 0,
+                "completion_tokens": exchange.usage.completion_tokens if exchange.usage else 0,
+                "duration_ms": round(elapsed * 1000, 3),
+                "upstream_ms": round(exchange.upstream_s * 1000, 3),
+            },
+        )

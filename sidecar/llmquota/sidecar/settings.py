@@ -1,0 +1,43 @@
+"""What `llmquota sidecar` is told: listen address, upstream, store, limits of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "SidecarSettings"]
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """The sidecar's configuration; `command` builds it from flags and environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    upstream: str = "https://api.openai.com"
+    upstream_key_file: Path | None = None
+    # None: start an embedded redis-server for this process alone.
+    redis_url: str | None = None
+    manifests: Path | None = None
+    global_budget: str | None = None
+    fail_open: bool = False
+    pricing: Path | None = None
+    lease_seconds: float = 30.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Longest wait for the upstream's next bytes (a reasoning model may think for minutes).
+    upstream_timeout: float = 600.0
+    # How long a shutdown waits for requests in flight before cutting them off.
+    shutdown_timeout: float = 30.0
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease of a reservation in milliseconds, as the store takes it."""
+        return int(self.lease_seconds * 1000)
+
+    @property
+    def upstream_base(self) -> str:
+        """The upstream's API root: `https://api.openai.com` becomes `.../v1`."""
+        base = self.upstream.rstrip("/")
+        return base if base.endswith("/v1") else f"{base}/v1"

@@ -1,0 +1,42 @@
+"""The application's state, one `web.AppKey` per thing a handler needs.
+
+Opened and closed by `app`'s cleanup contexts; read by `proxy` and `probes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from llmquota.pricing import PriceTable
+from llmquota.sidecar.credentials import UpstreamCredential
+from llmquota.sidecar.leases import InFlight
+from llmquota.sidecar.metrics import SidecarMetrics
+from llmquota.sidecar.policies import PolicyCache
+from llmquota.sidecar.settings import SidecarSettings
+from llmquota.store import QuotaStore
+
+__all__ = [
+    "CREDENTIAL",
+    "IN_FLIGHT",
+    "MANIFESTS_LOADED",
+    "METRICS",
+    "POLICIES",
+    "PRICES",
+    "SETTINGS",
+    "STORE",
+    "UPSTREAM",
+]
+
+SETTINGS = web.AppKey("settings", SidecarSettings)
+METRICS = web.AppKey("metrics", SidecarMetrics)
+PRICES = web.AppKey("prices", PriceTable)
+CREDENTIAL = web.AppKey("credential", UpstreamCredential)
+STORE = web.AppKey("store", QuotaStore)
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+POLICIES = web.AppKey("policies", PolicyCache)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+# Set once standalone mode has written the manifests' policies (always set otherwise).
+MANIFESTS_LOADED = web.AppKey("manifests_loaded", asyncio.Event)

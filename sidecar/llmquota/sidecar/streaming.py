@@ -1,0 +1,120 @@
+"""Reading a server-sent event stream as it passes through: usage, text, hidden chunks.
+
+The sidecar forwards each event as soon as it is complete, never the whole stream at
+once. On the way it picks up the usage the upstream reports at the end (chat and
+completions: a chunk with `usage` and no choices; Responses: `response.completed`),
+counts the generated text (to charge a stream cut off before usage came), and drops
+the usage-only chunk when it was the sidecar, not the client, that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from llmquota.pricing.estimate import CHARS_PER_TOKEN
+from llmquota.sidecar.wire import Usage, usage_of
+
+__all__ = ["StreamMeter"]
+
+_EVENT_END = b"\n\n"
+_TERMINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+class StreamMeter:
+    """Splits a byte stream into events, reads them, and says which bytes to forward."""
+
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
+        """`hide_usage_chunk`: drop the usage-only chunk (the client did not ask for it)."""
+        self.hide_usage_chunk = hide_usage_chunk
+        self.usage: Usage | None = None
+        self.text_chars = 0
+        self._pending = b""
+
+    @property
+    def completion_tokens_streamed(self) -> int:
+        """Output tokens estimated from the text streamed so far."""
+        return -(-self.text_chars // CHARS_PER_TOKEN)
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the upstream; return the complete events to pass on."""
+        buffer = self._pending + data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        end = buffer.rfind(_EVENT_END)
+        if end < 0:
+            self._pending = buffer
+            return b""
+        complete, self._pending = buffer[: end + 2], buffer[end + 2 :]
+        kept = [event for event in complete.split(_EVENT_END)[:-1] if self._read(event)]
+        return b"".join(event + _EVENT_END for event in kept)
+
+    def flush(self) -> bytes:
+        """The bytes left when the stream ended without a final blank line."""
+        rest, self._pending = self._pending, b""
+        if rest.strip() and self._read(rest.rstrip(b"\n")):
+            return rest
+        return b""
+
+    def _read(self, event: bytes) -> bool:
+        """Learn from one event; False when it is to be hidden from the client."""
+        data = _data_of(event)
+        if data is None or data == b"[DONE]":
+            return True
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return True
+        if not isinstance(payload, dict):
+            return True
+        return self._read_payload(payload)
+
+    def _read_payload(self, payload: Mapping[str, Any]) -> bool:
+        event_type = payload.get("type")
+        if isinstance(event_type, str):  # the Responses API names its events
+            if event_type == "response.output_text.delta":
+                self.text_chars += _length(payload.get("delta"))
+            elif event_type in _TERMINAL_RESPONSE_EVENTS:
+                response = payload.get("response")
+                if isinstance(response, Mapping):
+                    self.usage = usage_of(response.get("usage")) or self.usage
+            return True
+        choices = payload.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                self.text_chars += _choice_chars(choice)
+        usage = usage_of(payload.get("usage"))
+        if usage is None:
+            return True
+        self.usage = usage
+        return not (self.hide_usage_chunk and not choices)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The `data:` of one event (several data lines joined by newlines)."""
+    lines = [
+        line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+    ]
+    return b"\n".join(lines) if lines else None
+
+
+def _length(text: Any) -> int:
+    return len(text) if isinstance(text, str) else 0
+
+
+def _choice_chars(choice: Any) -> int:
+    """Generated characters in one chat or completions choice of a chunk."""
+    if not isinstance(choice, Mapping):
+        return 0
+    delta = choice.get("delta")
+    if not isinstance(delta, Mapping):
+        return _length(choice.get("text"))
+    chars = _length(delta.get("content")) + _length(delta.get("refusal"))
+    tool_calls = delta.get("tool_calls")
+    if isinstance(tool_calls, list):
+        for call in tool_calls:
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                chars += _length(function.get("arguments")) + _length(function.get("name"))
+    return chars

@@ -1,0 +1,46 @@
+"""The seed scenario: a team with a budget of one nano-dollar per day admits one request,
+then refuses the next with 402 and a message naming the team."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from tests.e2e.sidecar.processes import Sidecar, team_and_key
+
+pytestmark = pytest.mark.e2e
+
+
+def test_first_request_served_second_refused_with_team_named(sidecar: Sidecar) -> None:
+    key = "sk-seed-0001"
+    sidecar.apply(
+        "seed",
+        team_and_key(
+            "qa-prod-bot",
+            "qa-bot",
+            key,
+            team_spec="{budget: {maxBudget: 0.000000001, budgetDuration: 1d}}",
+        ),
+        key,
+    )
+    client = openai.OpenAI(base_url=f"{sidecar.url}/v1", api_key=key, max_retries=0)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    assert first.http_response.status_code == 200
+    assert first.parse().choices[0].message.content
+    assert first.headers["x-llmquota-budget-remaining"] == "0.000000000"
+
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert refused.value.status_code == 402
+    error = refused.value.response.json()["error"]
+    assert error["code"] == "budget_exceeded"
+    assert error["type"] == "budget_exceeded"
+    assert "team qa-prod-bot" in error["message"]
+    assert "max budget" in error["message"]
+    retry_after = int(refused.value.response.headers["retry-after"])
+    assert 0 < retry_after <= 86400
+    assert key not in sidecar.process.log_text()
+    assert json.loads(sidecar.process.log_text().splitlines()[-1])["outcome"] == "budget_exceeded"
