@@ -74,31 +74,33 @@ local function budget_ttl(key, window_end, now)
 end
 
 -- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
--- its parallel slots. A reservation whose window has since rolled over was emptied with
--- it; the real charge then lands in the current window, so no spend is lost.
+-- its parallel slots. A reservation is still held only while its counter counts the
+-- window it was made in and that window is the current one; once the window has rolled
+-- over (whether or not an admission has emptied the counter yet) the real charge lands
+-- in the current window, so no spend is lost to a stale counter.
 -- `freed` (already released by a sweep) skips the reservation part and only charges.
 local function release(lease, cost, tokens, now, freed)
   for _, b in ipairs(lease.b) do
-    local same = (not freed) and tonumber(redis.call('HGET', b.key, 'win')) == b.win
-    if same then
+    local start, window_end = budget_window(b.w, b.a, now)
+    local held = (not freed) and b.win == start
+      and tonumber(redis.call('HGET', b.key, 'win')) == b.win
+    if held then
       redis.call('HINCRBY', b.key, 'resv', -b.cost)
       if b.model ~= '' then redis.call('HINCRBY', b.key, 'r:' .. b.model, -b.cost) end
     end
     if cost > 0 then
-      if not same then
-        local start, window_end = budget_window(b.w, b.a, now)
-        roll(b.key, start)
-        budget_ttl(b.key, window_end, now)
-      end
+      roll(b.key, start)
+      budget_ttl(b.key, window_end, now)
       redis.call('HINCRBY', b.key, 'spend', cost)
       if b.model ~= '' then redis.call('HINCRBY', b.key, 's:' .. b.model, cost) end
     end
   end
   local minute = minute_of(now)
   for _, r in ipairs(lease.r) do
-    local same = (not freed) and tonumber(redis.call('HGET', r.key, 'win')) == r.win
+    local held = (not freed) and r.win == minute
+      and tonumber(redis.call('HGET', r.key, 'win')) == r.win
     local delta = tokens
-    if same then
+    if held then
       delta = tokens - r.tok
     elseif tokens > 0 then
       roll(r.key, minute)
