@@ -84,7 +84,8 @@ local function release(lease, cost, tokens, now, freed)
     local start, window_end = budget_window(b.w, b.a, now)
     local held = (not freed) and b.win == start
       and tonumber(redis.call('HGET', b.key, 'win')) == b.win
-    if held then
+    -- A zero reservation is skipped: Lua renders -0 as '-0', which HINCRBY refuses.
+    if held and b.cost > 0 then
       redis.call('HINCRBY', b.key, 'resv', -b.cost)
       if b.model ~= '' then redis.call('HINCRBY', b.key, 'r:' .. b.model, -b.cost) end
     end
