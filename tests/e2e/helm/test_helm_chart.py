@@ -465,3 +465,36 @@ def test_dashboard_config_map(helm_bin: Path, chart_dir: Path) -> None:
     dashboard = json.loads(config_map["data"]["llmquota.json"])
     assert dashboard["uid"] == "llmquota"
     assert not find(render(helm_bin, chart_dir), "ConfigMap", f"{RELEASE}-llmquota-dashboard")
+
+
+@pytest.mark.parametrize(
+    "set_values",
+    [
+        ("webhook.enabled=false",),
+        ("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=existing"),
+        ("peering.createCRDs=false", "crds.enabled=false"),
+        ("image.digest=sha256:" + "a" * 64, "redis.internal.persistence.storageClass=fast"),
+    ],
+    ids=["no-webhook", "no-rbac", "no-crds", "digest-storage-class"],
+)
+def test_switches_render_valid_manifests(
+    helm_bin: Path, chart_dir: Path, set_values: tuple[str, ...]
+) -> None:
+    manifests = render(helm_bin, chart_dir, set_values=set_values)
+    for manifest in manifests:
+        if manifest["apiVersion"].split("/")[0] not in CUSTOM_GROUPS:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    container = operator_container(manifests)
+    if "webhook.enabled=false" in set_values:
+        assert not find(manifests, "MutatingWebhookConfiguration")
+        assert not find(manifests, "Secret")
+        assert not any(arg.startswith("--webhook") for arg in container["args"])
+    if "rbac.create=false" in set_values:
+        assert not find(manifests, "ClusterRole")
+        assert not find(manifests, "ServiceAccount")
+        pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "existing"
+    if "crds.enabled=false" in set_values:
+        assert not find(manifests, "CustomResourceDefinition")
+    if any(value.startswith("image.digest") for value in set_values):
+        assert container["image"] == "ghcr.io/llmquota/llmquota@sha256:" + "a" * 64
