@@ -1,0 +1,182 @@
+"""`llmquota operator`: flags (each also LLMQUOTA_<FLAG>) -> OperatorConfig -> kopf."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import kopf
+
+from llmquota.operator.config import OperatorConfig, SidecarConfig, parse_host_port
+from llmquota.operator.handlers import build_registry
+from llmquota.operator.metrics import HealthServer, free_loopback_port
+
+__all__ = ["add_arguments", "config_from_args", "run"]
+
+
+def _env(flag: str, default: str | None = None) -> str | None:
+    return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The operator's flags; every default can also come from LLMQUOTA_<FLAG>."""
+    add = parser.add_argument
+    add(
+        "--redis",
+        default=_env("redis", os.environ.get("REDIS_URL")),
+        metavar="URL",
+        help="Redis URL (also REDIS_URL), e.g. redis://redis:6379/0",
+    )
+    add(
+        "--global-budget",
+        default=_env("global-budget"),
+        metavar="NS/NAME",
+        help="a Budget every request counts against",
+    )
+    add(
+        "--namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="watch this namespace (repeatable; LLMQUOTA_NAMESPACE is comma-separated); "
+        "none: the whole cluster",
+    )
+    add(
+        "--health-listen",
+        default=_env("health-listen", "0.0.0.0:8080"),
+        metavar="HOST:PORT",
+        help="/healthz and /metrics (default 0.0.0.0:8080)",
+    )
+    add(
+        "--webhook-listen",
+        default=_env("webhook-listen", "0.0.0.0:9443"),
+        metavar="HOST:PORT",
+        help="sidecar-injection webhook (default 0.0.0.0:9443)",
+    )
+    add(
+        "--webhook-cert-dir",
+        default=_env("webhook-cert-dir"),
+        metavar="DIR",
+        help="directory with tls.crt and tls.key; absent: no webhook server",
+    )
+    add(
+        "--sidecar-image",
+        default=_env("sidecar-image"),
+        metavar="IMAGE",
+        help="image of the injected sidecar",
+    )
+    add(
+        "--sidecar-config-map",
+        default=_env("sidecar-config-map"),
+        metavar="NAME",
+        help="ConfigMap with pricing.yaml mounted into the sidecar",
+    )
+    add(
+        "--upstream",
+        default=_env("upstream"),
+        metavar="URL",
+        help="upstream the sidecar proxies to, e.g. https://api.openai.com",
+    )
+    add(
+        "--upstream-secret",
+        default=_env("upstream-secret"),
+        metavar="NAME:KEY",
+        help="Secret and key with the upstream's credential",
+    )
+    add(
+        "--fail-open",
+        action="store_true",
+        default=(_env("fail-open", "") or "").lower() in {"1", "true", "yes"},
+        help="injected sidecars admit requests when Redis is unreachable",
+    )
+    add(
+        "--status-interval",
+        type=float,
+        default=float(_env("status-interval", "5") or 5),
+        metavar="SECONDS",
+        help="how often statuses are synced from Redis (default 5)",
+    )
+    add(
+        "--peering",
+        default=_env("peering"),
+        metavar="NAME",
+        help="kopf peering object, so replicas take turns; absent: standalone",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    """Validate the flags into an OperatorConfig; ValueError names the bad flag."""
+    if not args.redis:
+        msg = "--redis (or REDIS_URL) is required"
+        raise ValueError(msg)
+    global_budget = None
+    if args.global_budget:
+        namespace, sep, name = args.global_budget.partition("/")
+        if not sep or not namespace or not name:
+            msg = f"--global-budget {args.global_budget!r} is not NAMESPACE/NAME"
+            raise ValueError(msg)
+        global_budget = (namespace, name)
+    namespaces = args.namespace or [
+        ns for ns in (_env("namespace", "") or "").split(",") if ns.strip()
+    ]
+    secret_name, secret_key = None, "api-key"
+    if args.upstream_secret:
+        secret_name, _, key = args.upstream_secret.partition(":")
+        secret_key = key or secret_key
+    sidecar = None
+    if args.sidecar_image:
+        sidecar = SidecarConfig(
+            image=args.sidecar_image,
+            redis_url=args.redis,
+            upstream=args.upstream,
+            upstream_secret=secret_name,
+            upstream_secret_key=secret_key,
+            pricing_config_map=args.sidecar_config_map,
+            fail_open=args.fail_open,
+        )
+    return OperatorConfig(
+        redis_url=args.redis,
+        global_budget=global_budget,
+        namespaces=tuple(ns.strip() for ns in namespaces),
+        health_listen=parse_host_port(args.health_listen),
+        webhook_listen=parse_host_port(args.webhook_listen),
+        webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+        sidecar=sidecar,
+        status_interval=args.status_interval,
+        peering=args.peering,
+    )
+
+
+async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
+    """Run kopf with llmquota's registry, plus the /healthz + /metrics server."""
+    liveness = f"http://127.0.0.1:{free_loopback_port()}/healthz"
+    health = HealthServer(config.health_listen, liveness)
+    await health.start()
+    try:
+        await kopf.operator(
+            registry=build_registry(config),
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            memo=kopf.Memo(),
+        )
+    finally:
+        await health.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """`llmquota operator`."""
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        print(f"llmquota operator: {error}")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(config))
+    return 0

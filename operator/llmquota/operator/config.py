@@ -1,0 +1,54 @@
+"""The operator's configuration, parsed once from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["HostPort", "OperatorConfig", "SidecarConfig", "parse_host_port"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A listen address."""
+
+    host: str
+    port: int
+
+
+def parse_host_port(text: str) -> HostPort:
+    """`HOST:PORT` (IPv6 in brackets) to a HostPort; ValueError names the input."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        msg = f"{text!r} is not HOST:PORT"
+        raise ValueError(msg)
+    return HostPort(host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 (listen default)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    """What the webhook injects: image, upstream, its credential and the pricing file."""
+
+    image: str
+    redis_url: str
+    upstream: str | None = None
+    upstream_secret: str | None = None
+    upstream_secret_key: str = "api-key"  # noqa: S105 (a field name, not a secret)
+    pricing_config_map: str | None = None
+    fail_open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """Everything `llmquota operator` was told on its command line."""
+
+    redis_url: str
+    global_budget: tuple[str, str] | None = None
+    namespaces: tuple[str, ...] = ()
+    health_listen: HostPort = HostPort("0.0.0.0", 8080)  # noqa: S104 (probes come from the kubelet)
+    webhook_listen: HostPort = HostPort("0.0.0.0", 9443)  # noqa: S104 (the API server calls in)
+    webhook_cert_dir: Path | None = None
+    sidecar: SidecarConfig | None = None
+    status_interval: float = 5.0
+    peering: str | None = None
+    recovery_interval: float = 1.0

@@ -1,0 +1,444 @@
+"""The kopf handlers: thin, always the same steps (Gafaelfawr's shape).
+
+Validate the body into the pydantic model -> turn a validation error into a Ready=False
+condition (never a retry loop) -> delegate to `service` -> patch status ourselves.
+Handlers never return a value: kopf would write it into status. Handler progress and
+the diff-base live in annotations (`llmquota.dev/...`), not in status.
+
+Everything is registered on a registry built per operator (`build_registry`), so that
+the webhook handler exists only when a webhook server does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, RateLimit, Team
+from llmquota.operator import service
+from llmquota.operator.conditions import Observation
+from llmquota.operator.config import OperatorConfig
+from llmquota.operator.injection import injected_spec, wants_injection
+from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
+from llmquota.operator.kube import Kube
+from llmquota.operator.metrics import STATUS_SYNC_SECONDS, measure_reconcile
+from llmquota.operator.recovery import watch_store
+from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
+from llmquota.operator.status_view import status_patch
+from llmquota.policy.key_hash import hash_key
+from llmquota.store import QuotaStore
+
+__all__ = ["PREFIX", "build_registry", "configure_settings"]
+
+PREFIX = "llmquota.dev"
+"""Annotation prefix for kopf's progress and diff-base."""
+
+logger = logging.getLogger(__name__)
+
+Model = type[Team] | type[ApiKey] | type[Budget] | type[RateLimit]
+PLURALS: dict[str, Model] = {
+    "teams": Team,
+    "apikeys": ApiKey,
+    "budgets": Budget,
+    "ratelimits": RateLimit,
+}
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's settings for llmquota: annotations for state, our own webhook config."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    # Bounded retries: a failing handler backs off to a minute, not a hot loop.
+    settings.execution.max_workers = 20
+    if config.webhook_cert_dir is not None:
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook_listen.host,
+            port=config.webhook_listen.port,
+            certfile=str(config.webhook_cert_dir / "tls.crt"),
+            pkeyfile=str(config.webhook_cert_dir / "tls.key"),
+        )
+    # The Helm chart owns the MutatingWebhookConfiguration.
+    settings.admission.managed = None
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A kopf body as plain dicts (pydantic validates mappings it can copy)."""
+    return dict(body.items())
+
+
+def _namespaced(namespace: str | None) -> str:
+    """llmquota's kinds and Secrets are namespaced: kopf always passes one."""
+    if namespace is None:
+        msg = "a namespaced object without a namespace"
+        raise kopf.PermanentError(msg)
+    return namespace
+
+
+def _state(memo: Mapping[str, Any]) -> OperatorState:
+    state: OperatorState = memo[MEMO_KEY]
+    return state
+
+
+def _invalid(body: kopf.Body, status: Mapping[str, Any], error: ValidationError) -> dict[str, Any]:
+    """Ready=False InvalidSpec (no retries: only a new spec can fix it) and an Event."""
+    message = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in error.errors()
+    )
+    patch, transitions = status_patch(
+        status,
+        {"observedGeneration": body["metadata"].get("generation")},
+        [Observation("Ready", "False", "InvalidSpec", message)],
+        generation=body["metadata"].get("generation"),
+        now=datetime.now(UTC),
+    )
+    service.tell(body, transitions)
+    return patch
+
+
+def _index(model: Model) -> Any:
+    """A kopf indexer: namespace -> parsed models (invalid objects are left out)."""
+
+    def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any] | None:
+        try:
+            return {_namespaced(namespace): model.model_validate(_plain(body))}
+        except ValidationError:
+            return None
+
+    return index
+
+
+async def startup(
+    config: OperatorConfig, settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Clients into memo; the Redis watchdog started."""
+    configure_settings(settings, config)
+    store = QuotaStore.from_url(config.redis_url)
+    state = OperatorState(
+        config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
+    )
+    memo[MEMO_KEY] = state
+    state.background.append(asyncio_task(watch_store(state)))
+
+
+def asyncio_task(coro: Any) -> Any:
+    """Start a background task (kept referenced in the state)."""
+    import asyncio  # noqa: PLC0415 (kept local: only startup spawns tasks)
+
+    return asyncio.get_running_loop().create_task(coro)
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close what startup opened."""
+    state = memo.get(MEMO_KEY)
+    if not isinstance(state, OperatorState):
+        return
+    for task in state.background:
+        task.cancel()
+    await state.store.close()
+    await state.kube.close()
+
+
+# ApiKey ----------------------------------------------------------------------------------
+
+
+async def apikey_changed(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Create, update, resume: Secret, resolution, policy in Redis, status."""
+    with measure_reconcile("ApiKey") as measured:
+        try:
+            apikey = ApiKey.model_validate(_plain(body))
+        except ValidationError as error:
+            patch.status.update(_invalid(body, status, error))
+            measured.result = "invalid"
+            return
+        state = _state(memo)
+        try:
+            outcome = await service.apply_key(state, apikey)
+        except RedisError as error:
+            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+        now = datetime.now(UTC)
+        status_update, transitions = status_patch(
+            status,
+            service.key_status_fields(outcome, apikey.metadata.generation),
+            service.key_observations(apikey, outcome, now),
+            generation=apikey.metadata.generation,
+            now=now,
+        )
+        patch.status.update(status_update)
+        service.tell(body, transitions)
+        measured.result = "ok" if outcome.ready.status == "True" else "invalid"
+
+
+async def apikey_deleted(
+    body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """The key's policy leaves Redis before the ApiKey leaves the API (finalizer)."""
+    with measure_reconcile("ApiKey") as measured:
+        try:
+            await service.forget_key(
+                _state(memo), _namespaced(namespace), name, secret_name_of(name, spec)
+            )
+        except RedisError as error:
+            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+        measured.result = "ok"
+    del body
+
+
+async def apikey_status(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Every --status-interval: spend, remaining, window and conditions from Redis."""
+    try:
+        apikey = ApiKey.model_validate(_plain(body))
+    except ValidationError:
+        return
+    started = time.perf_counter()
+    try:
+        patch.status.update(await service.sync_key_status(_state(memo), apikey, body, status))
+    except RedisError as error:
+        logger.warning("status sync of ApiKey %s skipped: %s", apikey.metadata.name, error)
+    STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
+
+
+def secret_of_interest(
+    name: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> bool:
+    """Secrets the operator generated, or that some ApiKey names in spec.secretName."""
+    if SECRET_LABEL in labels:
+        return True
+    state = memo.get(MEMO_KEY)
+    if not isinstance(state, OperatorState):
+        return False
+    return any(
+        secret_name_of(key.metadata.name, key.spec.model_dump(by_alias=True)) == name
+        for key in state.indexes.keys.of(_namespaced(namespace))
+    )
+
+
+def _rotated(state: OperatorState, namespace: str, name: str, new_hash: str | None) -> bool:
+    """Whether a key's Secret now differs from the hash written (gone: only if known)."""
+    record = state.keys.get((namespace, name))
+    if new_hash is None:
+        return record is not None  # a live key lost its Secret: generate a new one
+    return record is None or record.key_hash != new_hash
+
+
+async def secret_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A key Secret changed: rotate the policy of the ApiKeys using it (old hash deleted)."""
+    state = _state(memo)
+    deleted = event.get("type") == "DELETED"
+    key = None if deleted else key_from_secret(body)
+    new_hash = None if key is None else hash_key(key)
+    stale = [
+        apikey
+        for apikey in state.indexes.keys.of(_namespaced(namespace))
+        if secret_name_of(apikey.metadata.name, apikey.spec.model_dump(by_alias=True)) == name
+        and _rotated(state, _namespaced(namespace), apikey.metadata.name, new_hash)
+    ]
+    if stale:
+        try:
+            await service.refresh_keys(state, stale)
+        except RedisError as error:
+            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=1) from error
+
+
+# Team ------------------------------------------------------------------------------------
+
+
+async def team_changed(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    reason: str,
+    **_: Any,
+) -> None:
+    """Create, update, resume: check references, then re-resolve the team's keys."""
+    with measure_reconcile("Team") as measured:
+        try:
+            team = Team.model_validate(_plain(body))
+        except ValidationError as error:
+            patch.status.update(_invalid(body, status, error))
+            measured.result = "invalid"
+            return
+        state = _state(memo)
+        ready = service.team_ready(state, team)
+        status_update, transitions = status_patch(
+            status,
+            {"observedGeneration": team.metadata.generation},
+            [ready],
+            generation=team.metadata.generation,
+            now=datetime.now(UTC),
+        )
+        patch.status.update(status_update)
+        service.tell(body, transitions)
+        if reason != kopf.Reason.RESUME:  # resumed keys resolve themselves
+            await _reresolve(state, "Team", team.metadata.namespace, team.metadata.name)
+        measured.result = "ok" if ready.status == "True" else "invalid"
+
+
+async def _reresolve(
+    state: OperatorState,
+    kind: service.DependencyKind,
+    namespace: str,
+    name: str,
+    *,
+    deleted: bool = False,
+) -> None:
+    try:
+        await service.reresolve_dependents(state, kind, namespace, name, deleted=deleted)
+    except RedisError as error:
+        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+
+
+async def team_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """The team's keys lose it: Ready=False TeamNotFound, their policies withdrawn."""
+    with measure_reconcile("Team") as measured:
+        await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
+        measured.result = "ok"
+
+
+async def team_status(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Every --status-interval: spend, members, keys and conditions from Redis."""
+    try:
+        team = Team.model_validate(_plain(body))
+    except ValidationError:
+        return
+    started = time.perf_counter()
+    try:
+        patch.status.update(await service.sync_team_status(_state(memo), team, body, status))
+    except RedisError as error:
+        logger.warning("status sync of Team %s skipped: %s", team.metadata.name, error)
+    STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
+
+
+# Budget and RateLimit --------------------------------------------------------------------
+
+
+def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
+    kind: service.DependencyKind = "Budget" if model is Budget else "RateLimit"
+
+    async def changed(
+        body: kopf.Body,
+        status: kopf.Status,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        reason: str,
+        **_: Any,
+    ) -> None:
+        with measure_reconcile(kind) as measured:
+            try:
+                obj = model.model_validate(_plain(body))
+            except ValidationError as error:
+                patch.status.update(_invalid(body, status, error))
+                measured.result = "invalid"
+                return
+            state = _state(memo)
+            patch.status.update(service.sync_reference_status(state, obj, status))
+            if reason != kopf.Reason.RESUME:
+                await _reresolve(state, kind, obj.metadata.namespace, obj.metadata.name)
+            measured.result = "ok"
+
+    async def deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+        with measure_reconcile(kind) as measured:
+            await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
+            measured.result = "ok"
+
+    async def status_timer(
+        body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+    ) -> None:
+        try:
+            obj = model.model_validate(_plain(body))
+        except ValidationError:
+            return
+        patch.status.update(service.sync_reference_status(_state(memo), obj, status))
+
+    return changed, deleted, status_timer
+
+
+# Webhook ---------------------------------------------------------------------------------
+
+
+def pod_wants_sidecar(annotations: kopf.Annotations, **_: Any) -> bool:
+    """Only Pods annotated llmquota.dev/inject: "true"."""
+    return wants_injection(annotations)
+
+
+def inject_sidecar(config: OperatorConfig, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
+    """Mutating webhook: add the sidecar, its volumes and OPENAI_BASE_URL."""
+    if config.sidecar is None:
+        return
+    injected = injected_spec(spec, config.sidecar)
+    if injected is not None:
+        patch.spec.update(injected)
+
+
+# Registry --------------------------------------------------------------------------------
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """All handlers of one operator, closed over its configuration."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.startup(registry=registry, id="startup")(functools.partial(startup, config))
+    kopf.on.cleanup(registry=registry, id="cleanup")(cleanup)
+    for plural, model in PLURALS.items():
+        kopf.index(API_GROUP, API_VERSION, plural, registry=registry, id=f"llmquota_{plural}")(
+            _index(model)
+        )
+    resource = (API_GROUP, API_VERSION)
+    every = config.status_interval
+
+    for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        on_change(*resource, "apikeys", registry=registry, id="apikey")(apikey_changed)
+        on_change(*resource, "teams", registry=registry, id="team")(team_changed)
+    kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
+    kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
+    kopf.timer(*resource, "apikeys", interval=every, registry=registry, id="apikey-status")(
+        apikey_status
+    )
+    kopf.timer(*resource, "teams", interval=every, registry=registry, id="team-status")(team_status)
+    for plural, model in (("budgets", Budget), ("ratelimits", RateLimit)):
+        changed, deleted, status_timer = _reference_changed(model)
+        for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
+            on_change(*resource, plural, registry=registry, id=plural)(changed)
+        kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
+        kopf.timer(*resource, plural, interval=every, registry=registry, id=f"{plural}-status")(
+            status_timer
+        )
+    kopf.on.event("", "v1", "secrets", registry=registry, id="key-secret", when=secret_of_interest)(
+        secret_event
+    )
+    if config.webhook_cert_dir is not None:
+        kopf.on.mutate(
+            "", "v1", "pods",
+            operation="CREATE",
+            registry=registry,
+            id="inject-sidecar",
+            when=pod_wants_sidecar,
+            persistent=False,
+        )(functools.partial(inject_sidecar, config))  # fmt: skip
+    return registry

@@ -1,0 +1,86 @@
+"""The few Kubernetes API calls the operator makes outside kopf's own patching.
+
+kopf patches the object a handler runs for; this client writes what is not that object:
+the ApiKey's Secret, and the status of keys re-resolved because something they depend
+on changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from llmquota.models import API_GROUP, API_VERSION
+
+__all__ = ["Kube"]
+
+NOT_FOUND = 404
+CONFLICT = 409
+
+
+class Kube:
+    """A kubernetes_asyncio client for Secrets and llmquota statuses."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        """Wrap a configured client."""
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    async def connect(cls) -> Self:
+        """In-cluster credentials when in a Pod, else the current kubeconfig."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.api_client.close()
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret as a dict, None when it does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                return None
+            raise
+        found: dict[str, Any] = self.api_client.sanitize_for_serialization(secret)
+        return found
+
+    async def create_secret(self, body: Mapping[str, Any]) -> bool:
+        """Create a Secret; False when one of that name appeared meanwhile."""
+        try:
+            await self.core.create_namespaced_secret(
+                body["metadata"]["namespace"],
+                dict(body),  # type: ignore[arg-type]  # the client serialises dicts as they are
+            )
+        except ApiException as error:
+            if error.status == CONFLICT:
+                return False
+            raise
+        return True
+
+    async def patch_secret_data(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """Merge `data` (base64 values) into an existing Secret."""
+        await self.core.patch_namespaced_secret(name, namespace, {"data": dict(data)})
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status_patch: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of an llmquota object (gone: ignored)."""
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, plural, name, {"status": dict(status_patch)}
+            )
+        except ApiException as error:
+            if error.status != NOT_FOUND:
+                raise

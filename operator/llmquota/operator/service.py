@@ -1,0 +1,387 @@
+"""The operator's work, called by the thin handlers: keys to policies, counters to statuses.
+
+Every function here is idempotent: handlers, timers and the Secret watch may all call
+the same one for the same object, in any order, and the last call wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import kopf
+
+from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.operator.conditions import Observation, Transition, event_for
+from llmquota.operator.dependents import DependencyKind, keys_affected, subjects_referencing
+from llmquota.operator.keys import (
+    KEY_FIELD,
+    generate_key,
+    key_from_secret,
+    owned_secret,
+    secret_name_of,
+)
+from llmquota.operator.metrics import BUDGET_RESETS
+from llmquota.operator.state import KeyRecord, OperatorState, ScopeRef
+from llmquota.operator.status_view import (
+    BudgetView,
+    Seed,
+    budget_observations,
+    budget_view,
+    key_state_observations,
+    seed_from_status,
+    status_patch,
+    subject_status_fields,
+)
+from llmquota.operator.team_view import (
+    check_team_refs,
+    member_limits,
+    team_budget_limits,
+    team_members,
+    team_scope,
+)
+from llmquota.policy.key_hash import hash_key, key_hint
+from llmquota.policy.resolve import ResolutionError, resolve_key_policy
+from llmquota.policy.resolved import ResolvedPolicy, Scope, usd
+from llmquota.store import BudgetCounter
+
+__all__ = [
+    "DependencyKind",
+    "KeyOutcome",
+    "apply_key",
+    "forget_key",
+    "key_observations",
+    "key_status_fields",
+    "object_ref",
+    "ready_observation",
+    "refresh_keys",
+    "reresolve_dependents",
+    "sync_key_status",
+    "sync_reference_status",
+    "sync_team_status",
+    "team_ready",
+    "tell",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOutcome:
+    """What reconciling an ApiKey found: its Ready condition and the key's hint."""
+
+    ready: Observation
+    key_hint: str | None
+
+
+def object_ref(obj: ApiKey | Team | Budget | RateLimit) -> kopf.Body:
+    """Enough of an object for kopf.event to post an Event about it."""
+    raw = {
+        "apiVersion": obj.api_version,
+        "kind": obj.kind,
+        "metadata": {
+            "name": obj.metadata.name,
+            "namespace": obj.metadata.namespace,
+            "uid": obj.metadata.uid,
+        },
+    }
+    return kopf.Body(cast("kopf.RawBody", raw))
+
+
+def tell(body: kopf.Body, transitions: list[Transition]) -> None:
+    """Post one Event per condition flip worth telling."""
+    for transition in transitions:
+        event = event_for(transition)
+        if event is not None:
+            kopf.event(body, type=event[0], reason=event[1], message=event[2])
+
+
+def ready_observation(error: ResolutionError | None, applied: str) -> Observation:
+    """Ready=True with `applied` as message, or Ready=False naming the problem."""
+    if error is None:
+        return Observation("Ready", "True", "Applied", applied)
+    return Observation("Ready", "False", error.reason, f"{error.field}: {error.message}")
+
+
+async def _ensure_key(state: OperatorState, apikey: ApiKey) -> str:
+    """The key in the ApiKey's Secret, generating one (in a Secret it owns) if absent."""
+    namespace, name = apikey.metadata.namespace, apikey.metadata.name
+    secret_name = secret_name_of(name, apikey.spec.model_dump(by_alias=True))
+    secret = await state.kube.read_secret(namespace, secret_name)
+    key = key_from_secret(secret)
+    if key is not None:
+        return key
+    key = generate_key()
+    if secret is None:
+        body = owned_secret(
+            name=secret_name, namespace=namespace, key=key, owner=object_ref(apikey)
+        )
+        if await state.kube.create_secret(body):
+            return key
+        # Someone created it meanwhile: theirs wins.
+        existing = key_from_secret(await state.kube.read_secret(namespace, secret_name))
+        if existing is not None:
+            return existing
+    encoded = base64.b64encode(key.encode()).decode()
+    await state.kube.patch_secret_data(namespace, secret_name, {KEY_FIELD: encoded})
+    return key
+
+
+async def apply_key(
+    state: OperatorState, apikey: ApiKey, *, without: tuple[str, str] | None = None
+) -> KeyOutcome:
+    """Resolve an ApiKey and write (or withdraw) its policy; the old hash goes on rotation.
+
+    `without` (kind, name) hides an object being deleted from resolution.
+    """
+    namespace, name = apikey.metadata.namespace, apikey.metadata.name
+    async with state.lock(namespace, name):
+        key = await _ensure_key(state, apikey)
+        key_hash = hash_key(key)
+        team = None
+        if apikey.spec.team is not None and without != ("Team", apikey.spec.team):
+            team = state.indexes.teams.named(namespace, apikey.spec.team)
+        error: ResolutionError | None = None
+        policy: ResolvedPolicy | None = None
+        try:
+            policy = resolve_key_policy(
+                apikey,
+                key_hash,
+                team,
+                state.indexes.objects(namespace, without=without),
+                state.global_budget(),
+            )
+        except ResolutionError as problem:
+            error = problem
+        previous = state.keys.get((namespace, name))
+        state.keys[(namespace, name)] = KeyRecord(key_hash, policy)
+        if previous is not None and previous.key_hash != key_hash:
+            await state.store.delete_policy(previous.key_hash)
+        if policy is None:
+            # A key whose limits cannot be resolved is refused rather than let through
+            # without them.
+            await state.store.delete_policy(key_hash)
+        else:
+            await state.store.put_policy(policy)
+    return KeyOutcome(ready_observation(error, "policy written to Redis"), key_hint(key))
+
+
+async def forget_key(state: OperatorState, namespace: str, name: str, secret_name: str) -> None:
+    """Withdraw a deleted ApiKey's policy (by the hash written, and the Secret's now)."""
+    async with state.lock(namespace, name):
+        record = state.keys.pop((namespace, name), None)
+        hashes = {record.key_hash} if record is not None else set()
+        key = key_from_secret(await state.kube.read_secret(namespace, secret_name))
+        if key is not None:
+            hashes.add(hash_key(key))
+        for key_hash in hashes:
+            await state.store.delete_policy(key_hash)
+
+
+def key_status_fields(outcome: KeyOutcome, generation: int | None) -> dict[str, Any]:
+    """The status fields a key reconcile writes (spend fields are the timer's)."""
+    return {"observedGeneration": generation, "keyHint": outcome.key_hint}
+
+
+def key_observations(apikey: ApiKey, outcome: KeyOutcome, now: datetime) -> list[Observation]:
+    """Ready, Expired and Blocked of a reconciled key."""
+    return [
+        outcome.ready,
+        *key_state_observations(expires=apikey.spec.expires, blocked=apikey.spec.blocked, now=now),
+    ]
+
+
+async def refresh_keys(
+    state: OperatorState, apikeys: list[ApiKey], *, without: tuple[str, str] | None = None
+) -> None:
+    """Re-apply ApiKeys other than the handled object and patch their status directly."""
+    now = datetime.now(UTC)
+    for apikey in apikeys:
+        outcome = await apply_key(state, apikey, without=without)
+        current = apikey.status.model_dump(by_alias=True, mode="json") if apikey.status else {}
+        patch, transitions = status_patch(
+            current,
+            key_status_fields(outcome, apikey.metadata.generation),
+            key_observations(apikey, outcome, now),
+            generation=apikey.metadata.generation,
+            now=now,
+        )
+        if patch:
+            await state.kube.patch_status(
+                "apikeys", apikey.metadata.namespace, apikey.metadata.name, patch
+            )
+        tell(object_ref(apikey), transitions)
+
+
+async def reresolve_dependents(
+    state: OperatorState,
+    kind: DependencyKind,
+    namespace: str,
+    name: str,
+    *,
+    deleted: bool = False,
+) -> int:
+    """Re-resolve every ApiKey that `kind/name` affects; how many.
+
+    The global budget affects every key in every namespace.
+    """
+    if kind == "Budget" and state.config.global_budget == (namespace, name):
+        affected = state.indexes.keys.everywhere()
+    else:
+        affected = keys_affected(
+            kind, name, state.indexes.teams.of(namespace), state.indexes.keys.of(namespace)
+        )
+    await refresh_keys(state, affected, without=(kind, name) if deleted else None)
+    return len(affected)
+
+
+def team_ready(state: OperatorState, team: Team) -> Observation:
+    """Ready of a Team: all its references resolve."""
+    try:
+        check_team_refs(team, state.indexes.objects(team.metadata.namespace))
+    except ResolutionError as error:
+        return ready_observation(error, "")
+    return ready_observation(None, "references resolved")
+
+
+# Status sync -----------------------------------------------------------------------------
+
+
+async def _views(
+    state: OperatorState,
+    scopes: list[tuple[ScopeRef, Any, Mapping[str, Any]]],
+    now_ms: int,
+    body: kopf.Body,
+) -> list[BudgetView]:
+    """Read counters for (scope, limits, status shown) and turn them into views.
+
+    Also: remember each as the seed for a Redis loss, restore a counter Redis lost while
+    the operator was away (missing counter, status showing spend in this window), and
+    tell about windows that reset since the last sync.
+    """
+    counters = await state.store.read_budgets([ref for ref, _, _ in scopes])
+    views: list[BudgetView] = []
+    for (ref, limits, shown), stored in zip(scopes, counters, strict=True):
+        counter = stored
+        if counter.window_start_ms is None and ref not in state.seeds:
+            seed = seed_from_status(limits, shown, now_ms)
+            if seed is not None and seed.spend_nanos > 0:
+                await _seed(state, ref, seed)
+                counter = BudgetCounter(
+                    seed.window.start_ms, seed.spend_nanos, 0, seed.model_spend_nanos
+                )
+        view = budget_view(limits, counter, now_ms)
+        state.seeds[ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
+        last_start = state.windows.get(ref)
+        state.windows[ref] = view.window.start_ms
+        if last_start is not None and last_start != view.window.start_ms:
+            meta = body["metadata"]
+            BUDGET_RESETS.labels(namespace=meta["namespace"], kind=body["kind"]).inc()
+            kopf.event(
+                body,
+                type="Normal",
+                reason="BudgetReset",
+                message=f"budget window reset; spend is {usd(view.spend_nanos):g} USD",
+            )
+        views.append(view)
+    return views
+
+
+async def _seed(state: OperatorState, ref: ScopeRef, seed: Seed) -> None:
+    await state.store.seed_budget(
+        ref[0],
+        ref[1],
+        (seed.window.start_ms, seed.window.end_ms),
+        seed.spend_nanos,
+        seed.model_spend_nanos,
+    )
+
+
+def _key_scope(policy: ResolvedPolicy) -> Scope | None:
+    return next((scope for scope in policy.scopes if scope.kind == "key"), None)
+
+
+async def sync_key_status(
+    state: OperatorState, apikey: ApiKey, body: kopf.Body, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The status patch (possibly empty) that brings an ApiKey's spend and state up to date."""
+    now_ms = await state.store.now_ms()
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    observations = key_state_observations(
+        expires=apikey.spec.expires, blocked=apikey.spec.blocked, now=now
+    )
+    fields: dict[str, Any] = {}
+    record = state.keys.get((apikey.metadata.namespace, apikey.metadata.name))
+    scope = None if record is None or record.policy is None else _key_scope(record.policy)
+    if scope is not None and scope.budget is not None:
+        (view,) = await _views(state, [((scope.tag, scope.id), scope.budget, status)], now_ms, body)
+        fields = subject_status_fields(view)
+        observations += budget_observations(view)
+    patch, transitions = status_patch(
+        status, fields, observations, generation=apikey.metadata.generation, now=now
+    )
+    tell(body, transitions)
+    return patch
+
+
+async def sync_team_status(
+    state: OperatorState, team: Team, body: kopf.Body, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The status patch that brings a Team's spend, members, keys and state up to date."""
+    namespace = team.metadata.namespace
+    keys = state.indexes.keys.of(namespace)
+    now_ms = await state.store.now_ms()
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    fields: dict[str, Any] = {"keys": sum(1 for key in keys if key.spec.team == team.metadata.name)}
+    observations: list[Observation] = []
+    try:
+        limits = team_budget_limits(team, state.indexes.objects(namespace))
+    except ResolutionError:
+        limits = None
+    if limits is not None:
+        tag, team_id = team_scope(team)
+        members = team_members(team, keys)
+        shown_members = status.get("memberSpend") or {}
+        scopes = [((tag, team_id), limits, status)] + [
+            (
+                (tag, member_id),
+                member_limits(limits),
+                {"spend": shown_members.get(user), "budgetResetAt": status.get("budgetResetAt")},
+            )
+            for user, member_id in members
+        ]
+        team_view, *member_views = await _views(state, scopes, now_ms, body)
+        fields |= subject_status_fields(team_view)
+        fields["memberSpend"] = {
+            user: usd(view.spend_nanos)
+            for (user, _), view in zip(members, member_views, strict=True)
+        }
+        observations += budget_observations(team_view)
+    patch, transitions = status_patch(
+        status, fields, observations, generation=team.metadata.generation, now=now
+    )
+    tell(body, transitions)
+    return patch
+
+
+def sync_reference_status(
+    state: OperatorState, obj: Budget | RateLimit, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The status patch of a Budget or RateLimit: how many subjects use it, and Ready."""
+    namespace = obj.metadata.namespace
+    kind: Literal["Budget", "RateLimit"] = "Budget" if isinstance(obj, Budget) else "RateLimit"
+    subjects = subjects_referencing(
+        kind, obj.metadata.name, state.indexes.teams.of(namespace), state.indexes.keys.of(namespace)
+    )
+    patch, _ = status_patch(
+        status,
+        {"subjects": subjects, "observedGeneration": obj.metadata.generation},
+        [Observation("Ready", "True", "Valid", "spec is valid")],
+        generation=obj.metadata.generation,
+        now=datetime.now(UTC),
+    )
+    return patch

@@ -1,0 +1,121 @@
+"""What the operator holds between handler calls; kept in kopf's `memo`.
+
+The Kubernetes objects themselves are in kopf indexes (cached from the watches, so
+resolving a key costs no API call); what only the operator knows lives here: which hash
+each ApiKey's policy was written under, the last status written per budget counter (to
+re-seed Redis after it lost its data), and the last window seen per counter (to notice a
+reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.operator.config import OperatorConfig
+from llmquota.operator.kube import Kube
+from llmquota.operator.status_view import Seed
+from llmquota.policy.resolve import NamespaceObjects
+from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.store import QuotaStore
+
+__all__ = ["MEMO_KEY", "Indexes", "KeyRecord", "OperatorState", "ScopeRef"]
+
+MEMO_KEY = "llmquota"
+ScopeRef = tuple[str, str]
+"""(hash tag, scope id) of one budget counter."""
+
+ModelT = TypeVar("ModelT", Team, ApiKey, Budget, RateLimit)
+
+
+@dataclass(slots=True)
+class _Grouped(Generic[ModelT]):
+    """A kopf index keyed by namespace, whose values are parsed models."""
+
+    index: Mapping[str, Iterable[ModelT]]
+
+    def of(self, namespace: str) -> list[ModelT]:
+        return list(self.index.get(namespace, ()))
+
+    def everywhere(self) -> list[ModelT]:
+        return [obj for objs in self.index.values() for obj in objs]
+
+    def named(self, namespace: str, name: str) -> ModelT | None:
+        return next((obj for obj in self.of(namespace) if obj.metadata.name == name), None)
+
+
+@dataclass(slots=True)
+class Indexes:
+    """The four kopf indexes (live views), by namespace."""
+
+    teams: _Grouped[Team]
+    keys: _Grouped[ApiKey]
+    budgets: _Grouped[Budget]
+    rate_limits: _Grouped[RateLimit]
+
+    @classmethod
+    def of(cls, kwargs: Mapping[str, Any]) -> Indexes:
+        """Pick the indexes out of a kopf handler's keyword arguments."""
+        return cls(
+            teams=_Grouped(kwargs["llmquota_teams"]),
+            keys=_Grouped(kwargs["llmquota_apikeys"]),
+            budgets=_Grouped(kwargs["llmquota_budgets"]),
+            rate_limits=_Grouped(kwargs["llmquota_ratelimits"]),
+        )
+
+    def objects(
+        self, namespace: str, *, without: tuple[str, str] | None = None
+    ) -> NamespaceObjects:
+        """Budgets and RateLimits of a namespace; `without` (kind, name) hides one going away."""
+        return NamespaceObjects(
+            budgets={
+                b.metadata.name: b
+                for b in self.budgets.of(namespace)
+                if without != ("Budget", b.metadata.name)
+            },
+            rate_limits={
+                r.metadata.name: r
+                for r in self.rate_limits.of(namespace)
+                if without != ("RateLimit", r.metadata.name)
+            },
+        )
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """What the operator last wrote to Redis for one ApiKey."""
+
+    key_hash: str
+    policy: ResolvedPolicy | None
+
+
+@dataclass
+class OperatorState:
+    """Clients and bookkeeping shared by all handlers (one per operator process)."""
+
+    config: OperatorConfig
+    store: QuotaStore
+    kube: Kube
+    indexes: Indexes
+    keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)
+    seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
+    windows: dict[ScopeRef, int] = field(default_factory=dict)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    _locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """One lock per ApiKey: its handler and its Secret's handler never interleave."""
+        return self._locks[(namespace, name)]
+
+    def global_budget(self) -> Budget | None:
+        """The --global-budget Budget, when configured and present."""
+        if self.config.global_budget is None:
+            return None
+        namespace, name = self.config.global_budget
+        return self.indexes.budgets.named(namespace, name)

@@ -1,0 +1,205 @@
+"""Counters + policy -> status, as pure functions.
+
+The status timer reads counters from Redis and hands them here; what comes back is the
+status the object should show and the conditions it implies. `merge_patch` then cuts
+that down to what differs, so an unchanged object gets no patch at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmquota.durations import NEVER, Window, WindowSpec, window_at
+from llmquota.operator.conditions import Observation, Transition, format_time, merge_conditions
+from llmquota.policy.resolved import BudgetLimits, nanos, usd
+from llmquota.store import BudgetCounter
+
+__all__ = [
+    "BudgetView",
+    "Seed",
+    "budget_observations",
+    "budget_view",
+    "current_window",
+    "key_state_observations",
+    "merge_patch",
+    "parse_time_ms",
+    "seed_from_status",
+    "status_patch",
+    "subject_status_fields",
+    "window_spec",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """One scope's budget as of now: its window, spend in it and its limits."""
+
+    window: Window
+    spend_nanos: int
+    model_spend_nanos: dict[str, int]
+    max_nanos: int | None
+    soft_nanos: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A counter as a status last showed it: enough to restore it after Redis lost it."""
+
+    window: Window
+    spend_nanos: int
+    model_spend_nanos: dict[str, int] = field(default_factory=dict)
+
+
+def window_spec(wire: str) -> WindowSpec:
+    """The inverse of `WindowSpec.wire` (`fixed:<ms>`, `monthly`, `none`)."""
+    if wire.startswith("fixed:"):
+        return WindowSpec("fixed", int(wire.removeprefix("fixed:")))
+    if wire == "monthly":
+        return WindowSpec("monthly")
+    return WindowSpec("none")
+
+
+def current_window(limits: BudgetLimits, now_ms: int) -> Window:
+    """The window of `limits` that contains `now_ms`."""
+    return window_at(window_spec(limits.window), limits.anchor_ms, now_ms)
+
+
+def budget_view(limits: BudgetLimits, counter: BudgetCounter, now_ms: int) -> BudgetView:
+    """What a counter means now: a counter of an earlier window counts as zero."""
+    window = current_window(limits, now_ms)
+    fresh = counter.window_start_ms is not None and counter.window_start_ms == window.start_ms
+    return BudgetView(
+        window=window,
+        spend_nanos=counter.spend_nanos if fresh else 0,
+        model_spend_nanos=dict(counter.model_spend_nanos) if fresh else {},
+        max_nanos=None if limits.max_nanos < 0 else limits.max_nanos,
+        soft_nanos=limits.soft_nanos,
+    )
+
+
+def _ms_to_time(moment_ms: int) -> str:
+    return format_time(datetime.fromtimestamp(moment_ms / 1000, tz=UTC))
+
+
+def parse_time_ms(text: str | None) -> int | None:
+    """An RFC 3339 time from a status to epoch milliseconds."""
+    if not text:
+        return None
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def subject_status_fields(view: BudgetView) -> dict[str, Any]:
+    """spend, maxBudget, remaining, budgetResetAt and modelSpend of a Team or ApiKey."""
+    return {
+        "spend": usd(view.spend_nanos),
+        "maxBudget": None if view.max_nanos is None else usd(view.max_nanos),
+        "remaining": (
+            None if view.max_nanos is None else usd(max(0, view.max_nanos - view.spend_nanos))
+        ),
+        "budgetResetAt": None if view.window.end_ms == NEVER else _ms_to_time(view.window.end_ms),
+        "modelSpend": {
+            model: usd(spent) for model, spent in sorted(view.model_spend_nanos.items())
+        },
+    }
+
+
+def budget_observations(view: BudgetView) -> list[Observation]:
+    """BudgetExceeded and SoftBudgetExceeded as observed from one budget view."""
+    spent = usd(view.spend_nanos)
+    if view.max_nanos is None:
+        exceeded = Observation("BudgetExceeded", "False", "NoBudget", "no maxBudget applies")
+    else:
+        over = view.spend_nanos >= view.max_nanos
+        exceeded = Observation.of(
+            "BudgetExceeded",
+            holds=over,
+            reason="BudgetExhausted" if over else "WithinBudget",
+            message=f"spend {spent:g} USD of maxBudget {usd(view.max_nanos):g} USD",
+        )
+    if view.soft_nanos is None:
+        soft = Observation("SoftBudgetExceeded", "False", "NoSoftBudget", "no softBudget set")
+    else:
+        over_soft = view.spend_nanos >= view.soft_nanos
+        soft = Observation.of(
+            "SoftBudgetExceeded",
+            holds=over_soft,
+            reason="SoftBudgetCrossed" if over_soft else "BelowSoftBudget",
+            message=f"spend {spent:g} USD of softBudget {usd(view.soft_nanos):g} USD",
+        )
+    return [exceeded, soft]
+
+
+def seed_from_status(limits: BudgetLimits, status: Mapping[str, Any], now_ms: int) -> Seed | None:
+    """The counter a status describes, if it still describes the current window."""
+    spend = status.get("spend")
+    if spend is None:
+        return None
+    window = current_window(limits, now_ms)
+    shown_end = parse_time_ms(status.get("budgetResetAt"))
+    if (shown_end or NEVER) != window.end_ms:
+        return None  # the status is of an earlier window: the new one starts at zero
+    model_spend = status.get("modelSpend") or {}
+    return Seed(
+        window=window,
+        spend_nanos=nanos(float(spend)),
+        model_spend_nanos={str(model): nanos(float(value)) for model, value in model_spend.items()},
+    )
+
+
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired` for its keys.
+
+    Empty when nothing differs. Keys of nested objects that `desired` lacks become null
+    (deleted); lists and scalars are replaced whole.
+    """
+    patch: dict[str, Any] = {}
+    for name, wanted in desired.items():
+        present = current.get(name)
+        if isinstance(wanted, Mapping) and isinstance(present, Mapping):
+            nested = merge_patch(present, wanted)
+            nested.update({gone: None for gone in present if gone not in wanted})
+            if nested:
+                patch[name] = nested
+        elif wanted != present:
+            patch[name] = dict(wanted) if isinstance(wanted, Mapping) else wanted
+    return patch
+
+
+def key_state_observations(
+    *, expires: datetime | None, blocked: bool, now: datetime
+) -> list[Observation]:
+    """Expired and Blocked of an ApiKey, from its spec and the time."""
+    expired = expires is not None and expires <= now
+    return [
+        Observation.of(
+            "Expired",
+            holds=expired,
+            reason="KeyExpired" if expired else "NotExpired",
+            message=f"expires {format_time(expires)}" if expires is not None else "never expires",
+        ),
+        Observation.of(
+            "Blocked",
+            holds=blocked,
+            reason="KeyBlocked" if blocked else "NotBlocked",
+            message="spec.blocked is true" if blocked else "",
+        ),
+    ]
+
+
+def status_patch(
+    current: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    observations: list[Observation],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> tuple[dict[str, Any], list[Transition]]:
+    """The minimal status patch (empty: send nothing) and the condition flips it makes."""
+    conditions, transitions = merge_conditions(
+        current.get("conditions") or [], observations, generation=generation, now=now
+    )
+    desired = {**fields, "conditions": conditions}
+    return merge_patch(current, desired), transitions
