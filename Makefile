@@ -48,7 +48,7 @@ typecheck: install
 
 crds: install
 	$(BIN)/llmquota crds --write crds
-	cp crds/*.yaml charts/llmquota/crds/ 2>/dev/null || true
+	cp crds/*.yaml charts/llmquota/crd-files/
 
 testbed:
 	bash testbed/build.sh

@@ -59,3 +59,9 @@ def test_conditions_are_a_list_map_keyed_on_type() -> None:
     conditions = schema["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_chart_ships_the_same_crds() -> None:
+    chart_dir = CRD_DIR.parent / "charts" / "llmquota" / "crd-files"
+    in_chart = {path.name: path.read_text() for path in chart_dir.glob("*.yaml")}
+    assert in_chart == render_all(), "the chart's CRDs are stale: run `make crds`"
