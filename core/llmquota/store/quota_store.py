@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from redis.asyncio import Redis
+from redis.maint_notifications import MaintNotificationsConfig
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall
@@ -43,10 +44,18 @@ class QuotaStore:
 
     @classmethod
     def from_url(cls, url: str, clock_ms: Callable[[], int] | None = None, **options: Any) -> Self:
-        """Connect (lazily) to the Redis at `url` with a pool."""
+        """Connect (lazily) to the Redis at `url` with a pool.
+
+        Maintenance notifications (a Redis Enterprise feature, on by default over TCP in
+        redis-py 8) make the pool skip its check for connections the server closed, so
+        after a Redis restart every pooled connection would fail one request.
+        """
         options.setdefault("health_check_interval", 10)
         if not url.startswith("unix://"):
             options.setdefault("socket_keepalive", True)
+            options.setdefault(
+                "maint_notifications_config", MaintNotificationsConfig(enabled=False)
+            )
         return cls(Redis.from_url(url, **options), clock_ms)
 
     async def close(self) -> None:
