@@ -1,0 +1,69 @@
+"""What the reliability tests share: policies from the YAML a user writes, one admission
+as the sidecar makes it, free ports and waiting on conditions with a deadline.
+
+Policies come from `llmquota.manifests` (the standalone loader), so a test reads like the
+manifests it guards and goes through the same resolution as production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from llmquota.manifests import ManifestResolver
+from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.decision import Admitted, Refused, interpret_admit
+from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.store import QuotaStore
+
+__all__ = ["admit_once", "free_port", "policies_from_yaml", "wait_until"]
+
+FIRST_SEEN = datetime(2026, 1, 1, tzinfo=UTC)
+"""Window anchor of objects without creationTimestamp (the loader's first-seen time)."""
+
+
+def policies_from_yaml(text: str) -> dict[str, ResolvedPolicy]:
+    """The policies of every ApiKey in `text`, by ApiKey name; fails on any problem."""
+    resolver = ManifestResolver()
+    resolution = resolver.resolve(resolver.parse([("test.yaml", text)], FIRST_SEEN))
+    assert not resolution.problems, [str(problem) for problem in resolution.problems]
+    return {policy.key_name: policy for policy in resolution.policies.values()}
+
+
+async def admit_once(
+    store: QuotaStore,
+    policy: ResolvedPolicy,
+    *,
+    model: str = "gpt-4o-mini",
+    cost_nanos: int = 10_000_000,
+    tokens: int = 100,
+    lease_ms: int = 30_000,
+) -> tuple[str, Admitted | Refused]:
+    """Admit one request as the sidecar does: its id and the decision."""
+    request_id = uuid.uuid4().hex
+    call = admission_call(policy, RequestEstimate(model, cost_nanos, tokens), request_id, lease_ms)
+    return request_id, interpret_admit(await store.admit(call), call)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float = 0.05
+) -> float:
+    """Poll `condition` until it holds; the seconds it took. Fails after `timeout_s`."""
+    started = time.monotonic()
+    while not await condition():
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout_s, f"condition not met within {timeout_s}s"
+        await asyncio.sleep(poll_s)
+    return time.monotonic() - started
