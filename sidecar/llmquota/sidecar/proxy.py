@@ -470,8 +470,13 @@ async def _relay_stream(
     tail = meter.flush()
     if tail and not await _write(response, tail, exchange):
         return response
-    if exchange.outcome != "upstream_cut":
-        await response.write_eof()
+    if exchange.outcome == "upstream_cut":
+        # Cut the client off too: a cleanly ended stream would pass a truncated answer off
+        # as a whole one.
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
     return response
 
 

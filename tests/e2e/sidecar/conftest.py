@@ -8,8 +8,9 @@ The Redis is this folder's own, so that other suites flushing theirs cannot inte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import openai
 import pytest
 import redis
 from tests.e2e.sidecar.processes import Process, Sidecar, free_port, start, start_sidecar
@@ -58,3 +59,18 @@ def sidecar(
     process = start_sidecar(directory, manifests, sidecar_redis.url, fake_upstream)
     yield Sidecar(process, manifests, redis_client)
     process.stop()
+
+
+@pytest.fixture
+def clients(sidecar: Sidecar) -> Iterator[Callable[..., openai.OpenAI]]:
+    """Make official clients for the session's sidecar (by key); closed after the test."""
+    made: list[openai.OpenAI] = []
+
+    def client_for(key: str, url: str | None = None) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=f"{url or sidecar.url}/v1", api_key=key, max_retries=0)
+        made.append(client)
+        return client
+
+    yield client_for
+    for client in made:
+        client.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
 import redis
 
 from llmquota.policy import keyspace
@@ -21,6 +22,9 @@ from llmquota.policy.key_hash import hash_key
 
 START_TIMEOUT_S = 30.0
 APPLY_TIMEOUT_S = 10.0
+ClientFactory = Callable[..., openai.OpenAI]
+"""`clients(key, url=None)`: an official client for a sidecar, closed after the test."""
+
 LLMQUOTA = [sys.executable, "-m", "llmquota.cli"]
 
 

@@ -8,12 +8,12 @@ import json
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from tests.e2e.sidecar.processes import Sidecar, team_and_key
+from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key
 
 pytestmark = pytest.mark.e2e
 
 
-def test_first_request_served_second_refused_with_team_named(sidecar: Sidecar) -> None:
+def test_seed_budget_serves_one_then_402(sidecar: Sidecar, clients: ClientFactory) -> None:
     key = "sk-seed-0001"
     sidecar.apply(
         "seed",
@@ -25,7 +25,7 @@ def test_first_request_served_second_refused_with_team_named(sidecar: Sidecar) -
         ),
         key,
     )
-    client = openai.OpenAI(base_url=f"{sidecar.url}/v1", api_key=key, max_retries=0)
+    client = clients(key)
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
     first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
     assert first.http_response.status_code == 200
