@@ -61,8 +61,8 @@ class SubjectSpec(WireModel):
     def _inline_or_ref(self) -> Self:
         for inline, ref in (("budget", "budget_ref"), ("rate_limit", "rate_limit_ref")):
             if getattr(self, inline) is not None and getattr(self, ref) is not None:
-                inline_wire = self.model_fields[inline].alias
-                ref_wire = self.model_fields[ref].alias
+                inline_wire = type(self).model_fields[inline].alias
+                ref_wire = type(self).model_fields[ref].alias
                 msg = f"{inline_wire} and {ref_wire} are mutually exclusive: set one of them"
                 raise ValueError(msg)
         return self
