@@ -1,0 +1,292 @@
+"""The admit/settle/abort scripts against a plain-Python reference of the same rules.
+
+Random sequences of admissions, settlements, aborts and clock moves run both on the Lua
+(real Redis, injected clock) and on a dict-based model written from the documented
+rules: a budget refuses once spend plus reservations reach its max, counters count one
+window and stale ones are zero, rpm/tpm count per minute, settlement replaces the
+estimate with the real cost in the current window. Outcomes (which request is admitted,
+which scope and limit refuse it) and the budget counters must agree at every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.integration.store.scenario import CENT, ManualClock, api_key, policy_for, team
+from tests.support.redis_server import RedisEndpoint, flush
+
+from llmquota.durations import WindowSpec, window_at
+from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.decision import Admitted, interpret_admit
+from llmquota.policy.resolved import ResolvedPolicy, Scope
+from llmquota.store import QuotaStore
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 31, 23, 58, 30, tzinfo=UTC)  # near a month's and a minute's end
+CREATED = datetime(2026, 3, 31, 22, 17, 41, tzinfo=UTC)
+LEASE_MS = 10**12  # leases never expire here: sweeps are tested on their own
+MINUTE_MS = 60_000
+
+
+@dataclass
+class Counter:
+    """A counter as the scripts keep it: the window it counts and its sums."""
+
+    win: int | None = None
+    spend: int = 0
+    resv: int = 0
+    req: int = 0
+    tok: int = 0
+
+    def roll(self, win: int) -> None:
+        if self.win != win:
+            self.win, self.spend, self.resv, self.req, self.tok = win, 0, 0, 0, 0
+
+
+@dataclass
+class Lease:
+    """What an admitted request holds in the reference model."""
+
+    cost: int
+    tokens: int
+    budget_windows: dict[int, int] = field(default_factory=dict)  # scope index -> win
+    rate_windows: dict[int, int] = field(default_factory=dict)
+    parallel: list[int] = field(default_factory=list)
+
+
+class Reference:
+    """The admission rules over dicts, written from the documentation, not the Lua."""
+
+    def __init__(self, scopes: list[Scope]) -> None:
+        self.scopes = scopes
+        self.budgets = {index: Counter() for index in range(len(scopes))}
+        self.rates = {index: Counter() for index in range(len(scopes))}
+        self.in_flight = dict.fromkeys(range(len(scopes)), 0)
+        self.leases: dict[str, Lease] = {}
+
+    def _window(self, scope: Scope, now: int) -> tuple[int, int]:
+        assert scope.budget is not None
+        window = window_at(_window_spec(scope.budget.window), scope.budget.anchor_ms, now)
+        return window.start_ms, window.end_ms
+
+    def admit(self, request_id: str, cost: int, tokens: int, now: int) -> tuple[Any, ...]:
+        minute = now // MINUTE_MS
+        for index, scope in enumerate(self.scopes):
+            if scope.budget is not None and scope.budget.max_nanos >= 0:
+                start, _ = self._window(scope, now)
+                counter = self.budgets[index]
+                used = counter.spend + counter.resv if counter.win == start else 0
+                if used >= scope.budget.max_nanos:
+                    return (index, "max_budget")
+            if scope.rate is not None:
+                rate = self.rates[index]
+                req, tok = (rate.req, rate.tok) if rate.win == minute else (0, 0)
+                if scope.rate.rpm is not None and req >= scope.rate.rpm:
+                    return (index, "rpm")
+                if scope.rate.tpm is not None and tok >= scope.rate.tpm:
+                    return (index, "tpm")
+                limit = scope.rate.max_parallel
+                if limit is not None and self.in_flight[index] >= limit:
+                    return (index, "max_parallel_requests")
+        lease = Lease(cost, tokens)
+        for index, scope in enumerate(self.scopes):
+            if scope.budget is not None:
+                start, _ = self._window(scope, now)
+                self.budgets[index].roll(start)
+                self.budgets[index].resv += cost
+                lease.budget_windows[index] = start
+            if scope.rate is not None:
+                self.rates[index].roll(minute)
+                self.rates[index].req += 1
+                self.rates[index].tok += tokens
+                lease.rate_windows[index] = minute
+                if scope.rate.max_parallel is not None:
+                    self.in_flight[index] += 1
+                    lease.parallel.append(index)
+        self.leases[request_id] = lease
+        return ("admitted",)
+
+    def release(self, request_id: str, cost: int, tokens: int, now: int) -> int:
+        lease = self.leases.pop(request_id, None)
+        if lease is None:
+            return 0
+        for index, win in lease.budget_windows.items():
+            start, _ = self._window(self.scopes[index], now)
+            counter = self.budgets[index]
+            if win == start and counter.win == win:
+                counter.resv -= lease.cost
+            if cost > 0:
+                counter.roll(start)
+                counter.spend += cost
+        minute = now // MINUTE_MS
+        for index, win in lease.rate_windows.items():
+            rate = self.rates[index]
+            if win == minute and rate.win == win:
+                rate.tok += tokens - lease.tokens
+            elif tokens > 0:
+                rate.roll(minute)
+                rate.tok += tokens
+        for index in lease.parallel:
+            self.in_flight[index] = max(0, self.in_flight[index] - 1)
+        return 1
+
+
+def _window_spec(wire: str) -> WindowSpec:
+    """A WindowSpec back from its wire form (`fixed:<ms>`, `monthly`, `none`)."""
+    if wire.startswith("fixed:"):
+        return WindowSpec("fixed", int(wire.removeprefix("fixed:")))
+    return WindowSpec("monthly" if wire == "monthly" else "none")
+
+
+BUDGETS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {
+            "maxBudget": st.sampled_from([0, 0.01, 0.02, 0.03, 0.05]),
+            "budgetDuration": st.sampled_from(["90s", "1m", "1h", "monthly"]),
+        }
+    ),
+)
+TEAM_RATES = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "rpm": st.integers(min_value=0, max_value=4),
+            "tpm": st.integers(min_value=0, max_value=150),
+        },
+    ),
+)
+KEY_RATES = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({"maxParallelRequests": st.integers(min_value=0, max_value=3)}),
+)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("admit"),
+            st.integers(min_value=0, max_value=3),  # cents
+            st.integers(min_value=0, max_value=60),  # tokens
+        ),
+        st.tuples(
+            st.sampled_from(["settle", "abort"]),
+            st.integers(min_value=0, max_value=20),  # which request
+            st.integers(min_value=0, max_value=3),
+            st.integers(min_value=0, max_value=60),
+        ),
+        st.tuples(
+            st.just("advance"),
+            st.sampled_from([1, 499, 20_000, 60_000, 3_600_000, 40 * 86_400_000]),
+        ),
+    ),
+    max_size=30,
+)
+
+
+def _policy(
+    team_budget: dict[str, Any] | None,
+    team_rate: dict[str, Any] | None,
+    key_budget: dict[str, Any] | None,
+    key_rate: dict[str, Any] | None,
+) -> ResolvedPolicy:
+    team_spec: dict[str, Any] = {}
+    if team_budget is not None:
+        team_spec["budget"] = team_budget
+    if team_rate is not None:
+        team_spec["rateLimit"] = team_rate
+    key_spec: dict[str, Any] = {"team": "t"}
+    if key_budget is not None:
+        key_spec["budget"] = key_budget
+    if key_rate is not None:
+        key_spec["rateLimit"] = key_rate
+    return policy_for(
+        api_key("k", created=CREATED, **key_spec), team("t", created=CREATED, **team_spec)
+    )
+
+
+async def _run(url: str, policy: ResolvedPolicy, operations: list[tuple[Any, ...]]) -> None:
+    clock = ManualClock(START)
+    reference = Reference(list(policy.scopes))
+    store = QuotaStore.from_url(url, clock_ms=clock)
+    issued: list[str] = []
+    try:
+        for step, operation in enumerate(operations):
+            name = operation[0]
+            if name == "advance":
+                clock.advance(operation[1])
+                continue
+            if name == "admit":
+                request_id = uuid.uuid4().hex
+                call = admission_call(
+                    policy,
+                    RequestEstimate("m", operation[1] * CENT, operation[2]),
+                    request_id,
+                    LEASE_MS,
+                )
+                raw = await store.admit(call)
+                decision = interpret_admit(raw, call)
+                got: tuple[Any, ...] = (
+                    ("admitted",)
+                    if isinstance(decision, Admitted)
+                    else (int(raw[1]), decision.limit)
+                )
+                expected = reference.admit(request_id, operation[1] * CENT, operation[2], clock())
+                issued.append(request_id)
+            else:
+                if not issued:
+                    continue
+                request_id = issued[operation[1] % len(issued)]
+                cost, tokens = operation[2] * CENT, operation[3]
+                if name == "settle":
+                    got = (await store.settle(request_id, cost, tokens),)
+                    expected = (reference.release(request_id, cost, tokens, clock()),)
+                else:
+                    got = (await store.abort(request_id),)
+                    expected = (reference.release(request_id, 0, 0, clock()),)
+            assert got == expected, f"step {step} {operation}"
+            await _compare_budgets(store, policy, reference, step)
+    finally:
+        await store.close()
+
+
+async def _compare_budgets(
+    store: QuotaStore, policy: ResolvedPolicy, reference: Reference, step: int
+) -> None:
+    counters = await store.read_budgets([(scope.tag, scope.id) for scope in policy.scopes])
+    for index, counter in enumerate(counters):
+        model = reference.budgets[index]
+        got = (counter.window_start_ms, counter.spend_nanos, counter.reserved_nanos)
+        assert got == (model.win, model.spend, model.resv), f"step {step}, scope {index}"
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    team_budget=BUDGETS,
+    team_rate=TEAM_RATES,
+    key_budget=BUDGETS,
+    key_rate=KEY_RATES,
+    operations=OPERATIONS,
+)
+def test_lua_admission_matches_the_reference_model(
+    redis_server: RedisEndpoint,
+    team_budget: dict[str, Any] | None,
+    team_rate: dict[str, Any] | None,
+    key_budget: dict[str, Any] | None,
+    key_rate: dict[str, Any] | None,
+    operations: list[tuple[Any, ...]],
+) -> None:
+    flush(redis_server.url)
+    policy = _policy(team_budget, team_rate, key_budget, key_rate)
+    asyncio.run(_run(redis_server.url, policy, operations))
