@@ -32,7 +32,7 @@ def team_counter(sidecar: Sidecar, team: str) -> dict[str, int]:
 
     def read() -> dict[str, int]:
         raw = sidecar.redis.hgetall(counter_key)
-        return {bytes(name).decode(): int(value) for name, value in raw.items()}
+        return {_text(name): int(value) for name, value in raw.items()}
 
     wait_until(lambda: read().get("resv", 0) == 0, f"{team}'s reservations settled", 5)
     return read()
@@ -194,3 +194,7 @@ def test_metrics_name_the_key_not_its_secret(
     assert 9.99 < remaining < 10
     assert "llmquota_overhead_seconds_bucket" in metrics
     assert key not in metrics
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
