@@ -12,6 +12,8 @@ __all__ = ["ModelRateLimit", "RateLimit", "RateLimitSpec", "RateLimitStatus"]
 
 Count = Annotated[int, Field(ge=0, le=2_000_000_000)]
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+MAX_PRIORITIES = 32
+"""Bounds priorityReservation, so the API server can cost its CEL sum rule."""
 
 
 class ModelRateLimit(WireModel):
@@ -38,7 +40,16 @@ class RateLimitSpec(ModelRateLimit):
                     "message": "priorityReservation is only allowed with allocation: Dynamic",
                     "fieldPath": ".priorityReservation",
                     "reason": "FieldValueForbidden",
-                }
+                },
+                {
+                    # The same tolerance as the model's check: 0.1 + 0.2 + 0.7 is not
+                    # exactly 1 in floating point.
+                    "rule": "!has(self.priorityReservation) || self.priorityReservation"
+                    ".map(p, self.priorityReservation[p]).sum() <= 1.000000001",
+                    "message": "priorityReservation shares must add up to at most 1",
+                    "fieldPath": ".priorityReservation",
+                    "reason": "FieldValueInvalid",
+                },
             ]
         }
     )
@@ -55,6 +66,7 @@ class RateLimitSpec(ModelRateLimit):
     )
     priority_reservation: dict[str, Share] = Field(
         default_factory=dict,
+        max_length=MAX_PRIORITIES,
         description="Only with Dynamic: share of the pool (0..1) reserved per ApiKey "
         "priority, e.g. {prod: 0.9, dev: 0.1}. Shares add up to at most 1.",
     )
