@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-__all__ = ["HOSTILE_CASES", "HostileCase", "hostile_params"]
+__all__ = ["HOSTILE_CASES", "HostileCase", "hostile_params", "manifest"]
+
+
+def manifest(kind: str, name: str, spec: Any, namespace: str | None = None) -> dict[str, Any]:
+    """An llmquota object as one would `kubectl apply` it."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "llmquota.dev/v1alpha1", "kind": kind, "metadata": metadata,
+            "spec": spec}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -26,15 +35,7 @@ class HostileCase:
 
     def manifest(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         """The object as one would `kubectl apply` it."""
-        metadata: dict[str, Any] = {"name": name}
-        if namespace is not None:
-            metadata["namespace"] = namespace
-        return {
-            "apiVersion": "llmquota.dev/v1alpha1",
-            "kind": self.kind,
-            "metadata": metadata,
-            "spec": self.spec,
-        }
+        return manifest(self.kind, name, self.spec, namespace)
 
 
 HOSTILE_CASES = [
