@@ -1,0 +1,130 @@
+"""A request and its policy become the admit script's KEYS and checks, in scope order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.integration.store.scenario import api_key, budget, policy_for, rate_limit, team
+
+from llmquota.policy import keyspace
+from llmquota.policy.admission import (
+    RequestEstimate,
+    admission_call,
+    dynamic_group,
+    scopes_for,
+)
+from llmquota.policy.resolved import RateLimits, nanos
+
+
+def checks_of(spec_json: str) -> list[dict[str, Any]]:
+    spec: dict[str, Any] = json.loads(spec_json)
+    return list(spec["checks"])
+
+
+def full_policy() -> Any:
+    everything = budget("everything", maxBudget=1000)
+    per_customer = budget("per-customer", maxBudget=1, budgetDuration="1d")
+    qa = team(
+        "qa",
+        budget={"maxBudget": 100, "modelMaxBudget": {"gpt-4o": 5}},
+        rateLimit={"rpm": 60, "maxParallelRequests": 4, "models": {"gpt-4o": {"tpm": 100}}},
+        members=[{"user": "ishaan", "maxBudgetInTeam": 2}],
+        endUserBudgetRef={"name": "per-customer"},
+    )
+    key = api_key("bot", team="qa", user="ishaan", budget={"maxBudget": 10})
+    return policy_for(key, qa, budgets=[per_customer], global_budget=everything)
+
+
+def test_checks_follow_the_scope_order() -> None:
+    policy = full_policy()
+    call = admission_call(policy, RequestEstimate("gpt-4o", nanos(0.02), 300, "cust-1"), "r1", 900)
+    checks = checks_of(call.spec_json)
+    assert [(check["s"], check["t"]) for check in checks] == [
+        (0, "b"),  # global
+        (1, "b"), (1, "r"), (1, "p"),  # team: budget, rates, in flight
+        (2, "b"),  # member
+        (3, "b"),  # key
+        (4, "b"),  # end user cust-1 of team qa
+    ]  # fmt: skip
+    assert [scope.kind for scope in call.scopes] == ["global", "team", "member", "key", "end_user"]
+    assert call.scopes[4].label == "end user cust-1 of team qa"
+    assert call.scopes[4].id == "team/quota/qa/user/cust-1"
+
+
+def test_check_fields_carry_limits_in_script_units() -> None:
+    policy = full_policy()
+    call = admission_call(policy, RequestEstimate("gpt-4o", nanos(0.02), 300), "r1", 900)
+    spec = json.loads(call.spec_json)
+    assert (spec["id"], spec["lease_ms"], spec["model"], spec["cost"], spec["tokens"]) == (
+        "r1", 900, "gpt-4o", 20_000_000, 300
+    )  # fmt: skip
+    team_budget, team_rate, team_parallel = spec["checks"][1:4]
+    assert (team_budget["max"], team_budget["mm"], team_budget["w"]) == (
+        nanos(100),
+        nanos(5),
+        "none",
+    )
+    assert (team_rate["rpm"], team_rate["tpm"], team_rate["mrpm"], team_rate["mtpm"]) == (
+        60,
+        -1,
+        -1,
+        100,
+    )
+    assert (team_parallel["max"], team_parallel["mmax"]) == (4, -1)
+    other_model = json.loads(
+        admission_call(policy, RequestEstimate("llama3", 1, 1), "r2", 900).spec_json
+    )
+    assert other_model["checks"][1]["mm"] == -1
+    assert other_model["checks"][2]["mtpm"] == -1
+
+
+def test_keys_are_numbered_once_each_and_built_by_the_keyspace() -> None:
+    policy = full_policy()
+    call = admission_call(policy, RequestEstimate("gpt-4o", 1, 1), "r1", 900)
+    assert len(call.keys) == len(set(call.keys))
+    checks = checks_of(call.spec_json)
+    team_scope = call.scopes[1]
+    assert call.keys[checks[1]["k"] - 1] == keyspace.budget_key(team_scope.tag, team_scope.id)
+    assert call.keys[checks[2]["k"] - 1] == keyspace.rate_key(team_scope.tag, team_scope.id)
+    assert call.keys[checks[3]["k"] - 1] == keyspace.parallel_key(team_scope.tag, team_scope.id)
+    assert call.keys[checks[1]["k"] - 1] == "llmquota:{quota/qa}:budget:team/quota/qa"
+
+
+def test_no_end_user_no_end_user_scope() -> None:
+    policy = full_policy()
+    assert [scope.kind for scope in scopes_for(policy, None)] == [
+        "global", "team", "member", "key"
+    ]  # fmt: skip
+
+
+def test_dynamic_pool_check_follows_the_rate_check() -> None:
+    pool = rate_limit("pool", rpm=10, allocation="Dynamic", priorityReservation={"prod": 0.9})
+    qa = team("qa", rateLimitRef={"name": "pool"})
+    policy = policy_for(api_key("bot", team="qa", priority="prod"), qa, rate_limits=[pool])
+    checks = checks_of(admission_call(policy, RequestEstimate("m", 1, 1), "r", 1).spec_json)
+    dynamic = checks[2]
+    assert [check["t"] for check in checks] == ["b", "r", "d", "b"]
+    assert (dynamic["group"], dynamic["weight"], dynamic["member"]) == (
+        "prod",
+        0.9,
+        policy.key_hash,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reservation", "priority", "expected"),
+    [
+        ({}, "prod", ("_all", 1.0)),
+        ({"prod": 0.9, "dev": 0.1}, "prod", ("prod", 0.9)),
+        ({"prod": 0.9, "dev": 0.1}, "dev", ("dev", 0.1)),
+        ({"prod": 0.6}, None, ("_default", pytest.approx(0.4))),
+        ({"prod": 0.6, "dev": 0.4}, "batch", ("_default", 0.0)),
+    ],
+)
+def test_dynamic_group_by_priority(
+    reservation: dict[str, float], priority: str | None, expected: tuple[str, float]
+) -> None:
+    rate = RateLimits(rpm=10, dynamic=True, priority_reservation=reservation)
+    assert dynamic_group(rate, priority) == expected
