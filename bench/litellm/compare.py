@@ -90,7 +90,7 @@ class Plan:
     warmup_seconds: float = 1.0
     max_requests_per_cell: int = 30_000
     overshoot_processes: tuple[int, ...] = (1, 4)
-    overshoot_clients: int = 64
+    overshoot_clients: int = 128
     overshoot_seconds: float = 30.0
     reset_window_s: int = 2
     reset_trials: int = 5
@@ -154,7 +154,7 @@ def machine() -> dict[str, Any]:
 # ---------------------------------------------------------------- measurements
 
 
-def overhead_rows(result: loadgen.LoadResult) -> dict[str, Any]:
+def overhead_row(result: loadgen.LoadResult) -> dict[str, Any]:
     return {
         "p50_ms": result.p(0.50) * 1000,
         "p99_ms": result.p(0.99) * 1000,
@@ -164,30 +164,37 @@ def overhead_rows(result: loadgen.LoadResult) -> dict[str, Any]:
     }
 
 
-async def measure_overhead(urls: Sequence[str], key: str, plan: Plan) -> list[dict[str, Any]]:
-    """Latency and throughput per (stream, concurrency) against the first of `urls`."""
-    rows: list[dict[str, Any]] = []
+async def measure_overhead(
+    targets: dict[str, tuple[str, str]], plan: Plan
+) -> dict[str, list[dict[str, Any]]]:
+    """Latency and throughput per (stream, concurrency) for each target: name -> (URL, key).
+
+    Targets take turns cell by cell, so that whatever else loads the machine meanwhile
+    (other builds share these 2 cores) falls on all of them alike.
+    """
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     async with loadgen.open_session(max(plan.concurrencies)) as session:
         for stream in (False, True):
             for concurrency in plan.concurrencies:
-                result = await loadgen.closed_loop(
-                    session,
-                    [f"{urls[0]}/v1/chat/completions"],
-                    key,
-                    request_body(stream=stream),
-                    concurrency=concurrency,
-                    seconds=plan.cell_seconds,
-                    max_requests=plan.max_requests_per_cell,
-                    warmup_seconds=plan.warmup_seconds,
-                )
-                row = {"stream": stream, "concurrency": concurrency, **overhead_rows(result)}
-                print(
-                    f"    {'stream' if stream else 'plain ':6} x{concurrency:<4}"
-                    f" p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-                    f"  {row['rps']:7.0f} rps  {dict(result.statuses)}",
-                    flush=True,
-                )
-                rows.append(row)
+                for name, (base, key) in targets.items():
+                    result = await loadgen.closed_loop(
+                        session,
+                        [f"{base}/v1/chat/completions"],
+                        key,
+                        request_body(stream=stream),
+                        concurrency=concurrency,
+                        seconds=plan.cell_seconds,
+                        max_requests=plan.max_requests_per_cell,
+                        warmup_seconds=plan.warmup_seconds,
+                    )
+                    row = {"stream": stream, "concurrency": concurrency, **overhead_row(result)}
+                    print(
+                        f"  {name:8} {'stream' if stream else 'plain ':6} x{concurrency:<4}"
+                        f" p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms"
+                        f"  {row['rps']:7.0f} rps  {dict(result.statuses)}",
+                        flush=True,
+                    )
+                    rows[name].append(row)
     return rows
 
 
@@ -341,9 +348,10 @@ LITELLM_NO_RESET = (
 )
 
 
-async def measure_system(system: System, urls: list[str], keys: Keys, plan: Plan) -> dict[str, Any]:
-    print(f"  {system.name}: overhead", flush=True)
-    overhead = await measure_overhead(urls, keys.overhead.key, plan)
+async def measure_budgets(
+    system: System, urls: list[str], keys: Keys, plan: Plan
+) -> dict[str, Any]:
+    """Unit cost, overshoot and reset precision of one system."""
     measured = await measure_unit_cost(urls[0], keys.calibration.key)
     unit_cost = measured if measured is not None else NOMINAL_UNIT_COST
     overshoot = []
@@ -366,7 +374,6 @@ async def measure_system(system: System, urls: list[str], keys: Keys, plan: Plan
         print(f"    delays (ms): {delays}", flush=True)
     return {
         "unit_cost_usd": {"measured": measured, "nominal": NOMINAL_UNIT_COST},
-        "overhead": overhead,
         "overshoot": overshoot,
         "reset": reset,
     }
@@ -409,38 +416,43 @@ async def run(plan: Plan, folder: Path, only: set[str]) -> dict[str, Any]:
         System("llmquota", systems.llmquota_sidecars, None),
     ]
     availability = {"LiteLLM": systems.litellm_available, "llmquota": systems.llmquota_available}
-    with systems.fake_upstream(
-        folder, prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS
-    ) as upstream:
-        print(f"direct to the fake upstream ({report['upstream']})", flush=True)
-        report["direct"] = await measure_overhead([upstream], keys.overhead.key, plan)
-        for system in candidates:
-            if system.name.lower() not in only:
-                continue
-            why_not = availability[system.name]()
-            if why_not is not None:
-                print(f"{system.name}: skipped, {why_not}", flush=True)
-                report["unavailable"][system.name] = why_not
-                continue
-            if system.name == "LiteLLM":
-                report["machine"]["litellm_version"] = systems.litellm_version(
-                    systems.litellm_python()
-                )
-            print(
-                f"{system.name}: starting {max(plan.overshoot_processes)} process(es)", flush=True
+    chosen: list[System] = []
+    for system in candidates:
+        if system.name.lower() not in only:
+            continue
+        why_not = availability[system.name]()
+        if why_not is None:
+            chosen.append(system)
+        else:
+            print(f"{system.name}: skipped, {why_not}", flush=True)
+            report["unavailable"][system.name] = why_not
+    if any(system.name == "LiteLLM" for system in chosen):
+        report["machine"]["litellm_version"] = systems.litellm_version(systems.litellm_python())
+    processes = max(plan.overshoot_processes)
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(
+            systems.fake_upstream(
+                folder, prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS
             )
+        )
+        urls: dict[str, list[str]] = {}
+        for system in chosen:
+            print(f"{system.name}: starting {processes} process(es)", flush=True)
             system_folder = folder / system.name.lower()
-            with (
-                systems.redis_server(system_folder / "redis") as redis,
+            redis = stack.enter_context(systems.redis_server(system_folder / "redis"))
+            urls[system.name] = stack.enter_context(
                 system.start(
-                    system_folder,
-                    upstream=upstream,
-                    redis=redis,
-                    keys=keys.all(),
-                    count=max(plan.overshoot_processes),
-                ) as urls,
-            ):
-                report["systems"][system.name] = await measure_system(system, urls, keys, plan)
+                    system_folder, upstream=upstream, redis=redis, keys=keys.all(), count=processes
+                )
+            )
+        print(f"overhead (upstream: {report['upstream']})", flush=True)
+        targets = {"direct": (upstream, keys.overhead.key)}
+        targets |= {name: (bases[0], keys.overhead.key) for name, bases in urls.items()}
+        overhead = await measure_overhead(targets, plan)
+        report["direct"] = overhead.pop("direct")
+        for system in chosen:
+            budgets = await measure_budgets(system, urls[system.name], keys, plan)
+            report["systems"][system.name] = {"overhead": overhead[system.name], **budgets}
     report["seconds"] = round(time.monotonic() - started, 1)
     report["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     return report
@@ -487,8 +499,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| mode | clients | direct p50 / p99 | direct rps | LiteLLM overhead p50 / p99"
         " | LiteLLM rps | llmquota overhead p50 / p99 | llmquota rps"
-        " | ratio overhead p50 / p99 | ratio rps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | ratio overhead p50 / p99 | ratio rps | not 200: LiteLLM / llmquota |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(system: dict[str, Any] | None, index: int) -> dict[str, Any] | None:
@@ -496,6 +508,13 @@ def markdown(report: dict[str, Any]) -> str:
 
     def rps(row: dict[str, Any] | None) -> float | None:
         return row["rps"] if row else None
+
+    def failed(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "n/a"
+        count = sum(n for status, n in row["statuses"].items() if status != "200")
+        kinds = ", ".join(sorted(status for status in row["statuses"] if status != "200"))
+        return f"{count} ({kinds})" if count else "0"
 
     for index, direct in enumerate(report["direct"]):
         lite_row, mine_row = cell(lite, index), cell(mine, index)
@@ -514,7 +533,8 @@ def markdown(report: dict[str, Any]) -> str:
             f" | {_fmt(rps(mine_row), 0)}"
             f" | {_ratio(over(mine_row, 'p50_ms'), over(lite_row, 'p50_ms'))}"
             f" / {_ratio(over(mine_row, 'p99_ms'), over(lite_row, 'p99_ms'))}"
-            f" | {_ratio(rps(mine_row), rps(lite_row))} |"
+            f" | {_ratio(rps(mine_row), rps(lite_row))}"
+            f" | {failed(lite_row)} / {failed(mine_row)} |"
         )
     lines += [
         "",
@@ -545,11 +565,11 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Reset precision: delay from a budget window's boundary to the send time of the"
-        " first admitted request after it (ms), a client polling every"
-        f" {report['plan']['reset_poll_interval_s'] * 1000:g} ms after each answer; the"
-        " reset happened between that request and the refused one before it, so the"
-        " figure is an upper bound, as fine as one request's round trip.",
+        "Reset precision: from a budget window's boundary to the answer of the first"
+        " request admitted after it (ms), a client polling every"
+        f" {report['plan']['reset_poll_interval_s'] * 1000:g} ms after each answer. The"
+        " reset happened after the last refused request was sent (last column) and"
+        " before that answer: an upper bound, as fine as one round trip.",
         "",
         "| system | window | trials admitted | median | max | last refusal before it (median) |",
         "|---|---|---|---|---|---|",

@@ -83,11 +83,11 @@ class ResetTrial:
 
     boundary_s: float
     exhausted: bool
-    # Send time of the first admitted request after the boundary, minus the boundary;
-    # negative when a request sent before the boundary was admitted.
+    # When the answer to the first admitted request arrived, minus the boundary: the
+    # reset had happened by then. Negative: admitted before the boundary, too early.
     delay_s: float | None
-    # Send time of the last refused request, minus the boundary: the reset happened
-    # after it, so (last_refused_s, delay_s] brackets the true reset.
+    # When the last refused request was sent, minus the boundary: the reset happened
+    # after it. So the reset lies in (last_refused_s, delay_s].
     last_refused_s: float | None
     polls: int
 
@@ -229,7 +229,7 @@ async def reset_delays(
             status, _ = await _send(session, url, key, body)
             polls += 1
             if status == 200:
-                delay = sent - boundary
+                delay = time.time() - boundary
                 break
             last_refused = sent - boundary
             await asyncio.sleep(poll_interval_s)
