@@ -43,6 +43,8 @@ POST_ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
 # A Redis that stops answering must turn into 503s (or fail-open), not hung requests.
 REDIS_SOCKET_TIMEOUT_S = 2.0
 UPSTREAM_CONNECT_TIMEOUT_S = 10.0
+# redis-py's default of 100 would turn a burst of concurrent requests into errors.
+REDIS_MAX_CONNECTIONS = 1024
 
 
 def create_app(settings: SidecarSettings) -> web.Application:
@@ -76,6 +78,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            max_connections=REDIS_MAX_CONNECTIONS,
         )
         stack.push_async_callback(store.close)
         app[STORE] = store
@@ -96,7 +99,8 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             sock_connect=UPSTREAM_CONNECT_TIMEOUT_S,
             sock_read=settings.upstream_timeout,
         ),
-        trust_env=True,  # HTTPS_PROXY and friends, as egress in a cluster often needs
+        # No proxy/netrc lookups from the environment: aiohttp would redo them per request.
+        trust_env=False,
     )
     app[UPSTREAM] = session
     yield
