@@ -397,6 +397,15 @@ def inject_sidecar(config: OperatorConfig, spec: kopf.Spec, patch: kopf.Patch, *
         patch.spec.update(injected)
 
 
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account when in a Pod, else the current kubeconfig.
+
+    A registry of our own does not get kopf's default login handlers, so this is them.
+    """
+    found: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return found or kopf.login_with_kubeconfig(**kwargs)
+
+
 # Registry --------------------------------------------------------------------------------
 
 
@@ -405,6 +414,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry, id="startup")(functools.partial(startup, config))
     kopf.on.cleanup(registry=registry, id="cleanup")(cleanup)
+    kopf.on.login(registry=registry, id="login")(login)
     for plural, model in PLURALS.items():
         kopf.index(API_GROUP, API_VERSION, plural, registry=registry, id=f"llmquota_{plural}")(
             _index(model)

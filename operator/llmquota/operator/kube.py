@@ -7,6 +7,7 @@ on changed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -38,7 +39,10 @@ class Kube:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except ConfigException:
-            await config.load_kube_config(client_configuration=configuration)
+            # Read KUBECONFIG now: kubernetes_asyncio reads it once, at import.
+            await config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
         return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
@@ -79,8 +83,14 @@ class Kube:
         """Merge-patch the status subresource of an llmquota object (gone: ignored)."""
         try:
             await self.custom.patch_namespaced_custom_object_status(
-                API_GROUP, API_VERSION, namespace, plural, name, {"status": dict(status_patch)}
-            )
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status_patch)},
+                _content_type="application/merge-patch+json",
+            )  # type: ignore[call-arg]  # accepted via **kwargs, missing from the stubs
         except ApiException as error:
             if error.status != NOT_FOUND:
                 raise

@@ -1,0 +1,69 @@
+"""Helpers for operator integration tests: waiting with deadlines, kubectl in a namespace."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.support.kube_apiserver import KubeAPIServer
+
+__all__ = ["STATUS_INTERVAL", "Cluster", "wait_for"]
+
+T = TypeVar("T")
+STATUS_INTERVAL = 0.5
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "") -> T:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or probe}: last {last!r}")
+
+
+class Cluster:
+    """kubectl in one namespace, with JSON helpers."""
+
+    def __init__(self, kube: KubeAPIServer, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        result = self.kube.kubectl("-n", self.namespace, *args, input=input)
+        if result.returncode != 0:
+            msg = f"kubectl {' '.join(args)}: {result.stderr}"
+            raise AssertionError(msg)
+        return result.stdout
+
+    def apply(self, *manifests: dict[str, Any]) -> None:
+        items = [{"apiVersion": "llmquota.dev/v1alpha1", **m} for m in manifests]
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.kube.kubectl("-n", self.namespace, "get", kind, name, "-o", "json")
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get(kind, name) or {}
+        return next(
+            (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_),
+            None,
+        )
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        listed = json.loads(self.kubectl("get", "events", "-o", "json"))
+        return [e for e in listed["items"] if e.get("reason") == reason]
