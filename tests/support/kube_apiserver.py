@@ -87,6 +87,8 @@ class KubeAPIServer:
     kubectl_path: Path
     version: str | None = None
     """The Kubernetes version started by the test bed; None for an external cluster."""
+    controllers: bool = True
+    """Whether kube-controller-manager runs (garbage collection, namespace deletion)."""
     env: dict[str, str] = field(default_factory=dict)
 
     def kubectl(
@@ -440,6 +442,9 @@ def run_kube_apiserver(
                     f"--cert-dir={cert_dir}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
+                    # The endpoint reconciler refuses a loopback advertise address; no
+                    # pod needs the `kubernetes` Service's endpoints here anyway.
+                    "--endpoint-reconciler-type=none",
                     f"--secure-port={api_port}",
                     f"--service-cluster-ip-range={_SERVICE_CLUSTER_IP_RANGE}",
                     f"--token-auth-file={tokens_csv}",
@@ -462,7 +467,9 @@ def run_kube_apiserver(
         kubeconfig = workdir / "kubeconfig"
         _write_kubeconfig(kubeconfig, server, ca_file, token)
 
-        if controller_manager and binaries.kube_controller_manager is not None:
+        controllers = controller_manager and binaries.kube_controller_manager is not None
+        if controllers:
+            assert binaries.kube_controller_manager is not None
             kcm_port = _free_port()
             kcm = stack.enter_context(
                 _started(
@@ -497,4 +504,5 @@ def run_kube_apiserver(
             ca_file=ca_file,
             kubectl_path=binaries.kubectl,
             version=version,
+            controllers=controllers,
         )
