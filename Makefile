@@ -50,8 +50,8 @@ crds: install
 	$(BIN)/llmquota crds --write crds
 	cp crds/*.yaml charts/llmquota/crd-files/
 
-testbed:
-	bash testbed/build.sh
+testbed: install
+	PYTHON=$(CURDIR)/$(BIN)/python bash testbed/build.sh
 
 bench: install
 	$(BIN)/python bench/run.py
