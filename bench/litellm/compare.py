@@ -146,6 +146,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory_gib, 1),
         "os": platform.platform(),
+        "proxies_pinned_to_core_0": systems.pinning()
+        and os.sched_getaffinity(0) != set(range(os.cpu_count() or 1)),
         "python": platform.python_version(),
         "llmquota_revision": revision or "unknown",
     }
@@ -477,6 +479,11 @@ def markdown(report: dict[str, Any]) -> str:
     machine_info = report["machine"]
     found = report["systems"]
     lite, mine = found.get("LiteLLM"), found.get("llmquota")
+    placement = (
+        "the proxies on core 0, the load generator, fake upstream and Redis on the other"
+        if machine_info["proxies_pinned_to_core_0"]
+        else f"everything shares the {machine_info['cores']} cores"
+    )
     lines = [
         f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores,"
         f" {machine_info['memory_gib']} GiB; Python {machine_info['python']};"
@@ -484,8 +491,8 @@ def markdown(report: dict[str, Any]) -> str:
         f" (no database: keys from a custom-auth hook, see docs/litellm-comparison.md);"
         f" llmquota {machine_info['llmquota_revision']}. Upstream: {report['upstream']},"
         f" {report['request']['prompt_tokens']} + {report['request']['completion_tokens']}"
-        f" tokens a reply, no added latency. Everything on loopback, the load generator"
-        f" included, sharing the {machine_info['cores']} cores. {report['when']}, load"
+        f" tokens a reply, no added latency. Everything on loopback; {placement}."
+        f" {report['when']}, load"
         f" average {machine_info['load_average_at_start'][0]} at the start,"
         f" {machine_info['load_average_at_end'][0]} at the end ({report['seconds']:.0f} s).",
         "",
@@ -598,6 +605,9 @@ def main() -> int:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     parser.add_argument(
+        "--no-pin", action="store_true", help="do not give the proxies a core of their own"
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS / "litellm-comparison",
         help="results path without suffix (.json and .md are written)",
     )  # fmt: skip
@@ -610,6 +620,8 @@ def main() -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
+    if not args.no_pin:
+        systems.pin_others()
     with run_folder(args.keep_logs) as folder:
         report = asyncio.run(run(plan, folder, only))
     table = markdown(report)

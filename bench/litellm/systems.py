@@ -35,12 +35,34 @@ __all__ = [
     "litellm_proxies",
     "llmquota_available",
     "llmquota_sidecars",
+    "pin_others",
+    "pinning",
     "redis_server",
 ]
 
 HERE = Path(__file__).resolve().parent
 MODEL = "gpt-4o-mini"
 START_TIMEOUT_S = 120.0  # LiteLLM takes ~10 s alone, longer when M start at once on 2 cores
+
+# With 2 cores or more, the proxies under test get core 0 and everything else -- the
+# load generator, the fake upstream, Redis -- the others (`pin_others`), so that a
+# proxy's figures are its own CPU's, not the load generator's (as bench/sidecar_overhead.py
+# does). Both systems' processes share core 0 alike.
+PROXY_CORE = 0
+
+
+def pinning() -> bool:
+    return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def pin_others() -> None:
+    """Move this process, and so what it starts from now on, off the proxies' core."""
+    if pinning():
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {PROXY_CORE})
+
+
+def _on_proxy_core(command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(PROXY_CORE), *command] if pinning() else command
 
 
 @dataclass(frozen=True)
@@ -230,10 +252,10 @@ def litellm_proxies(
     }
     ports = [free_port() for _ in range(count)]
     commands = [
-        [
+        _on_proxy_core([
             str(python.parent / "litellm"), "--config", str(folder / "config.yaml"),
             "--host", "127.0.0.1", "--port", str(port),
-        ]
+        ])
         for port in ports
     ]  # fmt: skip
     bases = [f"http://127.0.0.1:{port}" for port in ports]
@@ -314,14 +336,14 @@ def llmquota_sidecars(
     redis_host, redis_port = redis
     ports = [free_port() for _ in range(count)]
     commands = [
-        [
+        _on_proxy_core([
             sys.executable, "-m", "llmquota.cli", "sidecar",
             "--listen", f"127.0.0.1:{port}",
             "--upstream", upstream,
             "--upstream-key-file", str(folder / "upstream-key"),
             "--redis", f"redis://{redis_host}:{redis_port}/0",
             "--manifests", str(manifests),
-        ]
+        ])
         for port in ports
     ]  # fmt: skip
     bases = [f"http://127.0.0.1:{port}" for port in ports]
