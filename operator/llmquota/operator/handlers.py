@@ -11,6 +11,7 @@ the webhook handler exists only when a webhook server does.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, RateLimit, Team
@@ -126,19 +128,26 @@ async def startup(
 ) -> None:
     """Clients into memo; the Redis watchdog started."""
     configure_settings(settings, config)
-    store = QuotaStore.from_url(config.redis_url)
+    store = QuotaStore(Redis(connection_pool=redis_pool(config.redis_url)))
     state = OperatorState(
         config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
     )
     memo[MEMO_KEY] = state
-    state.background.append(asyncio_task(watch_store(state)))
+    state.background.append(asyncio.get_running_loop().create_task(watch_store(state)))
 
 
-def asyncio_task(coro: Any) -> Any:
-    """Start a background task (kept referenced in the state)."""
-    import asyncio  # noqa: PLC0415 (kept local: only startup spawns tasks)
+REDIS_CONNECTIONS = 32
 
-    return asyncio.get_running_loop().create_task(coro)
+
+def redis_pool(url: str) -> BlockingConnectionPool:
+    """A pool that makes callers wait for a connection instead of failing.
+
+    Thousands of status timers fire together at start-up; redis-py's default pool
+    raises "Too many connections" past 100 instead of queueing them.
+    """
+    return BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=30, health_check_interval=10
+    )
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -166,22 +175,32 @@ async def apikey_changed(
             patch.status.update(_invalid(body, status, error))
             measured.result = "invalid"
             return
-        state = _state(memo)
-        try:
-            outcome = await service.apply_key(state, apikey)
-        except RedisError as error:
-            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
-        now = datetime.now(UTC)
-        status_update, transitions = status_patch(
-            status,
-            service.key_status_fields(outcome, apikey.metadata.generation),
-            service.key_observations(apikey, outcome, now),
-            generation=apikey.metadata.generation,
-            now=now,
-        )
-        patch.status.update(status_update)
-        service.tell(body, transitions)
-        measured.result = "ok" if outcome.ready.status == "True" else "invalid"
+        measured.result = await _reconcile_key(_state(memo), apikey, body, status, patch)
+
+
+async def _reconcile_key(
+    state: OperatorState,
+    apikey: ApiKey,
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+) -> str:
+    """Apply one ApiKey and patch its status; "ok" or "invalid" (for the metric)."""
+    try:
+        outcome = await service.apply_key(state, apikey)
+    except RedisError as error:
+        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+    now = datetime.now(UTC)
+    status_update, transitions = status_patch(
+        status,
+        service.key_status_fields(outcome, apikey.metadata.generation),
+        service.key_observations(apikey, outcome, now),
+        generation=apikey.metadata.generation,
+        now=now,
+    )
+    patch.status.update(status_update)
+    service.tell(body, transitions)
+    return "ok" if outcome.ready.status == "True" else "invalid"
 
 
 async def apikey_deleted(
@@ -207,9 +226,16 @@ async def apikey_status(
         apikey = ApiKey.model_validate(_plain(body))
     except ValidationError:
         return
+    state = _state(memo)
     started = time.perf_counter()
     try:
-        patch.status.update(await service.sync_key_status(_state(memo), apikey, body, status))
+        if (apikey.metadata.namespace, apikey.metadata.name) not in state.keys:
+            # Never applied in this process (its handler gave up, or raced a restart):
+            # repair the drift here rather than wait for the next change.
+            with measure_reconcile("ApiKey") as measured:
+                measured.result = await _reconcile_key(state, apikey, body, status, patch)
+            return
+        patch.status.update(await service.sync_key_status(state, apikey, body, status))
     except RedisError as error:
         logger.warning("status sync of ApiKey %s skipped: %s", apikey.metadata.name, error)
     STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
