@@ -13,9 +13,16 @@ import hmac
 __all__ = ["hash_key", "key_hint", "keys_equal"]
 
 
+def _key_bytes(key: str) -> bytes:
+    """UTF-8 that never raises: a header that is not UTF-8 reaches us with lone
+    surrogates (aiohttp decodes with `surrogateescape`), which plain `encode()` refuses.
+    Real keys are text, so such a key only has to hash to something no key has."""
+    return key.encode("utf-8", "surrogatepass")
+
+
 def hash_key(key: str) -> str:
     """The hex SHA-256 of a key: its identity in Redis and in policies."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(_key_bytes(key)).hexdigest()
 
 
 def key_hint(key: str) -> str:
@@ -26,4 +33,4 @@ def key_hint(key: str) -> str:
 
 def keys_equal(presented: str, stored: str) -> bool:
     """Compare two keys in constant time."""
-    return hmac.compare_digest(presented.encode(), stored.encode())
+    return hmac.compare_digest(_key_bytes(presented), _key_bytes(stored))
