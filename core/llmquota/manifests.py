@@ -103,11 +103,21 @@ class ManifestSet:
         return {oid: obj for oid, obj in self.resources.items() if isinstance(obj, kind)}
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: in a Secret that line
+    may hold the key, and problems are logged."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    if mark is None:
+        return str(problem)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def _documents(source: str, text: str, problems: list[ManifestProblem]) -> list[tuple[str, Any]]:
     try:
         loaded = list(yaml.safe_load_all(text))
     except yaml.YAMLError as error:
-        problems.append(ManifestProblem(source, "", "yaml", str(error).replace("\n", " ")))
+        problems.append(ManifestProblem(source, "", "yaml", _yaml_problem(error)))
         return []
     many = len(loaded) > 1
     return [
