@@ -485,6 +485,8 @@ def markdown(report: dict[str, Any]) -> str:
         else f"everything shares the {machine_info['cores']} cores"
     )
     lines = [
+        "# llmquota beside LiteLLM's proxy",
+        "",
         f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores,"
         f" {machine_info['memory_gib']} GiB; Python {machine_info['python']};"
         f" LiteLLM {machine_info.get('litellm_version', 'n/a')}"
@@ -594,6 +596,11 @@ def markdown(report: dict[str, Any]) -> str:
             f" | {_fmt(reset['delay_median_ms'], 1)} | {_fmt(reset['delay_max_ms'], 1)}"
             f" | {_fmt(reset['last_refused_median_ms'], 1)} |"
         )
+    lines += [
+        "",
+        "Reproduce: `.venv/bin/python bench/litellm/compare.py`; what of LiteLLM runs here"
+        " and what cannot: docs/litellm-comparison.md.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -611,7 +618,14 @@ def main() -> int:
         "--output", type=Path, default=RESULTS / "litellm-comparison",
         help="results path without suffix (.json and .md are written)",
     )  # fmt: skip
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON",
+        help="only print the table of an earlier run's JSON, measuring nothing",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())), end="")
+        return 0
     plan = QUICK if args.quick else Plan()
     only = {name.strip().lower() for name in args.systems.split(",")}
     try:
