@@ -409,7 +409,7 @@ async def run(plan: Plan, folder: Path, only: set[str]) -> dict[str, Any]:
             "completion_tokens": COMPLETION_TOKENS,
             "nominal_unit_cost_usd": NOMINAL_UNIT_COST,
         },
-        "upstream": systems.upstream_name(),
+        "upstream": "llmquota fake-upstream",
         "systems": {},
         "unavailable": {},
     }

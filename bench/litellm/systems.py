@@ -160,22 +160,15 @@ def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
         yield "127.0.0.1", port
 
 
-def project_fake_upstream_available() -> bool:
-    return importlib.util.find_spec("llmquota.fake_upstream.command") is not None
-
-
 @contextlib.contextmanager
 def fake_upstream(folder: Path, *, prompt_tokens: int, completion_tokens: int) -> Iterator[str]:
-    """`llmquota fake-upstream` (the stand-in while it is missing); yields its base URL."""
+    """`llmquota fake-upstream` with fixed token counts; yields its base URL."""
     port = free_port()
     listen = f"127.0.0.1:{port}"
-    if project_fake_upstream_available():
-        command = [
-            sys.executable, "-m", "llmquota.cli", "fake-upstream", "--listen", listen,
-            "--prompt-tokens", str(prompt_tokens), "--completion-tokens", str(completion_tokens),
-        ]  # fmt: skip
-    else:
-        command = [sys.executable, str(HERE / "stand_in_upstream.py"), "--listen", listen]
+    command = [
+        sys.executable, "-m", "llmquota.cli", "fake-upstream", "--listen", listen,
+        "--prompt-tokens", str(prompt_tokens), "--completion-tokens", str(completion_tokens),
+    ]  # fmt: skip
     base = f"http://{listen}"
     with _processes([command], [f"{base}/v1/models"], [folder / "fake-upstream.log"]):
         yield base
@@ -353,9 +346,3 @@ def llmquota_sidecars(
         [folder / f"sidecar-{index}.log" for index in range(count)],
     ):
         yield bases
-
-
-def upstream_name() -> str:
-    if project_fake_upstream_available():
-        return "llmquota fake-upstream"
-    return "bench/litellm/stand_in_upstream.py (llmquota fake-upstream missing)"
