@@ -178,5 +178,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"llmquota operator: {error}")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # kopf logs every handler and timer run at INFO: thousands of lines a second with
+    # thousands of objects. Problems (WARNING and up) still show, and become Events.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(serve(config))
     return 0

@@ -34,7 +34,6 @@ from llmquota.operator.kube import Kube
 from llmquota.operator.metrics import STATUS_SYNC_SECONDS, measure_reconcile
 from llmquota.operator.recovery import watch_store
 from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
-from llmquota.operator.status_view import status_patch
 from llmquota.policy.key_hash import hash_key
 from llmquota.store import QuotaStore
 
@@ -94,13 +93,17 @@ def _state(memo: Mapping[str, Any]) -> OperatorState:
     return state
 
 
-def _invalid(body: kopf.Body, status: Mapping[str, Any], error: ValidationError) -> dict[str, Any]:
+def _invalid(
+    state: OperatorState, body: kopf.Body, status: Mapping[str, Any], error: ValidationError
+) -> dict[str, Any]:
     """Ready=False InvalidSpec (no retries: only a new spec can fix it) and an Event."""
     message = "; ".join(
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
         for problem in error.errors()
     )
-    patch, transitions = status_patch(
+    patch, transitions = service.update_status(
+        state,
+        body["metadata"].get("uid"),
         status,
         {"observedGeneration": body["metadata"].get("generation")},
         [Observation("Ready", "False", "InvalidSpec", message)],
@@ -128,7 +131,7 @@ async def startup(
 ) -> None:
     """Clients into memo; the Redis watchdog started."""
     configure_settings(settings, config)
-    store = QuotaStore(Redis(connection_pool=redis_pool(config.redis_url)))
+    store = QuotaStore(Redis.from_pool(redis_pool(config.redis_url)))  # closes the pool too
     state = OperatorState(
         config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
     )
@@ -172,7 +175,7 @@ async def apikey_changed(
         try:
             apikey = ApiKey.model_validate(_plain(body))
         except ValidationError as error:
-            patch.status.update(_invalid(body, status, error))
+            patch.status.update(_invalid(_state(memo), body, status, error))
             measured.result = "invalid"
             return
         measured.result = await _reconcile_key(_state(memo), apikey, body, status, patch)
@@ -191,7 +194,9 @@ async def _reconcile_key(
     except RedisError as error:
         raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
     now = datetime.now(UTC)
-    status_update, transitions = status_patch(
+    status_update, transitions = service.update_status(
+        state,
+        apikey.metadata.uid,
         status,
         service.key_status_fields(outcome, apikey.metadata.generation),
         service.key_observations(apikey, outcome, now),
@@ -204,9 +209,10 @@ async def _reconcile_key(
 
 
 async def apikey_deleted(
-    body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    spec: kopf.Spec, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """The key's policy leaves Redis before the ApiKey leaves the API (finalizer)."""
+    _state(memo).conditions.pop(uid, None)
     with measure_reconcile("ApiKey") as measured:
         try:
             await service.forget_key(
@@ -215,7 +221,6 @@ async def apikey_deleted(
         except RedisError as error:
             raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
         measured.result = "ok"
-    del body
 
 
 async def apikey_status(
@@ -229,12 +234,15 @@ async def apikey_status(
     state = _state(memo)
     started = time.perf_counter()
     try:
-        if (apikey.metadata.namespace, apikey.metadata.name) not in state.keys:
-            # Never applied in this process (its handler gave up, or raced a restart):
-            # repair the drift here rather than wait for the next change.
+        if (apikey.metadata.namespace, apikey.metadata.name) in state.stale:
+            # A refresh on someone else's behalf (a Secret, a Budget) failed: repair it
+            # here rather than wait for the next change.
+            state.stale.discard((apikey.metadata.namespace, apikey.metadata.name))
             with measure_reconcile("ApiKey") as measured:
                 measured.result = await _reconcile_key(state, apikey, body, status, patch)
             return
+        if (apikey.metadata.namespace, apikey.metadata.name) not in state.keys:
+            return  # its handler has not run yet in this process: nothing to sync
         patch.status.update(await service.sync_key_status(state, apikey, body, status))
     except RedisError as error:
         logger.warning("status sync of ApiKey %s skipped: %s", apikey.metadata.name, error)
@@ -250,10 +258,7 @@ def secret_of_interest(
     state = memo.get(MEMO_KEY)
     if not isinstance(state, OperatorState):
         return False
-    return any(
-        secret_name_of(key.metadata.name, key.spec.model_dump(by_alias=True)) == name
-        for key in state.indexes.keys.of(_namespaced(namespace))
-    )
+    return bool(state.indexes.keys_using_secret(_namespaced(namespace), name))
 
 
 def _rotated(state: OperatorState, namespace: str, name: str, new_hash: str | None) -> bool:
@@ -279,15 +284,10 @@ async def secret_event(
     new_hash = None if key is None else hash_key(key)
     stale = [
         apikey
-        for apikey in state.indexes.keys.of(_namespaced(namespace))
-        if secret_name_of(apikey.metadata.name, apikey.spec.model_dump(by_alias=True)) == name
-        and _rotated(state, _namespaced(namespace), apikey.metadata.name, new_hash)
+        for apikey in state.indexes.keys_using_secret(_namespaced(namespace), name)
+        if _rotated(state, _namespaced(namespace), apikey.metadata.name, new_hash)
     ]
-    if stale:
-        try:
-            await service.refresh_keys(state, stale)
-        except RedisError as error:
-            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=1) from error
+    await service.refresh_keys(state, stale)
 
 
 # Team ------------------------------------------------------------------------------------
@@ -306,12 +306,14 @@ async def team_changed(
         try:
             team = Team.model_validate(_plain(body))
         except ValidationError as error:
-            patch.status.update(_invalid(body, status, error))
+            patch.status.update(_invalid(_state(memo), body, status, error))
             measured.result = "invalid"
             return
         state = _state(memo)
         ready = service.team_ready(state, team)
-        status_update, transitions = status_patch(
+        status_update, transitions = service.update_status(
+            state,
+            team.metadata.uid,
             status,
             {"observedGeneration": team.metadata.generation},
             [ready],
@@ -339,8 +341,11 @@ async def _reresolve(
         raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
 
 
-async def team_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def team_deleted(
+    uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
     """The team's keys lose it: Ready=False TeamNotFound, their policies withdrawn."""
+    _state(memo).conditions.pop(uid, None)
     with measure_reconcile("Team") as measured:
         await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
         measured.result = "ok"
@@ -380,7 +385,7 @@ def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
             try:
                 obj = model.model_validate(_plain(body))
             except ValidationError as error:
-                patch.status.update(_invalid(body, status, error))
+                patch.status.update(_invalid(_state(memo), body, status, error))
                 measured.result = "invalid"
                 return
             state = _state(memo)
@@ -389,7 +394,10 @@ def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
                 await _reresolve(state, kind, obj.metadata.namespace, obj.metadata.name)
             measured.result = "ok"
 
-    async def deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    async def deleted(
+        uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        _state(memo).conditions.pop(uid, None)
         with measure_reconcile(kind) as measured:
             await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
             measured.result = "ok"

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, RateLimit, Team
 from llmquota.operator.conditions import Observation, Transition, event_for
@@ -65,6 +67,7 @@ __all__ = [
     "sync_team_status",
     "team_ready",
     "tell",
+    "update_status",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,30 @@ def tell(body: kopf.Body, transitions: list[Transition]) -> None:
         event = event_for(transition)
         if event is not None:
             kopf.event(body, type=event[0], reason=event[1], message=event[2])
+
+
+def update_status(
+    state: OperatorState,
+    uid: str | None,
+    current: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    observations: list[Observation],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> tuple[dict[str, Any], list[Transition]]:
+    """`status_patch` on top of the conditions this process last wrote for `uid`."""
+    update = status_patch(
+        current,
+        fields,
+        observations,
+        generation=generation,
+        now=now,
+        known_conditions=state.conditions.get(uid) if uid else None,
+    )
+    if uid:
+        state.conditions[uid] = update.conditions
+    return update.patch, update.transitions
 
 
 def ready_observation(error: ResolutionError | None, applied: str) -> Observation:
@@ -198,23 +225,40 @@ def key_observations(apikey: ApiKey, outcome: KeyOutcome, now: datetime) -> list
 async def refresh_keys(
     state: OperatorState, apikeys: list[ApiKey], *, without: tuple[str, str] | None = None
 ) -> None:
-    """Re-apply ApiKeys other than the handled object and patch their status directly."""
+    """Re-apply ApiKeys other than the handled object and patch their status directly.
+
+    A key that fails (Redis or the API server away) is marked stale, for its status timer
+    to apply again; the others go on.
+    """
     now = datetime.now(UTC)
     for apikey in apikeys:
-        outcome = await apply_key(state, apikey, without=without)
-        current = apikey.status.model_dump(by_alias=True, mode="json") if apikey.status else {}
-        patch, transitions = status_patch(
-            current,
-            key_status_fields(outcome, apikey.metadata.generation),
-            key_observations(apikey, outcome, now),
-            generation=apikey.metadata.generation,
-            now=now,
+        ref = (apikey.metadata.namespace, apikey.metadata.name)
+        try:
+            await _refresh_key(state, apikey, without, now)
+        except (RedisError, ApiException, OSError) as error:
+            logger.warning("refreshing ApiKey %s/%s failed, will retry: %s", *ref, error)
+            state.stale.add(ref)
+
+
+async def _refresh_key(
+    state: OperatorState, apikey: ApiKey, without: tuple[str, str] | None, now: datetime
+) -> None:
+    outcome = await apply_key(state, apikey, without=without)
+    current = apikey.status.model_dump(by_alias=True, mode="json") if apikey.status else {}
+    patch, transitions = update_status(
+        state,
+        apikey.metadata.uid,
+        current,
+        key_status_fields(outcome, apikey.metadata.generation),
+        key_observations(apikey, outcome, now),
+        generation=apikey.metadata.generation,
+        now=now,
+    )
+    if patch:
+        await state.kube.patch_status(
+            "apikeys", apikey.metadata.namespace, apikey.metadata.name, patch
         )
-        if patch:
-            await state.kube.patch_status(
-                "apikeys", apikey.metadata.namespace, apikey.metadata.name, patch
-            )
-        tell(object_ref(apikey), transitions)
+    tell(object_ref(apikey), transitions)
 
 
 async def reresolve_dependents(
@@ -235,8 +279,11 @@ async def reresolve_dependents(
         affected = keys_affected(
             kind, name, state.indexes.teams.of(namespace), state.indexes.keys.of(namespace)
         )
-    await refresh_keys(state, affected, without=(kind, name) if deleted else None)
-    return len(affected)
+    # Keys not applied yet in this process are on their way through their own handler
+    # (at a cold start every object is "created"): resolving them here too doubles work.
+    applied = [k for k in affected if (k.metadata.namespace, k.metadata.name) in state.keys]
+    await refresh_keys(state, applied, without=(kind, name) if deleted else None)
+    return len(applied)
 
 
 def team_ready(state: OperatorState, team: Team) -> Observation:
@@ -321,8 +368,14 @@ async def sync_key_status(
         (view,) = await _views(state, [((scope.tag, scope.id), scope.budget, status)], now_ms, body)
         fields = subject_status_fields(view)
         observations += budget_observations(view)
-    patch, transitions = status_patch(
-        status, fields, observations, generation=apikey.metadata.generation, now=now
+    patch, transitions = update_status(
+        state,
+        apikey.metadata.uid,
+        status,
+        fields,
+        observations,
+        generation=apikey.metadata.generation,
+        now=now,
     )
     tell(body, transitions)
     return patch
@@ -361,8 +414,14 @@ async def sync_team_status(
             for (user, _), view in zip(members, member_views, strict=True)
         }
         observations += budget_observations(team_view)
-    patch, transitions = status_patch(
-        status, fields, observations, generation=team.metadata.generation, now=now
+    patch, transitions = update_status(
+        state,
+        team.metadata.uid,
+        status,
+        fields,
+        observations,
+        generation=team.metadata.generation,
+        now=now,
     )
     tell(body, transitions)
     return patch
@@ -377,7 +436,9 @@ def sync_reference_status(
     subjects = subjects_referencing(
         kind, obj.metadata.name, state.indexes.teams.of(namespace), state.indexes.keys.of(namespace)
     )
-    patch, _ = status_patch(
+    patch, _ = update_status(
+        state,
+        obj.metadata.uid,
         status,
         {"subjects": subjects, "observedGeneration": obj.metadata.generation},
         [Observation("Ready", "True", "Valid", "spec is valid")],

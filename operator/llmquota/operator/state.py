@@ -67,6 +67,14 @@ class Indexes:
             rate_limits=_Grouped(kwargs["llmquota_ratelimits"]),
         )
 
+    def keys_using_secret(self, namespace: str, secret_name: str) -> list[ApiKey]:
+        """The ApiKeys of a namespace whose key is in Secret `secret_name`."""
+        return [
+            key
+            for key in self.keys.index.get(namespace, ())
+            if (key.spec.secret_name or key.metadata.name) == secret_name
+        ]
+
     def objects(
         self, namespace: str, *, without: tuple[str, str] | None = None
     ) -> NamespaceObjects:
@@ -104,6 +112,10 @@ class OperatorState:
     keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
     windows: dict[ScopeRef, int] = field(default_factory=dict)
+    stale: set[tuple[str, str]] = field(default_factory=set)
+    conditions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The conditions last written, by object uid (see `status_patch`)."""
+    """ApiKeys whose refresh failed; their status timer applies them again."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)

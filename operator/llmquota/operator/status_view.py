@@ -7,7 +7,7 @@ that down to what differs, so an unchanged object gets no patch at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from llmquota.store import BudgetCounter
 __all__ = [
     "BudgetView",
     "Seed",
+    "StatusUpdate",
     "budget_observations",
     "budget_view",
     "current_window",
@@ -189,6 +190,15 @@ def key_state_observations(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What to send (`patch`, empty for nothing), what flipped, and the new conditions."""
+
+    patch: dict[str, Any]
+    transitions: list[Transition]
+    conditions: list[dict[str, Any]]
+
+
 def status_patch(
     current: Mapping[str, Any],
     fields: Mapping[str, Any],
@@ -196,10 +206,16 @@ def status_patch(
     *,
     generation: int | None,
     now: datetime,
-) -> tuple[dict[str, Any], list[Transition]]:
-    """The minimal status patch (empty: send nothing) and the condition flips it makes."""
-    conditions, transitions = merge_conditions(
-        current.get("conditions") or [], observations, generation=generation, now=now
-    )
+    known_conditions: Sequence[Mapping[str, Any]] | None = None,
+) -> StatusUpdate:
+    """The minimal status patch (empty: send nothing), the condition flips it makes and
+    the conditions the status will show.
+
+    `known_conditions` are the conditions this process last wrote, when it knows them
+    better than `current` does: a timer's body can predate a handler's patch, and as a
+    merge patch replaces the whole list, building on the stale list would undo it.
+    """
+    base = current.get("conditions") or [] if known_conditions is None else known_conditions
+    conditions, transitions = merge_conditions(base, observations, generation=generation, now=now)
     desired = {**fields, "conditions": conditions}
-    return merge_patch(current, desired), transitions
+    return StatusUpdate(merge_patch(current, desired), transitions, conditions)

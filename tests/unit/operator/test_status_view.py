@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from llmquota.durations import NEVER, Window
+from llmquota.operator.conditions import Observation
 from llmquota.operator.status_view import (
     Seed,
     budget_observations,
@@ -119,13 +120,28 @@ def test_merge_patch_nulls_removed_nested_keys_and_missing_fields() -> None:
 def test_status_patch_twice_is_empty_the_second_time() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     observations = key_state_observations(expires=None, blocked=False, now=now)
-    first, transitions = status_patch(
-        {}, {"keyHint": "sk-...abcd"}, observations, generation=1, now=now
+    first = status_patch({}, {"keyHint": "sk-...abcd"}, observations, generation=1, now=now)
+    assert first.patch["keyHint"] == "sk-...abcd"
+    assert len(first.transitions) == 2
+    second = status_patch(
+        first.patch, {"keyHint": "sk-...abcd"}, observations, generation=1, now=now
     )
-    assert first["keyHint"] == "sk-...abcd"
-    assert len(transitions) == 2
-    second, again = status_patch(
-        first, {"keyHint": "sk-...abcd"}, observations, generation=1, now=now
+    assert second.patch == {}
+    assert second.transitions == []
+    assert second.conditions == first.conditions
+
+
+def test_known_conditions_win_over_a_stale_status() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    written = status_patch({}, {}, [Observation("Ready", "True", "Applied")], generation=1, now=now)
+    # A timer whose body predates that write must not drop Ready from the list.
+    stale_timer = status_patch(
+        {},
+        {},
+        key_state_observations(expires=None, blocked=False, now=now),
+        generation=1,
+        now=now,
+        known_conditions=written.conditions,
     )
-    assert second == {}
-    assert again == []
+    assert [c["type"] for c in stale_timer.patch["conditions"]] == ["Ready", "Expired", "Blocked"]
+    assert stale_timer.transitions[0].type == "Expired"
