@@ -117,7 +117,9 @@ def _invalid(
 def _index(model: Model) -> Any:
     """A kopf indexer: namespace -> parsed models (invalid objects are left out)."""
 
-    def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any] | None:
+    # Async on purpose: kopf runs sync handlers in a thread pool, a cost per object that
+    # adds up to seconds with thousands of objects at start-up.
+    async def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any] | None:
         try:
             return {_namespaced(namespace): model.model_validate(_plain(body))}
         except ValidationError:

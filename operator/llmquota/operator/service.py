@@ -28,7 +28,7 @@ from llmquota.operator.keys import (
     secret_name_of,
 )
 from llmquota.operator.metrics import BUDGET_RESETS
-from llmquota.operator.state import KeyRecord, OperatorState, ScopeRef
+from llmquota.operator.state import Gone, KeyRecord, OperatorState, ScopeRef
 from llmquota.operator.status_view import (
     BudgetView,
     Seed,
@@ -158,19 +158,37 @@ async def _ensure_key(state: OperatorState, apikey: ApiKey) -> str:
     return key
 
 
+def _global_budget(state: OperatorState, without: Gone | None) -> Budget | None:
+    """The --global-budget Budget; ResolutionError when it is configured but missing.
+
+    Every request must count against it, so a key is not let through without it.
+    """
+    if state.config.global_budget is None:
+        return None
+    namespace, name = state.config.global_budget
+    budget = state.global_budget()
+    if budget is None or without == ("Budget", namespace, name):
+        raise ResolutionError(
+            "--global-budget",
+            "GlobalBudgetNotFound",
+            f"the global budget {namespace}/{name} was not found (is its namespace watched?)",
+        )
+    return budget
+
+
 async def apply_key(
-    state: OperatorState, apikey: ApiKey, *, without: tuple[str, str] | None = None
+    state: OperatorState, apikey: ApiKey, *, without: Gone | None = None
 ) -> KeyOutcome:
     """Resolve an ApiKey and write (or withdraw) its policy; the old hash goes on rotation.
 
-    `without` (kind, name) hides an object being deleted from resolution.
+    `without` (kind, namespace, name) hides an object being deleted from resolution.
     """
     namespace, name = apikey.metadata.namespace, apikey.metadata.name
     async with state.lock(namespace, name):
         key = await _ensure_key(state, apikey)
         key_hash = hash_key(key)
         team = None
-        if apikey.spec.team is not None and without != ("Team", apikey.spec.team):
+        if apikey.spec.team is not None and without != ("Team", namespace, apikey.spec.team):
             team = state.indexes.teams.named(namespace, apikey.spec.team)
         error: ResolutionError | None = None
         policy: ResolvedPolicy | None = None
@@ -180,7 +198,7 @@ async def apply_key(
                 key_hash,
                 team,
                 state.indexes.objects(namespace, without=without),
-                state.global_budget(),
+                _global_budget(state, without),
             )
         except ResolutionError as problem:
             error = problem
@@ -223,7 +241,7 @@ def key_observations(apikey: ApiKey, outcome: KeyOutcome, now: datetime) -> list
 
 
 async def refresh_keys(
-    state: OperatorState, apikeys: list[ApiKey], *, without: tuple[str, str] | None = None
+    state: OperatorState, apikeys: list[ApiKey], *, without: Gone | None = None
 ) -> None:
     """Re-apply ApiKeys other than the handled object and patch their status directly.
 
@@ -241,7 +259,7 @@ async def refresh_keys(
 
 
 async def _refresh_key(
-    state: OperatorState, apikey: ApiKey, without: tuple[str, str] | None, now: datetime
+    state: OperatorState, apikey: ApiKey, without: Gone | None, now: datetime
 ) -> None:
     outcome = await apply_key(state, apikey, without=without)
     current = apikey.status.model_dump(by_alias=True, mode="json") if apikey.status else {}
@@ -282,7 +300,7 @@ async def reresolve_dependents(
     # Keys not applied yet in this process are on their way through their own handler
     # (at a cold start every object is "created"): resolving them here too doubles work.
     applied = [k for k in affected if (k.metadata.namespace, k.metadata.name) in state.keys]
-    await refresh_keys(state, applied, without=(kind, name) if deleted else None)
+    await refresh_keys(state, applied, without=(kind, namespace, name) if deleted else None)
     return len(applied)
 
 

@@ -23,9 +23,11 @@ from llmquota.policy.resolve import NamespaceObjects
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import QuotaStore
 
-__all__ = ["MEMO_KEY", "Indexes", "KeyRecord", "OperatorState", "ScopeRef"]
+__all__ = ["MEMO_KEY", "Gone", "Indexes", "KeyRecord", "OperatorState", "ScopeRef"]
 
 MEMO_KEY = "llmquota"
+Gone = tuple[str, str, str]
+"""(kind, namespace, name) of an object being deleted, hidden from resolution."""
 ScopeRef = tuple[str, str]
 """(hash tag, scope id) of one budget counter."""
 
@@ -75,20 +77,18 @@ class Indexes:
             if (key.spec.secret_name or key.metadata.name) == secret_name
         ]
 
-    def objects(
-        self, namespace: str, *, without: tuple[str, str] | None = None
-    ) -> NamespaceObjects:
-        """Budgets and RateLimits of a namespace; `without` (kind, name) hides one going away."""
+    def objects(self, namespace: str, *, without: Gone | None = None) -> NamespaceObjects:
+        """Budgets and RateLimits of a namespace; `without` hides one going away."""
         return NamespaceObjects(
             budgets={
                 b.metadata.name: b
                 for b in self.budgets.of(namespace)
-                if without != ("Budget", b.metadata.name)
+                if without != ("Budget", namespace, b.metadata.name)
             },
             rate_limits={
                 r.metadata.name: r
                 for r in self.rate_limits.of(namespace)
-                if without != ("RateLimit", r.metadata.name)
+                if without != ("RateLimit", namespace, r.metadata.name)
             },
         )
 

@@ -72,11 +72,23 @@ def operator_config(redis_url: str, namespace: str, **overrides: Any) -> Operato
 
 @pytest.fixture(scope="module")
 def running_operator(
-    kube_apiserver: KubeAPIServer, namespace: str, redis_server: EmbeddedRedis
+    kube_apiserver: KubeAPIServer,
+    namespace: str,
+    redis_server: EmbeddedRedis,
+    request: pytest.FixtureRequest,
 ) -> Iterator[KopfRunner]:
-    """`llmquota operator`'s registry under kopf's test runner, watching `namespace`."""
+    """`llmquota operator`'s registry under kopf's test runner, watching `namespace`.
+
+    A module sets GLOBAL_BUDGET = "name" for an operator with --global-budget NS/name.
+    """
     os.environ["KUBECONFIG"] = str(kube_apiserver.kubeconfig)
-    registry = build_registry(operator_config(redis_server.url, namespace))
+    global_budget = getattr(request.module, "GLOBAL_BUDGET", None)
+    config = operator_config(
+        redis_server.url,
+        namespace,
+        global_budget=None if global_budget is None else (namespace, global_budget),
+    )
+    registry = build_registry(config)
     with KopfRunner(
         ["run", "--standalone", "--namespace", namespace],
         registry=registry,
