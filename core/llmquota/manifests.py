@@ -8,10 +8,9 @@ does it from `--manifests DIR`. The work is split so most of it is pure and test
   failing: one typo must not take every other key down.
 - `ManifestResolver.resolve` turns such a set into one `ResolvedPolicy` per key hash,
   remembering what it resolved last time so that the caller can delete policies whose
-  ApiKey went away. It also keeps each object's window anchor stable: an object without
-  `creationTimestamp` is anchored when first seen, and keeps that anchor on reloads (and
-  can adopt the anchors of policies already in the store, so a restarted or second
-  sidecar does not move a budget's window).
+  ApiKey went away. A manifest has no `creationTimestamp` to anchor budget windows at,
+  so its windows align to the UTC clock (anchor: the Unix epoch; a `1d` budget resets
+  at 00:00 UTC): the same on every sidecar and across restarts, with nothing to agree on.
 - `read_manifest_dir` and `watch_manifest_dir` are the only file I/O; `apply_resolution`
   writes to anything shaped like a store (`PolicySink`), since this layer may not import
   the store.
@@ -23,9 +22,8 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -158,48 +156,24 @@ def _metadata(document: Mapping[str, Any]) -> tuple[str, str] | None:
     return str(namespace), metadata["name"]
 
 
-def _anchored(
-    document: Mapping[str, Any],
-    object_id: ObjectId,
-    anchors: MutableMapping[ObjectId, datetime],
-    now: datetime,
-) -> dict[str, Any]:
-    """The document with namespace and creationTimestamp filled in when absent.
-
-    Budget windows are cut from creationTimestamp; a manifest has none, so the first
-    time the object is seen stands in for it, and stays the same on later reloads.
-    """
-    metadata = dict(document["metadata"])
-    metadata["namespace"] = object_id.namespace
-    if metadata.get("creationTimestamp") is None:
-        metadata["creationTimestamp"] = anchors.setdefault(object_id, now)
-    return {**document, "metadata": metadata}
+def _in_namespace(document: Mapping[str, Any], object_id: ObjectId) -> dict[str, Any]:
+    """The document with its namespace filled in (`default` when it names none)."""
+    return {**document, "metadata": {**document["metadata"], "namespace": object_id.namespace}}
 
 
-def parse_manifests(
-    texts: Iterable[tuple[str, str]],
-    anchors: MutableMapping[ObjectId, datetime],
-    now: datetime,
-) -> ManifestSet:
+def parse_manifests(texts: Iterable[tuple[str, str]]) -> ManifestSet:
     """Validate every document of every `(source, yaml_text)`; never raises.
 
     Kinds other than llmquota's and `Secret` (a ConfigMap next to them, say) are ignored.
-    `anchors` holds first-seen times of objects without creationTimestamp; it is updated.
     """
     found = ManifestSet()
     for source, text in texts:
         for where, document in _documents(source, text, found.problems):
-            _parse_document(where, document, found, anchors, now)
+            _parse_document(where, document, found)
     return found
 
 
-def _parse_document(
-    where: str,
-    document: Any,
-    found: ManifestSet,
-    anchors: MutableMapping[ObjectId, datetime],
-    now: datetime,
-) -> None:
+def _parse_document(where: str, document: Any, found: ManifestSet) -> None:
     if not isinstance(document, Mapping):
         found.problems.append(ManifestProblem(where, "", "(document)", "not a mapping"))
         return
@@ -225,7 +199,7 @@ def _parse_document(
             found.secret_keys[names] = key
         return
     try:
-        found.resources[object_id] = parse_resource(_anchored(document, object_id, anchors, now))
+        found.resources[object_id] = parse_resource(_in_namespace(document, object_id))
     except ValidationError as error:
         path, message = _field_of(error)
         found.problems.append(ManifestProblem(where, str(object_id), path, message))
@@ -253,35 +227,17 @@ class Resolution:
     problems: list[ManifestProblem]
 
 
-_SCOPE_KINDS = {"team": "Team", "key": "ApiKey", "global": "Budget"}
-
-
 class ManifestResolver:
-    """Resolves successive manifest sets, remembering anchors and what it last wrote."""
+    """Resolves successive manifest sets, remembering what it last wrote."""
 
     def __init__(self, global_budget: ObjectId | None = None) -> None:
         """`global_budget`: a Budget every key's requests also count against."""
         self.global_budget = global_budget
-        self.anchors: dict[ObjectId, datetime] = {}
         self._written: set[str] = set()
 
-    def adopt_anchors(self, policies: Iterable[ResolvedPolicy]) -> None:
-        """Take the windows' anchors of policies already in the store as first-seen times.
-
-        Scope ids are `team/NS/NAME`, `key/NS/NAME`, `global/NS/NAME`; a scope without a
-        budget window has anchor 0 and tells nothing.
-        """
-        for policy in policies:
-            for scope in policy.scopes:
-                kind, _, rest = scope.id.partition("/")
-                namespace, _, name = rest.partition("/")
-                if kind in _SCOPE_KINDS and scope.budget is not None and scope.budget.anchor_ms:
-                    anchor = datetime.fromtimestamp(scope.budget.anchor_ms / 1000, tz=UTC)
-                    self.anchors.setdefault(ObjectId(_SCOPE_KINDS[kind], namespace, name), anchor)
-
-    def parse(self, texts: Iterable[tuple[str, str]], now: datetime) -> ManifestSet:
-        """`parse_manifests` with this resolver's anchors."""
-        return parse_manifests(texts, self.anchors, now)
+    def parse(self, texts: Iterable[tuple[str, str]]) -> ManifestSet:
+        """`parse_manifests`, for callers that hold a resolver."""
+        return parse_manifests(texts)
 
     def resolve(self, manifests: ManifestSet) -> Resolution:
         """One policy per ApiKey that has a key and resolves; the rest are problems."""
@@ -415,7 +371,7 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 async def watch_manifest_dir(
     directory: Path, interval_s: float = POLL_INTERVAL_S
-) -> AsyncIterator[list[tuple[str, str]]]:
+) -> AsyncGenerator[list[tuple[str, str]], None]:
     """The directory's manifests now, then again each time a file changes.
 
     Polling mtimes needs no extra dependency and works on mounted ConfigMaps, whose

@@ -8,11 +8,13 @@ manifests it guards and goes through the same resolution as production.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from llmquota.manifests import ManifestResolver
 from llmquota.policy.admission import RequestEstimate, admission_call
@@ -20,7 +22,7 @@ from llmquota.policy.decision import Admitted, Refused, interpret_admit
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import QuotaStore
 
-__all__ = ["admit_once", "free_port", "policies_from_yaml", "wait_until"]
+__all__ = ["admit_once", "free_port", "policies_from_yaml", "restartable_port", "wait_until"]
 
 FIRST_SEEN = datetime(2026, 1, 1, tzinfo=UTC)
 """Window anchor of objects without creationTimestamp (the loader's first-seen time)."""
@@ -29,7 +31,7 @@ FIRST_SEEN = datetime(2026, 1, 1, tzinfo=UTC)
 def policies_from_yaml(text: str) -> dict[str, ResolvedPolicy]:
     """The policies of every ApiKey in `text`, by ApiKey name; fails on any problem."""
     resolver = ManifestResolver()
-    resolution = resolver.resolve(resolver.parse([("test.yaml", text)], FIRST_SEEN))
+    resolution = resolver.resolve(resolver.parse([("test.yaml", text)]))
     assert not resolution.problems, [str(problem) for problem in resolution.problems]
     return {policy.key_name: policy for policy in resolution.policies.values()}
 
@@ -55,6 +57,26 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def restartable_port() -> int:
+    """A free port below the ephemeral range, for a server that a test kills and restarts.
+
+    While a killed server is down, a client reconnecting to its port from the ephemeral
+    range can be given that very port as its own and connect to itself (TCP
+    self-connect), reading its own commands back as replies; and the restarted server
+    could not bind it. Ports outside that range are never picked for outgoing sockets.
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(10_000, min(ephemeral_low, 30_000)), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    msg = "no free port below the ephemeral range"
+    raise RuntimeError(msg)
 
 
 async def wait_until(

@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key
+from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,4 +43,11 @@ def test_seed_budget_serves_one_then_402(sidecar: Sidecar, clients: ClientFactor
     retry_after = int(refused.value.response.headers["retry-after"])
     assert 0 < retry_after <= 86400
     assert key not in sidecar.process.log_text()
-    assert json.loads(sidecar.process.log_text().splitlines()[-1])["outcome"] == "budget_exceeded"
+
+    def refusal_logged() -> bool:
+        lines = sidecar.process.log_text().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return any(entry.get("outcome") == "budget_exceeded" for entry in entries)
+
+    # Request log lines are written in batches (see sidecar/logs.py).
+    wait_until(refusal_logged, "the refusal's log line", timeout=5)

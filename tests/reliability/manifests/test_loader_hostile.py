@@ -33,7 +33,7 @@ stringData: {key: sk-good-key-0001}
 def resolve(*texts: str) -> Resolution:
     resolver = ManifestResolver()
     sources = [(f"doc{index}.yaml", text) for index, text in enumerate(texts)]
-    return resolver.resolve(resolver.parse(sources, NOW))
+    return resolver.resolve(resolver.parse(sources))
 
 
 class ListSink:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,12 +43,10 @@ stringData: {key: sk-qa-bot-0001}
 """
 
 
-def resolve(
-    *texts: str, resolver: ManifestResolver | None = None, now: datetime = NOW
-) -> Resolution:
+def resolve(*texts: str, resolver: ManifestResolver | None = None) -> Resolution:
     resolver = resolver or ManifestResolver()
     sources = [(f"file{index}.yaml", text) for index, text in enumerate(texts)]
-    return resolver.resolve(resolver.parse(sources, now))
+    return resolver.resolve(resolver.parse(sources))
 
 
 def test_seed_manifests_resolve_with_default_namespace_and_team_budget() -> None:
@@ -60,7 +58,7 @@ def test_seed_manifests_resolve_with_default_namespace_and_team_budget() -> None
     team_scope = next(scope for scope in policy.scopes if scope.kind == "team")
     assert team_scope.budget is not None
     assert team_scope.budget.max_nanos == 1
-    assert team_scope.budget.anchor_ms == int(NOW.timestamp() * 1000)
+    assert team_scope.budget.anchor_ms == 0  # no creationTimestamp: aligned to the UTC clock
 
 
 def test_secret_data_key_is_base64_and_secret_name_is_followed() -> None:
@@ -129,21 +127,23 @@ def test_broken_yaml_and_foreign_kinds_do_not_stop_the_rest() -> None:
     assert problem.field == "yaml"
 
 
-def test_anchors_stay_stable_across_reloads_and_removed_keys_are_reported() -> None:
+def test_reloads_are_stable_and_removed_keys_are_reported() -> None:
     resolver = ManifestResolver()
     first = resolve(SEED, resolver=resolver)
-    later = resolve(SEED, resolver=resolver, now=NOW + timedelta(hours=5))
+    later = resolve(SEED, resolver=resolver)
     assert first.policies == later.policies
     assert later.removed == set()
     gone = resolve("", resolver=resolver)
     assert gone.removed == {hash_key("sk-qa-bot-0001")}
 
 
-def test_anchors_are_adopted_from_policies_already_in_the_store() -> None:
-    original = resolve(SEED).policies
-    restarted = ManifestResolver()
-    restarted.adopt_anchors(original.values())
-    assert resolve(SEED, resolver=restarted, now=NOW + timedelta(hours=1)).policies == original
+def test_windows_without_creation_timestamp_align_to_the_utc_clock() -> None:
+    """Every sidecar (and every restart) must cut the same windows from the same manifest."""
+    one, other = resolve(SEED).policies, resolve(SEED, resolver=ManifestResolver()).policies
+    assert one == other
+    [policy] = one.values()
+    assert policy.scopes[0].budget is not None
+    assert policy.scopes[0].budget.anchor_ms == 0
 
 
 def test_explicit_creation_timestamp_wins() -> None:
