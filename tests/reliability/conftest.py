@@ -1,49 +1,23 @@
-"""Fixtures of the reliability tests: a Redis that a test may kill and bring back."""
+"""Fixtures of the reliability tests: a Redis that a test may kill and bring back, the
+fake upstream, and a rig of sidecars over them.
+
+Each test gets its own Redis and sidecars (a crash must not leak into the next test);
+the fake upstream is shared by the session.
+"""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from tests.e2e.sidecar.processes import Process, start
 from tests.reliability.harness import free_port
+from tests.reliability.rig import UPSTREAM_KEY, CrashableRedis, Rig
 
-from llmquota.store import EmbeddedRedis
+from llmquota.store import QuotaStore
 
-__all__ = ["CrashableRedis", "crashable_redis"]
-
-
-class CrashableRedis:
-    """A redis-server with AOF on a fixed port and directory, so it can die and return.
-
-    Clients keep the same URL across `kill` and `restart`, as sidecars keep theirs when
-    the Redis pod is rescheduled.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.server = EmbeddedRedis(directory, port=self.port).start()
-
-    @property
-    def url(self) -> str:
-        """The URL clients connect with; the same before and after a restart."""
-        return self.server.url
-
-    def kill(self) -> None:
-        """SIGKILL the server: no shutdown, no final AOF flush."""
-        self.server.stop(kill=True)
-
-    def restart(self, *, empty: bool = False) -> None:
-        """Start again on the same data (`empty`: as a new pod without its volume)."""
-        if empty:
-            shutil.rmtree(self.directory / "appendonlydir", ignore_errors=True)
-        self.server = EmbeddedRedis(self.directory, port=self.port).start()
-
-    def stop(self) -> None:
-        """Stop for good."""
-        self.server.stop()
+__all__ = ["crashable_redis", "rig", "upstream"]
 
 
 @pytest.fixture
@@ -52,3 +26,30 @@ def crashable_redis(tmp_path: Path) -> Iterator[CrashableRedis]:
     redis = CrashableRedis(tmp_path / "redis")
     yield redis
     redis.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """The fake upstream, answering only requests that carry the sidecars' credential."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("reliability-upstream") / "fake-upstream.log"
+    process = start(
+        ["fake-upstream", "--listen", f"127.0.0.1:{port}", "--require-key", UPSTREAM_KEY],
+        log,
+        f"http://127.0.0.1:{port}",
+        "/_fake/requests",
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, crashable_redis: CrashableRedis, upstream: Process
+) -> AsyncIterator[Rig]:
+    """A fresh rig; every sidecar it started is stopped afterwards."""
+    store = QuotaStore.from_url(crashable_redis.url, socket_connect_timeout=0.5)
+    made = Rig(tmp_path, crashable_redis, upstream, store)
+    yield made
+    made.close()
+    await store.close()

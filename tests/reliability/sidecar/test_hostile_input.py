@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.e2e.sidecar.processes import Process, start_sidecar
 from tests.reliability.harness import policies_from_yaml
-from tests.reliability.sidecar.conftest import UPSTREAM_KEY
+from tests.reliability.rig import UPSTREAM_KEY, Rig
 from tests.reliability.sidecar.raw_http import RawResponse, build_request, exchange
 
 from llmquota.policy import keyspace
@@ -123,7 +123,8 @@ JSON_LEAVES = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
-    st.sampled_from(["\ud800", "\u202e", "\x00", "🦙" * 5, "gpt-4o-mini\r\nX-Evil: 1"]),
+    # A lone surrogate as a model name has a test of its own (below).
+    st.sampled_from(["\u202e", "\x00", "🦙" * 5, "gpt-4o-mini\r\nX-Evil: 1"]),
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
@@ -322,3 +323,22 @@ def test_after_the_attacks_the_sidecar_serves_and_reports(target: Target) -> Non
     for upstream_request in requests:
         assert upstream_request["headers"].get("authorization") == f"Bearer {UPSTREAM_KEY}"
         assert KEY not in json.dumps(upstream_request)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sidecar #3: a model name with a lone surrogate (JSON '\\ud800') becomes a "
+    "metrics label that prometheus_client cannot encode: every /metrics scrape is a 500 "
+    "from then on (the model label is also unbounded, taken from the client)",
+)
+async def test_a_surrogate_in_a_model_name_does_not_break_metrics(rig: Rig) -> None:
+    policies = await rig.apply(MANIFESTS)
+    sidecar = rig.start_sidecar()
+    await rig.wait_for_policies(policies.values())
+    port = int(sidecar.url.rsplit(":", 1)[1])
+    body = b'{"model": "gpt-4o-mini\\ud800", "messages": [{"role": "user", "content": "hi"}]}'
+    auth = (b"Authorization", b"Bearer " + KEY.encode())
+    answer = exchange(port, build_request("POST", b"/v1/chat/completions", [auth], body))
+    assert_sidecar_kept_its_head(answer)
+    metrics = exchange(port, build_request("GET", b"/metrics"))
+    assert metrics.status == 200

@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 from tests.reliability.harness import wait_until
-from tests.reliability.sidecar.conftest import Rig
+from tests.reliability.rig import Rig
 
 from llmquota.policy.resolved import ResolvedPolicy
 

@@ -12,7 +12,7 @@ import asyncio
 import openai
 import pytest
 from tests.reliability.harness import wait_until
-from tests.reliability.sidecar.conftest import Rig
+from tests.reliability.rig import Rig
 
 pytestmark = pytest.mark.e2e
 

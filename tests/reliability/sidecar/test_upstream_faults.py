@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from tests.reliability.harness import wait_until
-from tests.reliability.sidecar.conftest import Rig
+from tests.reliability.rig import Rig
 
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import estimate_request, load_price_table
