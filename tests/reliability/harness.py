@@ -13,7 +13,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from llmquota.manifests import ManifestResolver
@@ -23,9 +22,6 @@ from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 __all__ = ["admit_once", "free_port", "policies_from_yaml", "restartable_port", "wait_until"]
-
-FIRST_SEEN = datetime(2026, 1, 1, tzinfo=UTC)
-"""Window anchor of objects without creationTimestamp (the loader's first-seen time)."""
 
 
 def policies_from_yaml(text: str) -> dict[str, ResolvedPolicy]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -16,7 +15,6 @@ from tests.reliability.manifests.hostile_cases import HostileCase, hostile_param
 from llmquota.manifests import ManifestResolver, ObjectId, Resolution, apply_resolution
 from llmquota.policy.resolved import ResolvedPolicy
 
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 GOOD_KEY = """
 apiVersion: llmquota.dev/v1alpha1
 kind: ApiKey
