@@ -219,6 +219,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{cold['seconds_to_all_ready'] if cold['all_ready'] else 'not reached'} |",
             f"| cold start: ApiKeys Ready at the end | {cold['ready_at_end']} |",
             f"| operator peak RSS (MiB) | {report['peak_rss_mib']} |",
+            f"| operator RSS at the end (MiB) | {report['rss_at_end_mib']} |",
             f"| `kubectl apply` lowered Budget -> policy in Redis, p50 (ms) | {latency['p50_ms']} "
             "|",
             f"| ... p99 (ms) | {latency['p99_ms']} |",
@@ -305,6 +306,8 @@ def main() -> None:
                 print("measuring kubectl apply -> policy latency ...", flush=True)
                 latency = policy_latency(kube, db, latency_ns, args.samples)
                 peak_kib = memory_kib(process.pid, "VmHWM")
+                settled_kib = memory_kib(process.pid, "VmRSS")
+                connections = len(list(Path(f"/proc/{process.pid}/fd").iterdir()))
             finally:
                 process.terminate()
                 process.wait(timeout=30)
@@ -321,6 +324,8 @@ def main() -> None:
         "status_interval": args.status_interval,
         "cold_start": cold,
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        "rss_at_end_mib": round(settled_kib / 1024, 1),
+        "open_fds_at_end": connections,
         "policy_latency": latency,
     }
     RESULTS.mkdir(exist_ok=True)

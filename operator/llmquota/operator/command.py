@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 from pathlib import Path
 
 import kopf
@@ -181,5 +183,7 @@ def run(args: argparse.Namespace) -> int:
     # kopf logs every handler and timer run at INFO: thousands of lines a second with
     # thousands of objects. Problems (WARNING and up) still show, and become Events.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # `kill -USR1 <pid>` prints every thread's stack: a stuck operator can be inspected.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     asyncio.run(serve(config))
     return 0

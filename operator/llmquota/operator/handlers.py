@@ -62,7 +62,6 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    # Bounded retries: a failing handler backs off to a minute, not a hot loop.
     settings.execution.max_workers = 20
     if config.webhook_cert_dir is not None:
         settings.admission.server = kopf.WebhookServer(

@@ -56,10 +56,17 @@ async def recover_once(state: OperatorState) -> int:
                 seed.spend_nanos,
                 seed.model_spend_nanos,
             )
+    restored = 0
     for policy in missing:
-        await state.store.put_policy(policy)
-    logger.warning("restored %d policies and %d budget counters", len(missing), seeded)
-    return len(missing)
+        # Under the key's lock, and only if still current: a key rotated meanwhile must
+        # not get its old hash back.
+        async with state.lock(policy.namespace, policy.key_name):
+            record = state.keys.get((policy.namespace, policy.key_name))
+            if record is not None and record.key_hash == policy.key_hash:
+                await state.store.put_policy(policy)
+                restored += 1
+    logger.warning("restored %d policies and %d budget counters", restored, seeded)
+    return restored
 
 
 async def watch_store(state: OperatorState) -> None:

@@ -203,15 +203,17 @@ async def apply_key(
         except ResolutionError as problem:
             error = problem
         previous = state.keys.get((namespace, name))
-        state.keys[(namespace, name)] = KeyRecord(key_hash, policy)
-        if previous is not None and previous.key_hash != key_hash:
-            await state.store.delete_policy(previous.key_hash)
         if policy is None:
             # A key whose limits cannot be resolved is refused rather than let through
             # without them.
             await state.store.delete_policy(key_hash)
         else:
             await state.store.put_policy(policy)
+        # Recorded only once written, so the Redis-loss watchdog never mistakes a policy
+        # on its way for a lost one.
+        state.keys[(namespace, name)] = KeyRecord(key_hash, policy)
+        if previous is not None and previous.key_hash != key_hash:
+            await state.store.delete_policy(previous.key_hash)
     return KeyOutcome(ready_observation(error, "policy written to Redis"), key_hint(key))
 
 
