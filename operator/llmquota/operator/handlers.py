@@ -113,6 +113,30 @@ def _invalid(
     return patch
 
 
+async def apikeys_by_team(
+    body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], ApiKey] | None:
+    """(namespace, team) -> its ApiKeys: a Team's status sync needs only its own keys."""
+    team = spec.get("team")
+    if not team:
+        return None
+    try:
+        return {(_namespaced(namespace), str(team)): ApiKey.model_validate(_plain(body))}
+    except ValidationError:
+        return None
+
+
+async def apikeys_by_secret(
+    body: kopf.Body, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], ApiKey] | None:
+    """(namespace, Secret name) -> the ApiKeys whose key is in that Secret."""
+    try:
+        apikey = ApiKey.model_validate(_plain(body))
+    except ValidationError:
+        return None
+    return {(_namespaced(namespace), secret_name_of(name, spec)): apikey}
+
+
 def _index(model: Model) -> Any:
     """A kopf indexer: namespace -> parsed models (invalid objects are left out)."""
 
@@ -454,6 +478,14 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kopf.index(API_GROUP, API_VERSION, plural, registry=registry, id=f"llmquota_{plural}")(
             _index(model)
         )
+    for secondary in (apikeys_by_team, apikeys_by_secret):
+        kopf.index(
+            API_GROUP,
+            API_VERSION,
+            "apikeys",
+            registry=registry,
+            id=f"llmquota_{secondary.__name__}",
+        )(secondary)
     resource = (API_GROUP, API_VERSION)
     every = config.status_interval
 

@@ -406,10 +406,10 @@ async def sync_team_status(
 ) -> dict[str, Any]:
     """The status patch that brings a Team's spend, members, keys and state up to date."""
     namespace = team.metadata.namespace
-    keys = state.indexes.keys.of(namespace)
+    keys = state.indexes.team_keys(namespace, team.metadata.name)
     now_ms = await state.store.now_ms()
     now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    fields: dict[str, Any] = {"keys": sum(1 for key in keys if key.spec.team == team.metadata.name)}
+    fields: dict[str, Any] = {"keys": len(keys)}
     observations: list[Observation] = []
     try:
         limits = team_budget_limits(team, state.indexes.objects(namespace))

@@ -52,12 +52,14 @@ class _Grouped(Generic[ModelT]):
 
 @dataclass(slots=True)
 class Indexes:
-    """The four kopf indexes (live views), by namespace."""
+    """The kopf indexes (live views): the four kinds by namespace, and keys by team and Secret."""
 
     teams: _Grouped[Team]
     keys: _Grouped[ApiKey]
     budgets: _Grouped[Budget]
     rate_limits: _Grouped[RateLimit]
+    keys_by_team: Mapping[tuple[str, str], Iterable[ApiKey]]
+    keys_by_secret: Mapping[tuple[str, str], Iterable[ApiKey]]
 
     @classmethod
     def of(cls, kwargs: Mapping[str, Any]) -> Indexes:
@@ -67,15 +69,17 @@ class Indexes:
             keys=_Grouped(kwargs["llmquota_apikeys"]),
             budgets=_Grouped(kwargs["llmquota_budgets"]),
             rate_limits=_Grouped(kwargs["llmquota_ratelimits"]),
+            keys_by_team=kwargs["llmquota_apikeys_by_team"],
+            keys_by_secret=kwargs["llmquota_apikeys_by_secret"],
         )
 
     def keys_using_secret(self, namespace: str, secret_name: str) -> list[ApiKey]:
         """The ApiKeys of a namespace whose key is in Secret `secret_name`."""
-        return [
-            key
-            for key in self.keys.index.get(namespace, ())
-            if (key.spec.secret_name or key.metadata.name) == secret_name
-        ]
+        return list(self.keys_by_secret.get((namespace, secret_name), ()))
+
+    def team_keys(self, namespace: str, team: str) -> list[ApiKey]:
+        """The ApiKeys of a Team."""
+        return list(self.keys_by_team.get((namespace, team), ()))
 
     def objects(self, namespace: str, *, without: Gone | None = None) -> NamespaceObjects:
         """Budgets and RateLimits of a namespace; `without` hides one going away."""
