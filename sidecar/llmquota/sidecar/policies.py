@@ -37,10 +37,6 @@ class PolicyCache:
         self._generation = 0
         self.subscribed = asyncio.Event()
 
-    def cached(self, key_hash: str) -> ResolvedPolicy | None:
-        """The cached policy, without asking the store (for fail-open)."""
-        return self._policies.get(key_hash)
-
     async def get(self, key_hash: str) -> ResolvedPolicy | None:
         """The key's policy from memory, or from the store on a miss."""
         try:
@@ -71,7 +67,12 @@ class PolicyCache:
 
     async def follow_changes(self) -> None:
         """Apply the store's change notifications until cancelled; resubscribe with
-        backoff when Redis goes away (dropping the cache, since changes may be missed)."""
+        backoff when Redis goes away.
+
+        The cache outlives a broken feed: while Redis is unreachable the cached policies
+        are the only ones there are, and `--fail-open` admits their keys. Changes missed
+        meanwhile are not lost, since a fresh subscription yields `*` first (drop all).
+        """
         backoff = RESUBSCRIBE_MIN_S
         while True:
             try:
@@ -82,6 +83,5 @@ class PolicyCache:
             except (RedisError, OSError) as error:
                 logger.warning("policy change feed lost, resubscribing: %s", error)
             self.subscribed.clear()
-            self.invalidate("*")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
