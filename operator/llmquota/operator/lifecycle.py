@@ -96,8 +96,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await state.kube.close()
 
 
-API_CONNECTIONS = 32
-"""Connections kopf may hold to the API server at once."""
+API_CONNECTIONS = 100
+"""Connections kopf may hold to the API server at once (watches included)."""
 
 
 async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
