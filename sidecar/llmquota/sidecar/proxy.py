@@ -26,6 +26,7 @@ from llmquota.policy.decision import Refused, check_key, interpret_admit
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
+from llmquota.pricing.estimate import requested_max_completion_tokens
 from llmquota.sidecar.state import (
     CREDENTIAL,
     IN_FLIGHT,
@@ -333,6 +334,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         and not stream_asks_usage(parsed.body)
     )
     payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else None
+    capped = requested_max_completion_tokens(exchange.endpoint, parsed.body) is not None
     meter: StreamMeter | None = None
     usage: Usage | None = None
     try:
@@ -348,7 +350,10 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         # streamed, or nothing when nothing was.
         streamed = meter is not None and (meter.text_chars > 0 or meter.usage is not None)
         await _finish(
-            request, exchange, parsed.model, _stream_usage(meter, tokens) if streamed else None
+            request,
+            exchange,
+            parsed.model,
+            _stream_usage(meter, tokens, capped=capped) if streamed else None,
         )
         raise
     if upstream.status >= 400:
@@ -356,7 +361,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         await _finish(request, exchange, parsed.model, None)
         return response
     if meter is not None:
-        usage = _stream_usage(meter, tokens)
+        usage = _stream_usage(meter, tokens, capped=capped)
     elif usage is None:
         logger.warning(
             "upstream reported no usage; charging the estimate",
@@ -367,11 +372,18 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
     return response
 
 
-def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
-    """The stream's reported usage, or the prompt estimate plus the text streamed."""
+def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate, *, capped: bool) -> Usage:
+    """The stream's reported usage, or the prompt estimate plus the text streamed.
+
+    `capped`: the request set its own output cap, which the upstream cannot exceed, so
+    an estimate from text (4 characters a token, a guess) is held to it and a cut
+    stream never costs more than was reserved for it.
+    """
     if meter is not None and meter.usage is not None:
         return meter.usage
     streamed = 0 if meter is None else meter.completion_tokens_streamed
+    if capped:
+        streamed = min(streamed, tokens.max_completion_tokens)
     return Usage(tokens.prompt_tokens, streamed)
 
 
