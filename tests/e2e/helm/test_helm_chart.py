@@ -235,7 +235,7 @@ def test_self_signed_webhook_certificate(helm_bin: Path, chart_dir: Path, tmp_pa
     assert webhook["clientConfig"]["service"] == {
         "name": f"{RELEASE}-llmquota",
         "namespace": NAMESPACE,
-        "path": "/inject",
+        "path": "/inject-sidecar",
         "port": 443,
     }
     assert not find(manifests, "Certificate")
