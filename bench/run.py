@@ -48,7 +48,7 @@ def readme_section() -> str:
             text = path.read_text().strip()
             parts.append(
                 "\n".join(
-                    f"#{line}" if line.startswith("#") else line for line in text.splitlines()
+                    f"##{line}" if line.startswith("#") else line for line in text.splitlines()
                 )
             )
     return "\n\n".join(parts)
