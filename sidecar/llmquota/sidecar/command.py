@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="larger request bodies get 413 (default: %(default)s)",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(_env("body-timeout", "60") or 60),
+        help="seconds a request body may take to arrive; slower ones get 408 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--upstream-timeout",
         type=float,
         default=float(_env("upstream-timeout", "600") or 600),
@@ -121,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         upstream_timeout=args.upstream_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )

@@ -8,6 +8,7 @@ it (charging nothing), so a budget never keeps money reserved for a request that
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -100,12 +101,15 @@ class Refusal(Exception):  # noqa: N818 - a control-flow signal, not an error of
         outcome: str,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.body = error_body(message, error_type, code, param)
         self.outcome = outcome
         self.headers = headers or {}
+        # The body was left unread: the connection cannot carry another request.
+        self.close_connection = close_connection
 
     @classmethod
     def of(cls, refused: Refused) -> Refusal:
@@ -134,9 +138,21 @@ async def proxy_post(request: web.Request) -> web.StreamResponse:
     try:
         return await _forward_post(request, exchange)
     except Refusal as refusal:
-        return _refusal_response(exchange, refusal)
+        response = _refusal_response(exchange, refusal)
+        if refusal.close_connection:
+            await _answer_and_close(request, response)
+        return response
     finally:
         _record(request, exchange)
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> None:
+    """Send `response`, then close the connection at once: aiohttp would otherwise
+    linger to drain the unread body (up to 10 s of a body that may never come)."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
@@ -202,17 +218,26 @@ def _store_unavailable(error: Exception) -> Refusal:
 
 
 async def _read_body(request: web.Request) -> ParsedBody:
+    """The parsed body; a declared or actual size over the limit, or a body slower than
+    `--body-timeout`, is refused (the former before a byte of it is read)."""
+    settings = request.app[SETTINGS]
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        raise _too_large(settings.max_body_bytes)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(settings.body_timeout):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
-        limit = request.app[SETTINGS].max_body_bytes
+        raise _too_large(settings.max_body_bytes) from error
+    except TimeoutError as error:
         raise Refusal(
-            413,
-            f"The request body is larger than the sidecar's limit of {limit} bytes "
-            "(--max-body-bytes).",
+            408,
+            f"The request body did not arrive within {settings.body_timeout:g} seconds "
+            "(--body-timeout).",
             "invalid_request_error",
-            "request_too_large",
+            "request_timeout",
             outcome="invalid_request",
+            close_connection=True,
         ) from error
     try:
         return parse_body(raw)
@@ -225,6 +250,17 @@ async def _read_body(request: web.Request) -> ParsedBody:
             outcome="invalid_request",
             param=error.param,
         ) from error
+
+
+def _too_large(limit: int) -> Refusal:
+    return Refusal(
+        413,
+        f"The request body is larger than the sidecar's limit of {limit} bytes (--max-body-bytes).",
+        "invalid_request_error",
+        "request_too_large",
+        outcome="invalid_request",
+        close_connection=True,
+    )
 
 
 def _estimate(

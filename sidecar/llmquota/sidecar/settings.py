@@ -26,6 +26,9 @@ class SidecarSettings:
     pricing: Path | None = None
     lease_seconds: float = 30.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Longest wait for a request body to arrive in full: a client that stalls mid-body
+    # gets 408 and loses its connection instead of holding it.
+    body_timeout: float = 60.0
     # Longest wait for the upstream's next bytes (a reasoning model may think for minutes).
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.e2e
 KEY = "sk-hostile-fuzz-0001"
 VICTIM_KEY = "sk-hostile-victim-0002"
 MAX_BODY = 65536
+BODY_TIMEOUT_S = 2
 MANIFESTS = f"""
 apiVersion: llmquota.dev/v1alpha1
 kind: ApiKey
@@ -99,6 +100,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, upstream: Process) -> Itera
         sidecar = start_sidecar(
             directory, manifests, store_server.url, upstream,
             "--max-body-bytes", str(MAX_BODY), "--upstream-timeout", "5",
+            "--body-timeout", str(BODY_TIMEOUT_S),
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while not all(client.exists(keyspace.policy_key(p.key_hash)) for p in policies.values()):
@@ -206,13 +208,6 @@ def test_a_body_over_the_limit_is_413(target: Target) -> None:
     assert target.post(b"/v1/chat/completions", body).status == 413
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="sidecar #3: the body limit is only enforced while reading (aiohttp's "
-    "client_max_size), so a Content-Length over --max-body-bytes is not refused up front, "
-    "and a body that never comes holds the connection with no read timeout",
-)
 def test_a_lying_content_length_is_413_without_waiting_for_the_body(target: Target) -> None:
     raw = build_request(
         "POST",
@@ -223,6 +218,22 @@ def test_a_lying_content_length_is_413_without_waiting_for_the_body(target: Targ
     )
     answer = exchange(target.port, raw, timeout_s=3)
     assert answer.status == 413
+
+
+def test_a_body_that_stops_coming_is_408_and_the_connection_closed(target: Target) -> None:
+    raw = build_request(
+        "POST",
+        b"/v1/chat/completions",
+        [(b"Authorization", b"Bearer " + KEY.encode())],
+        b'{"model": "gpt-4o-mini"',
+        content_length=1000,
+    )
+    started = time.monotonic()
+    # `exchange` reads until the server closes: a held connection is a TimeoutError here.
+    answer = exchange(target.port, raw, timeout_s=BODY_TIMEOUT_S + 3)
+    assert answer.status == 408
+    assert json.loads(answer.body)["error"]["code"] == "request_timeout"
+    assert time.monotonic() - started < BODY_TIMEOUT_S + 2
 
 
 HEADER_ATTACKS = [
