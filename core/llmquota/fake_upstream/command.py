@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from aiohttp import web
 
+from llmquota.event_loop import new_event_loop
 from llmquota.fake_upstream.app import create_app
 from llmquota.fake_upstream.faults import FAULT_HEADER, FaultSpecError, parse_faults
 from llmquota.fake_upstream.settings import DEFAULT_MODELS, FakeUpstreamSettings
@@ -95,21 +95,12 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         access_log=None,
-        loop=_new_event_loop(),
+        loop=new_event_loop(),
         print=lambda _: print(
             f"fake upstream listening on http://{settings.host}:{settings.port}", flush=True
         ),
     )
     return 0
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 def _fault_spec(value: str) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from pathlib import Path
 
 from aiohttp import web
 
+from llmquota.event_loop import new_event_loop
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
 from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
@@ -145,18 +145,9 @@ def run(args: argparse.Namespace) -> int:
         access_log=None,  # one structured line per request comes from the proxy instead
         shutdown_timeout=settings.shutdown_timeout,
         handler_cancellation=True,  # a client that hangs up frees its reservation at once
-        loop=_new_event_loop(),
+        loop=new_event_loop(),
         print=lambda _: print(
             f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
         ),
     )
     return 0
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
