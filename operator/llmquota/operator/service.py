@@ -34,6 +34,7 @@ from llmquota.operator.status_view import (
     Seed,
     budget_observations,
     budget_view,
+    current_window,
     key_state_observations,
     seed_from_status,
     status_patch,
@@ -48,7 +49,7 @@ from llmquota.operator.team_view import (
 )
 from llmquota.policy.key_hash import hash_key, key_hint
 from llmquota.policy.resolve import ResolutionError, resolve_key_policy
-from llmquota.policy.resolved import ResolvedPolicy, Scope, usd
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, usd
 from llmquota.store import BudgetCounter
 
 __all__ = [
@@ -326,21 +327,15 @@ async def _views(
 ) -> list[BudgetView]:
     """Read counters for (scope, limits, status shown) and turn them into views.
 
-    Also: remember each as the seed for a Redis loss, restore a counter Redis lost while
-    the operator was away (missing counter, status showing spend in this window), and
-    tell about windows that reset since the last sync.
+    Also: remember each as the seed for a Redis loss, restore a counter Redis lost (see
+    `_restore_missing`), and tell about windows that reset since the last sync.
     """
     counters = await state.store.read_budgets([ref for ref, _, _ in scopes])
     views: list[BudgetView] = []
     for (ref, limits, shown), stored in zip(scopes, counters, strict=True):
         counter = stored
-        if counter.window_start_ms is None and ref not in state.seeds:
-            seed = seed_from_status(limits, shown, now_ms)
-            if seed is not None and seed.spend_nanos > 0:
-                await _seed(state, ref, seed)
-                counter = BudgetCounter(
-                    seed.window.start_ms, seed.spend_nanos, 0, seed.model_spend_nanos
-                )
+        if counter.window_start_ms is None:
+            counter = await _restore_missing(state, ref, limits, shown, now_ms) or counter
         view = budget_view(limits, counter, now_ms)
         state.seeds[ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
         last_start = state.windows.get(ref)
@@ -358,8 +353,39 @@ async def _views(
     return views
 
 
-async def _seed(state: OperatorState, ref: ScopeRef, seed: Seed) -> None:
-    await state.store.seed_budget(
+async def _restore_missing(
+    state: OperatorState,
+    ref: ScopeRef,
+    limits: BudgetLimits,
+    shown: Mapping[str, Any],
+    now_ms: int,
+) -> BudgetCounter | None:
+    """Put back a counter that is missing although this window has spend; the counter.
+
+    A counter lives until a day after its window ends, so one missing inside its window
+    was lost with Redis's data (a restart without persistence, a flush). Reading it as
+    zero would overwrite the remembered seed, and then the status, with 0 before the
+    recovery loop notices the loss, and the spend would be gone for good. So the sync
+    re-seeds it itself: from what this process last saw of it, or, the first time it sees
+    the counter (the operator restarted too), from the status the object shows. A counter
+    present with a lower value is read as it is.
+    """
+    window = current_window(limits, now_ms)
+    seed = state.seeds.get(ref)
+    if seed is None:
+        seed = seed_from_status(limits, shown, now_ms)
+    if seed is None or seed.window.start_ms != window.start_ms or seed.spend_nanos <= 0:
+        return None
+    if await _seed(state, ref, seed):
+        logger.warning("budget counter %s was missing: re-seeded from the last status", ref[1])
+        return BudgetCounter(seed.window.start_ms, seed.spend_nanos, 0, seed.model_spend_nanos)
+    # Someone (a sidecar, the recovery loop) recreated it meanwhile: read that.
+    (counter,) = await state.store.read_budgets([ref])
+    return counter
+
+
+async def _seed(state: OperatorState, ref: ScopeRef, seed: Seed) -> bool:
+    return await state.store.seed_budget(
         ref[0],
         ref[1],
         (seed.window.start_ms, seed.window.end_ms),

@@ -152,12 +152,6 @@ async def test_keys_stay_hidden_and_in_their_namespace(
     assert key not in caplog.text  # the operator runs in this process
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator #4: a status sync that finds a counter missing (Redis back empty) "
-    "before the recovery loop notices overwrites the remembered seed (and the status) with "
-    "0, so recovery re-seeds nothing and the spend is lost (service._views)",
-)
 async def test_redis_back_empty_is_reseeded(
     kube_apiserver: KubeAPIServer,
     kube_namespace: str,
