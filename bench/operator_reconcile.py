@@ -55,7 +55,8 @@ READY = '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def apply(kube: KubeAPIServer, namespace: str, items: list[dict[str, Any]]) -> None:
@@ -188,7 +189,8 @@ def wait_key_hash(db: redis.Redis, namespace: str, name: str) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for member in db.smembers(keyspace.POLICY_INDEX):
-            raw = db.get(keyspace.policy_key(member.decode()))
+            key_hash = member.decode() if isinstance(member, bytes) else str(member)
+            raw = db.get(keyspace.policy_key(key_hash))
             if (
                 raw
                 and (p := ResolvedPolicy.model_validate_json(raw)).namespace == namespace
