@@ -47,6 +47,10 @@ class PriceTable:
             raise UnknownModelError(model)
         return self.unknown_model.default_price
 
+    def knows(self, model: str) -> bool:
+        """Whether `model` has a price of its own (not the unknown-model default)."""
+        return self._known_price(model) is not None
+
     def cost(
         self,
         model: str,

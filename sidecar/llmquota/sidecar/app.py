@@ -51,8 +51,8 @@ def create_app(settings: SidecarSettings) -> web.Application:
     """The sidecar for `settings`; serve with `web.run_app` or aiohttp's test server."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = SidecarMetrics.create()
     app[PRICES] = load_price_table(settings.pricing)
+    app[METRICS] = SidecarMetrics.create(app[PRICES])
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
     app[MANIFESTS_LOADED] = asyncio.Event()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting

@@ -28,6 +28,7 @@ from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
 from llmquota.pricing.estimate import requested_max_completion_tokens
+from llmquota.sidecar.metrics import ModelLabels
 from llmquota.sidecar.state import (
     CREDENTIAL,
     IN_FLIGHT,
@@ -80,12 +81,13 @@ class Exchange:
     usage: Usage | None = None
     cost_usd: float = 0.0
 
-    def subject(self) -> tuple[str, str, str, str]:
+    def subject(self, model_labels: ModelLabels) -> tuple[str, str, str, str]:
         """namespace, team, key name, model: the labels of per-subject metrics."""
         policy = self.policy
         if policy is None:
-            return "", "", "", self.model
-        return policy.namespace, policy.team or "", policy.key_name, self.model
+            return "", "", "", model_labels.label(self.model, ())
+        model = model_labels.label(self.model, policy.models)
+        return policy.namespace, policy.team or "", policy.key_name, model
 
 
 class Refusal(Exception):  # noqa: N818 - a control-flow signal, not an error of the sidecar
@@ -322,7 +324,7 @@ async def _admit(
         return tokens, {}
     decision = interpret_admit(raw, call)
     if isinstance(decision, Refused):
-        _note_refusal(request, exchange, decision)
+        _note_refusal(request, policy, decision)
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id)
@@ -330,13 +332,15 @@ async def _admit(
     return tokens, decision.headers
 
 
-def _note_refusal(request: web.Request, exchange: Exchange, refused: Refused) -> None:
+def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:
     metrics = request.app[METRICS]
-    namespace, team, key, _ = exchange.subject()
+    namespace = policy.namespace
     if refused.status == 429:
-        metrics.rate_limited.labels(namespace, team, key, refused.limit).inc()
-    elif refused.limit == "max_budget" and exchange.policy is not None:
-        for scope in exchange.policy.scopes:
+        metrics.rate_limited.labels(
+            namespace, policy.team or "", policy.key_name, refused.limit
+        ).inc()
+    elif refused.limit == "max_budget":
+        for scope in policy.scopes:
             if scope.label == refused.scope_label and scope.kind != "end_user":
                 metrics.remaining_budget.labels(namespace, scope.kind, _scope_name(scope.id)).set(0)
 
@@ -578,7 +582,7 @@ def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:
 def _record(request: web.Request, exchange: Exchange) -> None:
     """Count the request in the metrics and log it, once, whatever the outcome."""
     metrics = request.app[METRICS]
-    labels = exchange.subject()
+    labels = exchange.subject(metrics.model_labels)
     metrics.requests.labels(*labels, exchange.outcome).inc()
     elapsed = time.perf_counter() - exchange.started
     metrics.overhead.observe(max(elapsed - exchange.upstream_s, 0.0))
@@ -587,7 +591,7 @@ def _record(request: web.Request, exchange: Exchange) -> None:
         metrics.tokens.labels(*labels, "input").inc(exchange.usage.prompt_tokens)
         metrics.tokens.labels(*labels, "output").inc(exchange.usage.completion_tokens)
     if logger.isEnabledFor(logging.INFO):
-        namespace, team, key, model = labels
+        namespace, team, key, _ = labels
         logger.info(
             "request",
             extra={
@@ -599,7 +603,7 @@ def _record(request: web.Request, exchange: Exchange) -> None:
                 "namespace": namespace,
                 "team": team,
                 "key": key,
-                "model": model,
+                "model": exchange.model,
                 "cost_usd": exchange.cost_usd,
                 "prompt_tokens": exchange.usage.prompt_tokens if exchange.usage else 0,
                 "completion_tokens": exchange.usage.completion_tokens if exchange.usage else 0,
