@@ -9,9 +9,13 @@ sidecar's resident memory (/proc/PID/status VmRSS) and open descriptors (/proc/P
 
 Stable means: after a warm-up (the first third of the run), RSS grows by less than
 --rss-growth-limit (relative) and the descriptor count by at most --fd-growth-limit.
-The operator is not part of this run (it needs a Kubernetes API server).
 
-    .venv/bin/python bench/soak.py [--minutes 3] [--sample-seconds 5]
+With --operator the run has the cluster's shape instead: the test bed's real
+kube-apiserver (`make testbed`), the same manifests applied with kubectl, `llmquota
+operator` writing the policies and syncing statuses every 2 s, and sidecars reading
+policies from Redis (no --manifests); the operator is sampled too.
+
+    .venv/bin/python bench/soak.py [--minutes 3] [--sample-seconds 5] [--operator]
 
 Writes bench/results/soak.json and .md and prints the summary. Not part of `make test`.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -36,10 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from llmquota.store import EmbeddedRedis
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
+SOAK_NAMESPACE = "soak"
 UPSTREAM_KEY = "sk-soak-upstream"
 KEYS = {
     "steady": "sk-soak-steady-0001",
@@ -91,7 +99,7 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -106,10 +114,15 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) 
     raise TimeoutError(url)
 
 
-def start(args: list[str], log: Path, ready_url: str) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str], log: Path, ready_url: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llmquota.cli", *args], stdout=log_file, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "llmquota.cli", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
     wait_ready(ready_url, process)
     return process
@@ -220,6 +233,47 @@ async def sampler(series: list[Series], seconds: float, every: float) -> None:
         await asyncio.sleep(min(every, max(0.0, seconds - elapsed)))
 
 
+def start_operator(
+    stack: contextlib.ExitStack, workdir: Path, manifest: Path, redis_url: str
+) -> subprocess.Popen[bytes]:
+    """The test bed's API server with the manifests applied, and the operator on it."""
+    sys.path.insert(0, str(ROOT))  # the test bed's launcher lives with the tests
+    from tests.support.kube_apiserver import (  # noqa: PLC0415 - needs the path above
+        find_binaries,
+        run_kube_apiserver,
+    )
+
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("--operator needs the test bed: run `make testbed` first")
+    kube = stack.enter_context(run_kube_apiserver(binaries, workdir=workdir / "kube"))
+    crds = [arg for path in sorted((ROOT / "crds").glob("*.yaml")) for arg in ("-f", str(path))]
+    kube.kubectl("apply", "--server-side", *crds, check=True)
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds, check=True)
+    kube.kubectl("create", "namespace", SOAK_NAMESPACE, check=True)
+    kube.kubectl("apply", "-n", SOAK_NAMESPACE, "-f", str(manifest), check=True)
+    health = free_port()
+    return start(
+        ["operator", "--redis", redis_url, "--namespace", SOAK_NAMESPACE,
+         "--health-listen", f"127.0.0.1:{health}", "--status-interval", "2"],
+        workdir / "operator.log", f"http://127.0.0.1:{health}/healthz",
+        env={"KUBECONFIG": str(kube.kubeconfig)},
+    )  # fmt: skip
+
+
+async def wait_for_policies(redis_url: str, count: int, within_s: float = 60) -> None:
+    """Until the operator has written a policy for every key with a Secret."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + within_s
+        while await client.scard("llmquota:policies") < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the operator did not write every policy")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+
+
 async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     manifest_dir = workdir / "manifests"
     manifest_dir.mkdir()
@@ -227,8 +281,19 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     key_file = workdir / "upstream-key"
     key_file.write_text(UPSTREAM_KEY + "\n")
     processes: list[subprocess.Popen[bytes]] = []
-    with EmbeddedRedis() as redis_server:
+    series: list[Series] = []
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(EmbeddedRedis())
         try:
+            policy_source = ["--manifests", str(manifest_dir)]
+            if args.operator:
+                operator = start_operator(
+                    stack, workdir, manifest_dir / "soak.yaml", redis_server.url
+                )
+                processes.append(operator)
+                series.append(Series("operator", operator.pid))
+                await wait_for_policies(redis_server.url, len(KEYS))
+                policy_source = []
             upstream_port = free_port()
             upstream_url = f"http://127.0.0.1:{upstream_port}"
             processes.append(start(
@@ -236,14 +301,14 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                  "--require-key", UPSTREAM_KEY, "--latency-ms", str(args.latency_ms)],
                 workdir / "fake-upstream.log", f"{upstream_url}/_fake/requests",
             ))  # fmt: skip
-            series, urls = [], []
+            urls = []
             for index in range(2):
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 sidecar = start(
                     ["sidecar", "--listen", f"127.0.0.1:{port}", "--upstream", upstream_url,
                      "--upstream-key-file", str(key_file), "--redis", redis_server.url,
-                     "--manifests", str(manifest_dir), "--log-level", "warning"],
+                     *policy_source, "--log-level", "warning"],
                     workdir / f"sidecar-{index}.log", f"{url}/readyz",
                 )  # fmt: skip
                 processes.append(sidecar)
@@ -278,14 +343,21 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "processes": summaries,
         "samples": {one.name: one.samples for one in series},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "operator": args.operator,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
+    shape = (
+        "the operator on a real kube-apiserver writing the policies, "
+        if result.get("operator")
+        else "standalone (policies from --manifests), "
+    )
     lines = [
         "# Soak",
         "",
-        f"{result['minutes']} min of mixed traffic through two sidecars over one Redis "
+        f"{result['minutes']} min of mixed traffic through two sidecars over one Redis, "
+        f"{shape}"
         f"({result['concurrency']} concurrent clients paced to {result['target_rate']:g} "
         f"req/s, fake upstream with "
         f"{result['upstream_latency_ms']} ms latency): {result['requests']} requests, "
@@ -309,7 +381,11 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += ["", "Outcomes (kind, status):", ""]
     lines += [f"- {outcome}: {count}" for outcome, count in result["outcomes"].items()]
-    lines += ["", "Reproduce: `.venv/bin/python bench/soak.py` (`--minutes N` to change)."]
+    lines += [
+        "",
+        "Reproduce: `.venv/bin/python bench/soak.py` (`--minutes N` to change; `--operator` "
+        "for the operator on the test bed).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -322,6 +398,9 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=5.0)
     parser.add_argument("--rss-growth-limit", type=float, default=0.10)
     parser.add_argument("--fd-growth-limit", type=int, default=5)
+    parser.add_argument(
+        "--operator", action="store_true", help="policies from the operator on the test bed"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llmquota-soak-") as tmp:
         result = asyncio.run(soak(args, Path(tmp)))
