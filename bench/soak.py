@@ -349,15 +349,15 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     shape = (
-        "the operator on a real kube-apiserver writing the policies, "
+        "with the operator on a real kube-apiserver writing the policies"
         if result.get("operator")
-        else "standalone (policies from --manifests), "
+        else "standalone (policies from --manifests)"
     )
     lines = [
         "# Soak",
         "",
         f"{result['minutes']} min of mixed traffic through two sidecars over one Redis, "
-        f"{shape}"
+        f"{shape} "
         f"({result['concurrency']} concurrent clients paced to {result['target_rate']:g} "
         f"req/s, fake upstream with "
         f"{result['upstream_latency_ms']} ms latency): {result['requests']} requests, "
