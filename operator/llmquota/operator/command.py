@@ -74,7 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sidecar-config-map",
         default=_env("sidecar-config-map"),
         metavar="NAME",
-        help="ConfigMap with pricing.yaml mounted into the sidecar",
+        help="ConfigMap (pricing.yaml, fail-open, resources.yaml) mounted into the sidecar",
+    )
+    add(
+        "--config-namespace",
+        default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
+        metavar="NS",
+        help="namespace of --sidecar-config-map and --upstream-secret, mirrored from there "
+        "into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
     add(
         "--upstream",
@@ -149,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         sidecar=sidecar,
         status_interval=args.status_interval,
         peering=args.peering,
+        config_namespace=args.config_namespace or None,
     )
 
 

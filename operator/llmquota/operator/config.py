@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["HostPort", "OperatorConfig", "SidecarConfig", "parse_host_port"]
 
@@ -27,7 +29,11 @@ def parse_host_port(text: str) -> HostPort:
 
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
-    """What the webhook injects: image, upstream, its credential and the pricing file."""
+    """What the webhook injects: image, upstream, its credential, the pricing file.
+
+    `pricing_config_map` and `upstream_secret` name objects in the operator's namespace
+    (`OperatorConfig.config_namespace`), mirrored into the Pods' namespaces.
+    """
 
     image: str
     redis_url: str
@@ -36,6 +42,8 @@ class SidecarConfig:
     upstream_secret_key: str = "api-key"  # noqa: S105 (a field name, not a secret)
     pricing_config_map: str | None = None
     fail_open: bool = False
+    resources: Mapping[str, Any] | None = None
+    """The container's resources (requests/limits); None: none set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +60,5 @@ class OperatorConfig:
     status_interval: float = 5.0
     peering: str | None = None
     recovery_interval: float = 1.0
+    config_namespace: str | None = None
+    """Where the sidecar's ConfigMap and credential Secret are (the operator's namespace)."""

@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, RateLimit, Team
-from llmquota.operator import service
+from llmquota.operator import mirroring, service
 from llmquota.operator.conditions import Observation
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
@@ -381,13 +382,35 @@ def pod_wants_sidecar(annotations: kopf.Annotations, **_: Any) -> bool:
     return wants_injection(annotations)
 
 
-def inject_sidecar(config: OperatorConfig, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
-    """Mutating webhook: add the sidecar, its volumes and OPENAI_BASE_URL."""
+async def inject_sidecar(
+    config: OperatorConfig,
+    *,
+    spec: kopf.Spec,
+    patch: kopf.Patch,
+    namespace: str | None,
+    dryrun: bool,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Mutating webhook: add the sidecar, its volumes and OPENAI_BASE_URL.
+
+    The sidecar ConfigMap and credential Secret are mirrored into the Pod's namespace
+    too (not on a dry run), since a Pod mounts only its own namespace's.
+    """
     if config.sidecar is None:
         return
-    injected = injected_spec(spec, config.sidecar)
-    if injected is not None:
-        patch.spec.update(injected)
+    state = _state(memo)
+    try:
+        sidecar = await mirroring.injected_sidecar(state, config.sidecar)
+    except (ApiException, OSError) as error:
+        logger.warning("sidecar ConfigMap unreadable, injecting the flags' settings: %s", error)
+        sidecar = config.sidecar
+    injected = injected_spec(spec, sidecar)
+    if injected is None:
+        return
+    patch.spec.update(injected)
+    if namespace and not dryrun:
+        await mirroring.mirror_into(state, namespace)
 
 
 # Registry --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Pods annotated `llmquota.dev/inject: "true"` get the `llmquota sidecar` container on
 127.0.0.1:4000, the upstream credential (a Secret volume the app containers do not
-mount) and the pricing ConfigMap, and their app containers get OPENAI_BASE_URL pointing
+mount) and the sidecar ConfigMap (pricing), and their app containers get OPENAI_BASE_URL pointing
 at the sidecar, so an unmodified OpenAI client goes through it.
 """
 
@@ -50,7 +50,7 @@ def _sidecar_container(config: SidecarConfig) -> dict[str, Any]:
     if config.pricing_config_map:
         args += ["--pricing", PRICING_FILE]
         mounts.append({"name": PRICING_VOLUME, "mountPath": PRICING_DIR, "readOnly": True})
-    return {
+    container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": config.image,
         "command": ["llmquota"],
@@ -65,6 +65,9 @@ def _sidecar_container(config: SidecarConfig) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if config.resources:
+        container["resources"] = dict(config.resources)
+    return container
 
 
 def _volumes(config: SidecarConfig) -> list[dict[str, Any]]:

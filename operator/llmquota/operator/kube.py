@@ -1,15 +1,16 @@
 """The few Kubernetes API calls the operator makes outside kopf's own patching.
 
 kopf patches the object a handler runs for; this client writes what is not that object:
-the ApiKey's Secret, and the status of keys re-resolved because something they depend
-on changed.
+the ApiKey's Secret, the status of keys re-resolved because something they depend on
+changed, and the sidecar's ConfigMap and credential Secret mirrored into workload
+namespaces.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -17,10 +18,12 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from llmquota.models import API_GROUP, API_VERSION
 
-__all__ = ["Kube"]
+__all__ = ["Kube", "MirrorKind"]
 
 NOT_FOUND = 404
 CONFLICT = 409
+
+MirrorKind = Literal["ConfigMap", "Secret"]
 
 
 class Kube:
@@ -72,6 +75,73 @@ class Kube:
                 return False
             raise
         return True
+
+    async def read_object(
+        self, kind: MirrorKind, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """A ConfigMap or Secret as a dict, None when it does not exist."""
+        read = (
+            self.core.read_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.read_namespaced_secret
+        )
+        try:
+            found = await read(name, namespace)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                return None
+            raise
+        plain: dict[str, Any] = self.api_client.sanitize_for_serialization(found)
+        return plain
+
+    async def create_object(self, kind: MirrorKind, body: Mapping[str, Any]) -> bool:
+        """Create a ConfigMap or Secret; False when one of that name appeared meanwhile."""
+        create = (
+            self.core.create_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.create_namespaced_secret
+        )
+        try:
+            await create(body["metadata"]["namespace"], dict(body))  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == CONFLICT:
+                return False
+            raise
+        return True
+
+    async def merge_patch_object(
+        self, kind: MirrorKind, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        """JSON-merge-patch a ConfigMap or Secret (a null removes a key)."""
+        update = (
+            self.core.patch_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.patch_namespaced_secret
+        )
+        await update(name, namespace, dict(patch), _content_type="application/merge-patch+json")  # type: ignore[call-arg]  # accepted via **kwargs, missing from the stubs
+
+    async def labelled(
+        self, kind: MirrorKind, selector: str, namespaces: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """ConfigMaps or Secrets matching a label selector, in `namespaces` (empty: all)."""
+        listings: list[Any] = []
+        for namespace in namespaces or (None,):
+            listings.append(await self._list(kind, namespace, selector))
+        items: list[dict[str, Any]] = [
+            self.api_client.sanitize_for_serialization(item)
+            for listing in listings
+            for item in listing.items
+        ]
+        return items
+
+    async def _list(self, kind: MirrorKind, namespace: str | None, selector: str) -> Any:
+        if kind == "ConfigMap":
+            if namespace is None:
+                return await self.core.list_config_map_for_all_namespaces(label_selector=selector)
+            return await self.core.list_namespaced_config_map(namespace, label_selector=selector)
+        if namespace is None:
+            return await self.core.list_secret_for_all_namespaces(label_selector=selector)
+        return await self.core.list_namespaced_secret(namespace, label_selector=selector)
 
     async def patch_secret_data(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         """Merge `data` (base64 values) into an existing Secret."""

@@ -1,8 +1,8 @@
 """The operator's life: kopf settings, login, and what startup opens and cleanup closes.
 
 Startup puts the clients (Redis, Kubernetes) and the bookkeeping into kopf's `memo` and
-starts the Redis watchdog; cleanup closes them. Login hands kopf an API session with a
-connection limit.
+starts the Redis watchdog and the mirroring of the sidecar's configuration; cleanup
+closes them. Login hands kopf an API session with a connection limit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.kube import Kube
+from llmquota.operator.mirroring import keep_mirrors, mirror_sources
 from llmquota.operator.recovery import watch_store
 from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
 from llmquota.store import QuotaStore
@@ -68,7 +69,10 @@ async def startup(
         config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
     )
     memo[MEMO_KEY] = state
-    state.background.append(asyncio.get_running_loop().create_task(watch_store(state)))
+    loop = asyncio.get_running_loop()
+    state.background.append(loop.create_task(watch_store(state)))
+    if mirror_sources(config):
+        state.background.append(loop.create_task(keep_mirrors(state)))
 
 
 REDIS_CONNECTIONS = 32

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from llmquota.models import ApiKey, Budget, RateLimit, Team
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.kube import Kube
+from llmquota.operator.mirror import MirrorSource
 from llmquota.operator.status_view import Seed
 from llmquota.policy.resolve import NamespaceObjects
 from llmquota.policy.resolved import ResolvedPolicy
@@ -117,9 +118,16 @@ class OperatorState:
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
     windows: dict[ScopeRef, int] = field(default_factory=dict)
     stale: set[tuple[str, str]] = field(default_factory=set)
+    """ApiKeys whose refresh failed; their status timer applies them again."""
     conditions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The conditions last written, by object uid (see `status_patch`)."""
-    """ApiKeys whose refresh failed; their status timer applies them again."""
+    mirror_sources: dict[MirrorSource, dict[str, Any] | None] = field(default_factory=dict)
+    """The sidecar's ConfigMap and credential Secret as last read (None: absent)."""
+    sources_loaded: bool = False
+    mirror_namespaces: set[str] = field(default_factory=set)
+    """Namespaces holding copies of the sources (see `mirroring`)."""
+    mirror_pending: set[str] = field(default_factory=set)
+    """Namespaces whose last mirroring failed."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
