@@ -1,8 +1,7 @@
 """`llmquota operator` as a process: /healthz, /metrics and the sidecar-injection webhook.
 
-The webhook is called directly with an AdmissionReview (the test API server has no
-nodes and no route to the test's loopback webhook); the MutatingWebhookConfiguration
-that points the API server at it is the Helm chart's.
+The webhook is called directly with an AdmissionReview here; test_operator_webhook.py
+goes through the API server with a MutatingWebhookConfiguration like the chart's.
 """
 
 from __future__ import annotations
