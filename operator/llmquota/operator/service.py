@@ -6,6 +6,7 @@ the same one for the same object, in any order, and the last call wins.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, usd
 from llmquota.store import BudgetCounter
 
 __all__ = [
+    "REFRESH_CONCURRENCY",
     "DependencyKind",
     "KeyOutcome",
     "apply_key",
@@ -178,16 +180,27 @@ def _global_budget(state: OperatorState, without: Gone | None) -> Budget | None:
 
 
 async def apply_key(
-    state: OperatorState, apikey: ApiKey, *, without: Gone | None = None
+    state: OperatorState,
+    apikey: ApiKey,
+    *,
+    without: Gone | None = None,
+    known_key: bool = False,
 ) -> KeyOutcome:
     """Resolve an ApiKey and write (or withdraw) its policy; the old hash goes on rotation.
 
     `without` (kind, namespace, name) hides an object being deleted from resolution.
+    `known_key`: the key is the one last written (a dependency changed, not the Secret),
+    so its Secret need not be read again: that API call was most of the time from a
+    Budget's change to the new policy in Redis. Rotations come through the Secret watch.
     """
     namespace, name = apikey.metadata.namespace, apikey.metadata.name
     async with state.lock(namespace, name):
-        key = await _ensure_key(state, apikey)
-        key_hash = hash_key(key)
+        known = state.keys.get((namespace, name)) if known_key else None
+        if known is not None and known.key_hint is not None:
+            key_hash, hint = known.key_hash, known.key_hint
+        else:
+            key = await _ensure_key(state, apikey)
+            key_hash, hint = hash_key(key), key_hint(key)
         team = None
         if apikey.spec.team is not None and without != ("Team", namespace, apikey.spec.team):
             team = state.indexes.teams.named(namespace, apikey.spec.team)
@@ -212,10 +225,10 @@ async def apply_key(
             await state.store.put_policy(policy)
         # Recorded only once written, so the Redis-loss watchdog never mistakes a policy
         # on its way for a lost one.
-        state.keys[(namespace, name)] = KeyRecord(key_hash, policy)
+        state.keys[(namespace, name)] = KeyRecord(key_hash, policy, hint)
         if previous is not None and previous.key_hash != key_hash:
             await state.store.delete_policy(previous.key_hash)
-    return KeyOutcome(ready_observation(error, "policy written to Redis"), key_hint(key))
+    return KeyOutcome(ready_observation(error, "policy written to Redis"), hint)
 
 
 async def forget_key(state: OperatorState, namespace: str, name: str, secret_name: str) -> None:
@@ -243,28 +256,48 @@ def key_observations(apikey: ApiKey, outcome: KeyOutcome, now: datetime) -> list
     ]
 
 
+REFRESH_CONCURRENCY = 16
+"""Keys re-applied at once when a Team or Budget that many keys use changes."""
+
+
 async def refresh_keys(
-    state: OperatorState, apikeys: list[ApiKey], *, without: Gone | None = None
+    state: OperatorState,
+    apikeys: list[ApiKey],
+    *,
+    without: Gone | None = None,
+    known_key: bool = False,
 ) -> None:
     """Re-apply ApiKeys other than the handled object and patch their status directly.
 
-    A key that fails (Redis or the API server away) is marked stale, for its status timer
-    to apply again; the others go on.
+    Concurrently (up to REFRESH_CONCURRENCY), so a Budget used by a thousand keys is
+    not a thousand Redis and API round trips in a row. A key that fails (Redis or the
+    API server away) is marked stale, for its status timer to apply again; the others
+    go on. `known_key`: see `apply_key`.
     """
     now = datetime.now(UTC)
-    for apikey in apikeys:
+    slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+    async def refresh(apikey: ApiKey) -> None:
         ref = (apikey.metadata.namespace, apikey.metadata.name)
-        try:
-            await _refresh_key(state, apikey, without, now)
-        except (RedisError, ApiException, OSError) as error:
-            logger.warning("refreshing ApiKey %s/%s failed, will retry: %s", *ref, error)
-            state.stale.add(ref)
+        async with slots:
+            try:
+                await _refresh_key(state, apikey, without, now, known_key=known_key)
+            except (RedisError, ApiException, OSError) as error:
+                logger.warning("refreshing ApiKey %s/%s failed, will retry: %s", *ref, error)
+                state.stale.add(ref)
+
+    await asyncio.gather(*(refresh(apikey) for apikey in apikeys))
 
 
 async def _refresh_key(
-    state: OperatorState, apikey: ApiKey, without: Gone | None, now: datetime
+    state: OperatorState,
+    apikey: ApiKey,
+    without: Gone | None,
+    now: datetime,
+    *,
+    known_key: bool,
 ) -> None:
-    outcome = await apply_key(state, apikey, without=without)
+    outcome = await apply_key(state, apikey, without=without, known_key=known_key)
     current = apikey.status.model_dump(by_alias=True, mode="json") if apikey.status else {}
     patch, transitions = update_status(
         state,
@@ -303,7 +336,9 @@ async def reresolve_dependents(
     # Keys not applied yet in this process are on their way through their own handler
     # (at a cold start every object is "created"): resolving them here too doubles work.
     applied = [k for k in affected if (k.metadata.namespace, k.metadata.name) in state.keys]
-    await refresh_keys(state, applied, without=(kind, namespace, name) if deleted else None)
+    await refresh_keys(
+        state, applied, without=(kind, namespace, name) if deleted else None, known_key=True
+    )
     return len(applied)
 
 

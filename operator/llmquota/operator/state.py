@@ -104,6 +104,7 @@ class KeyRecord:
 
     key_hash: str
     policy: ResolvedPolicy | None
+    key_hint: str | None = None
 
 
 @dataclass
