@@ -267,7 +267,7 @@ def test_webhook_selects_annotated_pods_outside_own_namespace(
     manifests = render(helm_bin, chart_dir, VALUES_DIR / "defaults.yaml")
     webhook = one(manifests, "MutatingWebhookConfiguration")["webhooks"][0]
     assert webhook["failurePolicy"] == "Ignore"
-    assert webhook["sideEffects"] == "None"
+    assert webhook["sideEffects"] == "NoneOnDryRun"
     assert webhook["rules"] == [
         {
             "operations": ["CREATE"],
