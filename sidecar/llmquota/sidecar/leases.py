@@ -3,6 +3,12 @@
 A reservation in Redis carries a lease so that a sidecar that dies does not hold budget
 and parallel slots forever. While this one lives it renews the leases of all its
 requests every lease/3, with one `renew` call however many there are.
+
+Settling (or freeing) a reservation runs as a task of its own, not in the handler: the
+response is complete before it, so the client's keep-alive connection can carry its
+next request while the settle is on its way to Redis, and a client that hangs up at the
+last moment cannot cancel it. The lease stays renewed until the settle has landed, and
+shutdown waits for every settle still running.
 """
 
 from __future__ import annotations
@@ -26,14 +32,34 @@ class InFlight:
         self.store = store
         self.lease_ms = lease_ms
         self.request_ids: set[str] = set()
+        # Strong references: the loop keeps only weak ones to tasks.
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def add(self, request_id: str) -> None:
         """Track a request whose reservation was just taken."""
         self.request_ids.add(request_id)
 
-    def discard(self, request_id: str) -> None:
-        """Stop tracking a settled or aborted request."""
-        self.request_ids.discard(request_id)
+    def finish(self, request_id: str, charge: tuple[int, int] | None) -> None:
+        """Settle the reservation at `charge` (nano-USD, tokens), or free it (None), in
+        the background; the request stays tracked (its lease renewed) until done."""
+        task = asyncio.create_task(self._finish(request_id, charge))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, request_id: str, charge: tuple[int, int] | None) -> None:
+        try:
+            if charge is None:
+                await self.store.abort(request_id)
+            else:
+                await self.store.settle(request_id, *charge)
+        except (RedisError, OSError) as error:
+            logger.error(
+                "could not settle with the quota store; the lease will expire: %s",
+                error,
+                extra={"request_id": request_id, "charge": charge},
+            )
+        finally:
+            self.request_ids.discard(request_id)
 
     async def renew_forever(self) -> None:
         """Renew every lease each lease/3 until cancelled; Redis errors are retried."""
@@ -48,7 +74,10 @@ class InFlight:
                 logger.warning("could not renew %d leases: %s", len(self.request_ids), error)
 
     async def abort_all(self) -> None:
-        """Free the reservations of requests cut off by shutdown."""
+        """Let running settles land, then free the reservations of requests cut off by
+        shutdown."""
+        while self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
         for request_id in list(self.request_ids):
             try:
                 await self.store.abort(request_id)

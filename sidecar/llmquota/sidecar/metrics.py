@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_PRICED_MODEL_LABELS",
     "OTHER_MODEL",
     "OVERHEAD_BUCKETS",
+    "Labelled",
     "ModelLabels",
     "SidecarMetrics",
 ]
@@ -32,6 +34,32 @@ MAX_PRICED_MODEL_LABELS = 200
 OVERHEAD_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 )  # fmt: skip
+
+
+_Metric = TypeVar("_Metric", Counter, Gauge)
+
+
+class Labelled(Generic[_Metric]):
+    """A labelled metric whose children are looked up in a plain dict.
+
+    prometheus_client's `labels()` validates the values and takes a lock on every call,
+    several times per request on the hot path; the children it returns never change, so
+    each is fetched from it once. The dict holds no more children than the metric does.
+    """
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: _Metric) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], _Metric] = {}
+
+    def labels(self, *values: str) -> _Metric:
+        """The child for these label values."""
+        try:
+            return self._children[values]
+        except KeyError:
+            child = self._children[values] = self.metric.labels(*values)
+            return child
 
 
 @dataclass(slots=True)
@@ -73,11 +101,11 @@ class SidecarMetrics:
     """The sidecar's metrics, all registered in `registry`."""
 
     registry: CollectorRegistry
-    requests: Counter
-    spend: Counter
-    tokens: Counter
-    remaining_budget: Gauge
-    rate_limited: Counter
+    requests: Labelled[Counter]
+    spend: Labelled[Counter]
+    tokens: Labelled[Counter]
+    remaining_budget: Labelled[Gauge]
+    rate_limited: Labelled[Counter]
     overhead: Histogram
     model_labels: ModelLabels
 
@@ -89,35 +117,45 @@ class SidecarMetrics:
         return cls(
             registry=registry,
             model_labels=ModelLabels(prices),
-            requests=Counter(
-                "llmquota_requests",
-                "Requests seen by the sidecar, by outcome (served, budget_exceeded, ...).",
-                [*subject, "outcome"],
-                registry=registry,
+            requests=Labelled(
+                Counter(
+                    "llmquota_requests",
+                    "Requests seen by the sidecar, by outcome (served, budget_exceeded, ...).",
+                    [*subject, "outcome"],
+                    registry=registry,
+                )
             ),
-            spend=Counter(
-                "llmquota_spend_usd",
-                "USD charged for served requests.",
-                subject,
-                registry=registry,
+            spend=Labelled(
+                Counter(
+                    "llmquota_spend_usd",
+                    "USD charged for served requests.",
+                    subject,
+                    registry=registry,
+                )
             ),
-            tokens=Counter(
-                "llmquota_tokens",
-                "Tokens charged, by direction (input or output).",
-                [*subject, "direction"],
-                registry=registry,
+            tokens=Labelled(
+                Counter(
+                    "llmquota_tokens",
+                    "Tokens charged, by direction (input or output).",
+                    [*subject, "direction"],
+                    registry=registry,
+                )
             ),
-            remaining_budget=Gauge(
-                "llmquota_remaining_budget_usd",
-                "USD left in a budget's current window, as last seen by this sidecar.",
-                ["namespace", "kind", "name"],
-                registry=registry,
+            remaining_budget=Labelled(
+                Gauge(
+                    "llmquota_remaining_budget_usd",
+                    "USD left in a budget's current window, as last seen by this sidecar.",
+                    ["namespace", "kind", "name"],
+                    registry=registry,
+                )
             ),
-            rate_limited=Counter(
-                "llmquota_rate_limited",
-                "Requests refused by a rate limit, by limit (rpm, tpm, ...).",
-                ["namespace", "team", "key", "limit"],
-                registry=registry,
+            rate_limited=Labelled(
+                Counter(
+                    "llmquota_rate_limited",
+                    "Requests refused by a rate limit, by limit (rpm, tpm, ...).",
+                    ["namespace", "team", "key", "limit"],
+                    registry=registry,
+                )
             ),
             overhead=Histogram(
                 "llmquota_overhead_seconds",

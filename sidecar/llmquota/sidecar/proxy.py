@@ -227,8 +227,11 @@ async def _read_body(request: web.Request) -> ParsedBody:
     if declared is not None and declared > settings.max_body_bytes:
         raise _too_large(settings.max_body_bytes)
     try:
-        async with asyncio.timeout(settings.body_timeout):
+        if request.content.is_eof():  # the usual case: it came with the headers
             raw = await request.read()
+        else:
+            async with asyncio.timeout(settings.body_timeout):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise _too_large(settings.max_body_bytes) from error
     except TimeoutError as error:
@@ -389,7 +392,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         # Cut off (client gone, shutdown, upstream unreachable): charge what was
         # streamed, or nothing when nothing was.
         streamed = meter is not None and (meter.text_chars > 0 or meter.usage is not None)
-        await _finish(
+        _finish(
             request,
             exchange,
             parsed.model,
@@ -398,7 +401,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         raise
     if upstream.status >= 400:
         exchange.outcome = "upstream_error"
-        await _finish(request, exchange, parsed.model, None)
+        _finish(request, exchange, parsed.model, None)
         return response
     if meter is not None:
         usage = _stream_usage(meter, tokens, capped=capped)
@@ -408,7 +411,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
             extra={"request_id": exchange.request_id, "model": parsed.model},
         )
         usage = Usage(tokens.prompt_tokens, tokens.max_completion_tokens)
-    await _finish(request, exchange, parsed.model, usage)
+    _finish(request, exchange, parsed.model, usage)
     return response
 
 
@@ -542,30 +545,19 @@ async def _write(response: web.StreamResponse, data: bytes, exchange: Exchange) 
     return True
 
 
-async def _finish(
-    request: web.Request, exchange: Exchange, model: str, usage: Usage | None
-) -> None:
-    """Settle what was served (usage) or free the reservation (None)."""
+def _finish(request: web.Request, exchange: Exchange, model: str, usage: Usage | None) -> None:
+    """Settle what was served (usage) or free the reservation (None), in the background."""
     if not exchange.reserved:
         return
     exchange.reserved = False
-    store = request.app[STORE]
-    request.app[IN_FLIGHT].discard(exchange.request_id)
-    try:
-        if usage is None:
-            await store.abort(exchange.request_id)
-            return
+    charge = None
+    if usage is not None:
         cost = request.app[PRICES].cost(
             model, usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens
         )
         exchange.usage, exchange.cost_usd = usage, cost
-        await store.settle(exchange.request_id, nanos(cost), usage.total)
-    except _STORE_DOWN as error:
-        logger.error(
-            "could not settle with the quota store; the lease will expire: %s",
-            error,
-            extra={"request_id": exchange.request_id, "cost_usd": exchange.cost_usd},
-        )
+        charge = (nanos(cost), usage.total)
+    request.app[IN_FLIGHT].finish(exchange.request_id, charge)
 
 
 def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:
