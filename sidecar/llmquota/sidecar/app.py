@@ -101,6 +101,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         # No proxy/netrc lookups from the environment: aiohttp would redo them per request.
         trust_env=False,
+        # One session serves every client: a cookie the upstream sets for one must not go
+        # back upstream with another's requests (and jar lookups cost every request).
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     app[UPSTREAM] = session
     yield
