@@ -68,7 +68,7 @@ def merge_conditions(
     """New conditions and the transitions among them.
 
     Entries keep their order (so re-observing the same thing yields an equal list); types
-    not observed keep their old entry (a handler observes Ready, the status timer the
+    not observed keep their old entry (a handler observes Ready, the status sync the
     budgets); types seen for the first time are appended in observation order.
     """
     merged = [dict(entry) for entry in old]

@@ -3,7 +3,9 @@
 Validate the body into the pydantic model -> turn a validation error into a Ready=False
 condition (never a retry loop) -> delegate to `service` -> patch status ourselves.
 Handlers never return a value: kopf would write it into status. Handler progress and
-the diff-base live in annotations (`llmquota.dev/...`), not in status.
+the diff-base live in annotations (`llmquota.dev/...`), not in status. Spend and the
+conditions that follow from it are not handlers' work: one loop syncs them for all
+objects (`status_sync`, started at startup).
 
 Everything is registered on a registry built per operator (`build_registry`), so that
 the webhook handler exists only when a webhook server does.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,7 @@ from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
 from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
-from llmquota.operator.metrics import STATUS_SYNC_SECONDS, measure_reconcile
+from llmquota.operator.metrics import measure_reconcile
 from llmquota.operator.state import MEMO_KEY, OperatorState
 from llmquota.policy.key_hash import hash_key
 
@@ -183,32 +184,6 @@ async def apikey_deleted(
         measured.result = "ok"
 
 
-async def apikey_status(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Every --status-interval: spend, remaining, window and conditions from Redis."""
-    try:
-        apikey = ApiKey.model_validate(_plain(body))
-    except ValidationError:
-        return
-    state = _state(memo)
-    started = time.perf_counter()
-    try:
-        if (apikey.metadata.namespace, apikey.metadata.name) in state.stale:
-            # A refresh on someone else's behalf (a Secret, a Budget) failed: repair it
-            # here rather than wait for the next change.
-            state.stale.discard((apikey.metadata.namespace, apikey.metadata.name))
-            with measure_reconcile("ApiKey") as measured:
-                measured.result = await _reconcile_key(state, apikey, body, status, patch)
-            return
-        if (apikey.metadata.namespace, apikey.metadata.name) not in state.keys:
-            return  # its handler has not run yet in this process: nothing to sync
-        patch.status.update(await service.sync_key_status(state, apikey, body, status))
-    except RedisError as error:
-        logger.warning("status sync of ApiKey %s skipped: %s", apikey.metadata.name, error)
-    STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
-
-
 def secret_of_interest(
     name: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> bool:
@@ -311,22 +286,6 @@ async def team_deleted(
         measured.result = "ok"
 
 
-async def team_status(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Every --status-interval: spend, members, keys and conditions from Redis."""
-    try:
-        team = Team.model_validate(_plain(body))
-    except ValidationError:
-        return
-    started = time.perf_counter()
-    try:
-        patch.status.update(await service.sync_team_status(_state(memo), team, body, status))
-    except RedisError as error:
-        logger.warning("status sync of Team %s skipped: %s", team.metadata.name, error)
-    STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
-
-
 # Budget and RateLimit --------------------------------------------------------------------
 
 
@@ -362,16 +321,7 @@ def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
             await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
             measured.result = "ok"
 
-    async def status_timer(
-        body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-    ) -> None:
-        try:
-            obj = model.model_validate(_plain(body))
-        except ValidationError:
-            return
-        patch.status.update(service.sync_reference_status(_state(memo), obj, status))
-
-    return changed, deleted, status_timer
+    return changed, deleted
 
 
 # Webhook ---------------------------------------------------------------------------------
@@ -435,25 +385,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             id=f"llmquota_{secondary.__name__}",
         )(secondary)
     resource = (API_GROUP, API_VERSION)
-    every = config.status_interval
 
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, "apikeys", registry=registry, id="apikey")(apikey_changed)
         on_change(*resource, "teams", registry=registry, id="team")(team_changed)
     kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
     kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
-    kopf.timer(*resource, "apikeys", interval=every, registry=registry, id="apikey-status")(
-        apikey_status
-    )
-    kopf.timer(*resource, "teams", interval=every, registry=registry, id="team-status")(team_status)
     for plural, model in (("budgets", Budget), ("ratelimits", RateLimit)):
-        changed, deleted, status_timer = _reference_changed(model)
+        changed, deleted = _reference_changed(model)
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
         kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
-        kopf.timer(*resource, plural, interval=every, registry=registry, id=f"{plural}-status")(
-            status_timer
-        )
     kopf.on.event("", "v1", "secrets", registry=registry, id="key-secret", when=secret_of_interest)(
         secret_event
     )

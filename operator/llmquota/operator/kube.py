@@ -2,14 +2,17 @@
 
 kopf patches the object a handler runs for; this client writes what is not that object:
 the ApiKey's Secret, the status of keys re-resolved because something they depend on
-changed, and the sidecar's ConfigMap and credential Secret mirrored into workload
-namespaces.
+changed, the statuses of the status sync and the Events they imply (`kopf.event` works
+only inside a handler), and the sidecar's ConfigMap and credential Secret mirrored into
+workload namespaces.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 from kubernetes_asyncio import client, config
@@ -22,6 +25,8 @@ __all__ = ["Kube", "MirrorKind"]
 
 NOT_FOUND = 404
 CONFLICT = 409
+EVENT_MESSAGE_LIMIT = 1024
+REPORTING_COMPONENT = "llmquota-operator"
 
 MirrorKind = Literal["ConfigMap", "Secret"]
 
@@ -164,3 +169,26 @@ class Kube:
         except ApiException as error:
             if error.status != NOT_FOUND:
                 raise
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """Post a core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid)."""
+        now = datetime.now(UTC).isoformat()
+        namespace = involved["namespace"]
+        body = {
+            "metadata": {"namespace": namespace, "generateName": "llmquota-"},
+            "type": type_,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "action": reason,
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": socket.gethostname(),
+            "source": {"component": REPORTING_COMPONENT},
+            "involvedObject": dict(involved),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now,
+            "count": 1,
+        }
+        await self.core.create_namespaced_event(namespace, body)  # type: ignore[arg-type]  # the client serialises dicts as they are

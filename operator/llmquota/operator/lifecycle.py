@@ -1,8 +1,9 @@
 """The operator's life: kopf settings, login, and what startup opens and cleanup closes.
 
 Startup puts the clients (Redis, Kubernetes) and the bookkeeping into kopf's `memo` and
-starts the Redis watchdog and the mirroring of the sidecar's configuration; cleanup
-closes them. Login hands kopf an API session with a connection limit.
+starts the status sync, the Redis watchdog and the mirroring of the sidecar's
+configuration; cleanup stops and closes them. Login hands kopf an API session with a
+connection limit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from llmquota.operator.kube import Kube
 from llmquota.operator.mirroring import keep_mirrors, mirror_sources
 from llmquota.operator.recovery import watch_store
 from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
+from llmquota.operator.status_sync import sync_statuses
 from llmquota.store import QuotaStore
 
 __all__ = [
@@ -62,7 +64,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
 async def startup(
     config: OperatorConfig, settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """Clients into memo; the Redis watchdog started."""
+    """Clients into memo; the status sync and the Redis watchdog started."""
     configure_settings(settings, config)
     store = QuotaStore(Redis.from_pool(redis_pool(config.redis_url)))  # closes the pool too
     state = OperatorState(
@@ -71,6 +73,7 @@ async def startup(
     memo[MEMO_KEY] = state
     loop = asyncio.get_running_loop()
     state.background.append(loop.create_task(watch_store(state)))
+    state.background.append(loop.create_task(sync_statuses(state)))
     if mirror_sources(config):
         state.background.append(loop.create_task(keep_mirrors(state)))
 
@@ -81,8 +84,8 @@ REDIS_CONNECTIONS = 32
 def redis_pool(url: str) -> BlockingConnectionPool:
     """A pool that makes callers wait for a connection instead of failing.
 
-    Thousands of status timers fire together at start-up; redis-py's default pool
-    raises "Too many connections" past 100 instead of queueing them.
+    Thousands of handlers run together at a cold start; redis-py's default pool raises
+    "Too many connections" past 100 instead of queueing them.
     """
     return BlockingConnectionPool.from_url(
         url, max_connections=REDIS_CONNECTIONS, timeout=30, health_check_interval=10
@@ -96,6 +99,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     for task in state.background:
         task.cancel()
+    await asyncio.gather(*state.background, return_exceptions=True)
     await state.store.close()
     await state.kube.close()
 

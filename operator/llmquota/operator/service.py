@@ -1,6 +1,6 @@
 """The operator's work, called by the thin handlers: keys to policies, counters to statuses.
 
-Every function here is idempotent: handlers, timers and the Secret watch may all call
+Every function here is idempotent: handlers, the status sync and the Secret watch may all call
 the same one for the same object, in any order, and the last call wins.
 """
 
@@ -28,30 +28,17 @@ from llmquota.operator.keys import (
     owned_secret,
     secret_name_of,
 )
-from llmquota.operator.metrics import BUDGET_RESETS
-from llmquota.operator.state import Gone, KeyRecord, OperatorState, ScopeRef
+from llmquota.operator.state import Gone, KeyRecord, OperatorState
 from llmquota.operator.status_view import (
-    BudgetView,
-    Seed,
-    budget_observations,
-    budget_view,
-    current_window,
     key_state_observations,
-    seed_from_status,
     status_patch,
-    subject_status_fields,
 )
 from llmquota.operator.team_view import (
     check_team_refs,
-    member_limits,
-    team_budget_limits,
-    team_members,
-    team_scope,
 )
 from llmquota.policy.key_hash import hash_key, key_hint
 from llmquota.policy.resolve import ResolutionError, resolve_key_policy
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, usd
-from llmquota.store import BudgetCounter
+from llmquota.policy.resolved import ResolvedPolicy
 
 __all__ = [
     "REFRESH_CONCURRENCY",
@@ -62,12 +49,12 @@ __all__ = [
     "key_observations",
     "key_status_fields",
     "object_ref",
+    "post_event",
+    "post_events",
     "ready_observation",
     "refresh_keys",
     "reresolve_dependents",
-    "sync_key_status",
     "sync_reference_status",
-    "sync_team_status",
     "team_ready",
     "tell",
     "update_status",
@@ -104,6 +91,38 @@ def tell(body: kopf.Body, transitions: list[Transition]) -> None:
         event = event_for(transition)
         if event is not None:
             kopf.event(body, type=event[0], reason=event[1], message=event[2])
+
+
+async def post_events(
+    state: OperatorState, obj: ApiKey | Team, transitions: list[Transition]
+) -> None:
+    """`tell` through the operator's own client, for code that runs outside a handler.
+
+    `kopf.event` needs the context of the handler it is called from; a key refreshed on
+    behalf of another object, or the status sync, has none. A lost Event is logged, not
+    retried: the condition in the status says the same.
+    """
+    for transition in transitions:
+        event = event_for(transition)
+        if event is not None:
+            await post_event(state, obj, *event)
+
+
+async def post_event(
+    state: OperatorState, obj: ApiKey | Team, type_: str, reason: str, message: str
+) -> None:
+    """One Event about `obj` through the operator's own client (see `post_events`)."""
+    try:
+        involved = {
+            "apiVersion": obj.api_version,
+            "kind": obj.kind,
+            "name": obj.metadata.name,
+            "namespace": obj.metadata.namespace,
+            "uid": obj.metadata.uid,
+        }
+        await state.kube.post_event(involved, type_, reason, message)
+    except (ApiException, OSError) as error:
+        logger.warning("Event %s about %s not posted: %s", reason, obj.metadata.name, error)
 
 
 def update_status(
@@ -244,7 +263,7 @@ async def forget_key(state: OperatorState, namespace: str, name: str, secret_nam
 
 
 def key_status_fields(outcome: KeyOutcome, generation: int | None) -> dict[str, Any]:
-    """The status fields a key reconcile writes (spend fields are the timer's)."""
+    """The status fields a key reconcile writes (spend fields are the status sync's)."""
     return {"observedGeneration": generation, "keyHint": outcome.key_hint}
 
 
@@ -271,7 +290,7 @@ async def refresh_keys(
 
     Concurrently (up to REFRESH_CONCURRENCY), so a Budget used by a thousand keys is
     not a thousand Redis and API round trips in a row. A key that fails (Redis or the
-    API server away) is marked stale, for its status timer to apply again; the others
+    API server away) is marked stale, for the status sync to apply again; the others
     go on. `known_key`: see `apply_key`.
     """
     now = datetime.now(UTC)
@@ -312,7 +331,7 @@ async def _refresh_key(
         await state.kube.patch_status(
             "apikeys", apikey.metadata.namespace, apikey.metadata.name, patch
         )
-    tell(object_ref(apikey), transitions)
+    await post_events(state, apikey, transitions)
 
 
 async def reresolve_dependents(
@@ -351,161 +370,7 @@ def team_ready(state: OperatorState, team: Team) -> Observation:
     return ready_observation(None, "references resolved")
 
 
-# Status sync -----------------------------------------------------------------------------
-
-
-async def _views(
-    state: OperatorState,
-    scopes: list[tuple[ScopeRef, Any, Mapping[str, Any]]],
-    now_ms: int,
-    body: kopf.Body,
-) -> list[BudgetView]:
-    """Read counters for (scope, limits, status shown) and turn them into views.
-
-    Also: remember each as the seed for a Redis loss, restore a counter Redis lost (see
-    `_restore_missing`), and tell about windows that reset since the last sync.
-    """
-    counters = await state.store.read_budgets([ref for ref, _, _ in scopes])
-    views: list[BudgetView] = []
-    for (ref, limits, shown), stored in zip(scopes, counters, strict=True):
-        counter = stored
-        if counter.window_start_ms is None:
-            counter = await _restore_missing(state, ref, limits, shown, now_ms) or counter
-        view = budget_view(limits, counter, now_ms)
-        state.seeds[ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
-        last_start = state.windows.get(ref)
-        state.windows[ref] = view.window.start_ms
-        if last_start is not None and last_start != view.window.start_ms:
-            meta = body["metadata"]
-            BUDGET_RESETS.labels(namespace=meta["namespace"], kind=body["kind"]).inc()
-            kopf.event(
-                body,
-                type="Normal",
-                reason="BudgetReset",
-                message=f"budget window reset; spend is {usd(view.spend_nanos):g} USD",
-            )
-        views.append(view)
-    return views
-
-
-async def _restore_missing(
-    state: OperatorState,
-    ref: ScopeRef,
-    limits: BudgetLimits,
-    shown: Mapping[str, Any],
-    now_ms: int,
-) -> BudgetCounter | None:
-    """Put back a counter that is missing although this window has spend; the counter.
-
-    A counter lives until a day after its window ends, so one missing inside its window
-    was lost with Redis's data (a restart without persistence, a flush). Reading it as
-    zero would overwrite the remembered seed, and then the status, with 0 before the
-    recovery loop notices the loss, and the spend would be gone for good. So the sync
-    re-seeds it itself: from what this process last saw of it, or, the first time it sees
-    the counter (the operator restarted too), from the status the object shows. A counter
-    present with a lower value is read as it is.
-    """
-    window = current_window(limits, now_ms)
-    seed = state.seeds.get(ref)
-    if seed is None:
-        seed = seed_from_status(limits, shown, now_ms)
-    if seed is None or seed.window.start_ms != window.start_ms or seed.spend_nanos <= 0:
-        return None
-    if await _seed(state, ref, seed):
-        logger.warning("budget counter %s was missing: re-seeded from the last status", ref[1])
-        return BudgetCounter(seed.window.start_ms, seed.spend_nanos, 0, seed.model_spend_nanos)
-    # Someone (a sidecar, the recovery loop) recreated it meanwhile: read that.
-    (counter,) = await state.store.read_budgets([ref])
-    return counter
-
-
-async def _seed(state: OperatorState, ref: ScopeRef, seed: Seed) -> bool:
-    return await state.store.seed_budget(
-        ref[0],
-        ref[1],
-        (seed.window.start_ms, seed.window.end_ms),
-        seed.spend_nanos,
-        seed.model_spend_nanos,
-    )
-
-
-def _key_scope(policy: ResolvedPolicy) -> Scope | None:
-    return next((scope for scope in policy.scopes if scope.kind == "key"), None)
-
-
-async def sync_key_status(
-    state: OperatorState, apikey: ApiKey, body: kopf.Body, status: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The status patch (possibly empty) that brings an ApiKey's spend and state up to date."""
-    now_ms = await state.store.now_ms()
-    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    observations = key_state_observations(
-        expires=apikey.spec.expires, blocked=apikey.spec.blocked, now=now
-    )
-    fields: dict[str, Any] = {}
-    record = state.keys.get((apikey.metadata.namespace, apikey.metadata.name))
-    scope = None if record is None or record.policy is None else _key_scope(record.policy)
-    if scope is not None and scope.budget is not None:
-        (view,) = await _views(state, [((scope.tag, scope.id), scope.budget, status)], now_ms, body)
-        fields = subject_status_fields(view)
-        observations += budget_observations(view)
-    patch, transitions = update_status(
-        state,
-        apikey.metadata.uid,
-        status,
-        fields,
-        observations,
-        generation=apikey.metadata.generation,
-        now=now,
-    )
-    tell(body, transitions)
-    return patch
-
-
-async def sync_team_status(
-    state: OperatorState, team: Team, body: kopf.Body, status: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The status patch that brings a Team's spend, members, keys and state up to date."""
-    namespace = team.metadata.namespace
-    keys = state.indexes.team_keys(namespace, team.metadata.name)
-    now_ms = await state.store.now_ms()
-    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    fields: dict[str, Any] = {"keys": len(keys)}
-    observations: list[Observation] = []
-    try:
-        limits = team_budget_limits(team, state.indexes.objects(namespace))
-    except ResolutionError:
-        limits = None
-    if limits is not None:
-        tag, team_id = team_scope(team)
-        members = team_members(team, keys)
-        shown_members = status.get("memberSpend") or {}
-        scopes = [((tag, team_id), limits, status)] + [
-            (
-                (tag, member_id),
-                member_limits(limits),
-                {"spend": shown_members.get(user), "budgetResetAt": status.get("budgetResetAt")},
-            )
-            for user, member_id in members
-        ]
-        team_view, *member_views = await _views(state, scopes, now_ms, body)
-        fields |= subject_status_fields(team_view)
-        fields["memberSpend"] = {
-            user: usd(view.spend_nanos)
-            for (user, _), view in zip(members, member_views, strict=True)
-        }
-        observations += budget_observations(team_view)
-    patch, transitions = update_status(
-        state,
-        team.metadata.uid,
-        status,
-        fields,
-        observations,
-        generation=team.metadata.generation,
-        now=now,
-    )
-    tell(body, transitions)
-    return patch
+# Status ------------------------------------------------------------------------------------
 
 
 def sync_reference_status(

@@ -119,7 +119,7 @@ class OperatorState:
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
     windows: dict[ScopeRef, int] = field(default_factory=dict)
     stale: set[tuple[str, str]] = field(default_factory=set)
-    """ApiKeys whose refresh failed; their status timer applies them again."""
+    """ApiKeys whose refresh failed; the status sync applies them again."""
     conditions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The conditions last written, by object uid (see `status_patch`)."""
     mirror_sources: dict[MirrorSource, dict[str, Any] | None] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Counters + policy -> status, as pure functions.
 
-The status timer reads counters from Redis and hands them here; what comes back is the
+The status sync reads counters from Redis and hands them here; what comes back is the
 status the object should show and the conditions it implies. `merge_patch` then cuts
 that down to what differs, so an unchanged object gets no patch at all.
 """
@@ -212,8 +212,9 @@ def status_patch(
     the conditions the status will show.
 
     `known_conditions` are the conditions this process last wrote, when it knows them
-    better than `current` does: a timer's body can predate a handler's patch, and as a
-    merge patch replaces the whole list, building on the stale list would undo it.
+    better than `current` does: the status the sync last saw can predate a handler's
+    patch, and as a merge patch replaces the whole list, building on the stale list would
+    undo it.
     """
     base = current.get("conditions") or [] if known_conditions is None else known_conditions
     conditions, transitions = merge_conditions(base, observations, generation=generation, now=now)

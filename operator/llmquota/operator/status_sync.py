@@ -1,0 +1,331 @@
+"""The status sync: one loop that brings every status up to date from Redis.
+
+Every --status-interval it walks the objects in kopf's indexes, reads the budget counters
+of a batch of them in one Redis round trip, turns counters into statuses with the pure
+functions of `status_view`, and patches only the objects whose status differs, a few at
+a time. It was a kopf timer per object: thousands of them, started together at a cold
+start and so firing together every interval, a burst that held a watch event (a lowered
+Budget on its way to Redis) for up to two seconds. One loop that yields between batches
+leaves the event loop to the watches.
+
+It runs outside any handler, so it patches and posts Events through the operator's own
+client (`Kube`), not kopf's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from redis.exceptions import RedisError
+
+from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.operator import service
+from llmquota.operator.conditions import Observation
+from llmquota.operator.metrics import BUDGET_RESETS, STATUS_SYNC_SECONDS
+from llmquota.operator.state import OperatorState, ScopeRef
+from llmquota.operator.status_view import (
+    BudgetView,
+    Seed,
+    budget_observations,
+    budget_view,
+    current_window,
+    key_state_observations,
+    seed_from_status,
+    subject_status_fields,
+)
+from llmquota.operator.team_view import (
+    member_limits,
+    team_budget_limits,
+    team_members,
+    team_scope,
+)
+from llmquota.policy.resolve import ResolutionError
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, usd
+from llmquota.store import BudgetCounter
+
+__all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "sync_once", "sync_statuses"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+"""Objects whose counters are read in one Redis round trip, between two yields."""
+PATCH_CONCURRENCY = 8
+"""Status patches in flight at once: leaves the API connections to the watches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """One budget counter a status shows: where it is, its limits, what the status says."""
+
+    ref: ScopeRef
+    limits: BudgetLimits
+    shown: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Subject:
+    """A Team or ApiKey to sync: its status as last seen and the counters it shows.
+
+    `members` are a Team's (user, scope id), in the order of `counted[1:]`.
+    """
+
+    obj: ApiKey | Team
+    plural: str
+    status: dict[str, Any]
+    counted: list[Counted]
+    members: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _shown(obj: ApiKey | Team) -> dict[str, Any]:
+    return obj.status.model_dump(by_alias=True, mode="json") if obj.status else {}
+
+
+def _key_scope(policy: ResolvedPolicy) -> Scope | None:
+    return next((scope for scope in policy.scopes if scope.kind == "key"), None)
+
+
+def _key_subject(state: OperatorState, apikey: ApiKey) -> Subject | None:
+    """The ApiKey's sync, None when its handler has not run in this process yet."""
+    record = state.keys.get((apikey.metadata.namespace, apikey.metadata.name))
+    if record is None:
+        return None
+    status = _shown(apikey)
+    scope = None if record.policy is None else _key_scope(record.policy)
+    counted = []
+    if scope is not None and scope.budget is not None:
+        counted = [Counted((scope.tag, scope.id), scope.budget, status)]
+    return Subject(apikey, "apikeys", status, counted)
+
+
+def _team_subject(state: OperatorState, team: Team) -> Subject:
+    namespace = team.metadata.namespace
+    status = _shown(team)
+    try:
+        limits = team_budget_limits(team, state.indexes.objects(namespace))
+    except ResolutionError:
+        limits = None
+    if limits is None:
+        return Subject(team, "teams", status, [])
+    tag, team_id = team_scope(team)
+    members = team_members(team, state.indexes.team_keys(namespace, team.metadata.name))
+    shown_members = status.get("memberSpend") or {}
+    counted = [Counted((tag, team_id), limits, status)] + [
+        Counted(
+            (tag, member_id),
+            member_limits(limits),
+            {"spend": shown_members.get(user), "budgetResetAt": status.get("budgetResetAt")},
+        )
+        for user, member_id in members
+    ]
+    return Subject(team, "teams", status, counted, members)
+
+
+def _subject(state: OperatorState, obj: ApiKey | Team) -> Subject | None:
+    return _key_subject(state, obj) if isinstance(obj, ApiKey) else _team_subject(state, obj)
+
+
+async def _restore_missing(
+    state: OperatorState, counted: Counted, now_ms: int
+) -> BudgetCounter | None:
+    """Put back a counter that is missing although this window has spend; the counter.
+
+    A counter lives until a day after its window ends, so one missing inside its window
+    was lost with Redis's data (a restart without persistence, a flush). Reading it as
+    zero would overwrite the remembered seed, and then the status, with 0 before the
+    recovery loop notices the loss, and the spend would be gone for good. So the sync
+    re-seeds it itself: from what this process last saw of it, or, the first time it sees
+    the counter (the operator restarted too), from the status the object shows. A counter
+    present with a lower value is read as it is.
+    """
+    window = current_window(counted.limits, now_ms)
+    seed = state.seeds.get(counted.ref)
+    if seed is None:
+        seed = seed_from_status(counted.limits, counted.shown, now_ms)
+    if seed is None or seed.window.start_ms != window.start_ms or seed.spend_nanos <= 0:
+        return None
+    tag, scope_id = counted.ref
+    window_bounds = (seed.window.start_ms, seed.window.end_ms)
+    if await state.store.seed_budget(
+        tag, scope_id, window_bounds, seed.spend_nanos, seed.model_spend_nanos
+    ):
+        logger.warning("budget counter %s was missing: re-seeded from the last status", scope_id)
+        return BudgetCounter(seed.window.start_ms, seed.spend_nanos, 0, seed.model_spend_nanos)
+    # Someone (a sidecar, the recovery loop) recreated it meanwhile: read that.
+    (counter,) = await state.store.read_budgets([counted.ref])
+    return counter
+
+
+async def _views(
+    state: OperatorState, subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
+) -> list[BudgetView]:
+    """The subject's counters as views; remembers seeds and tells about window resets."""
+    views: list[BudgetView] = []
+    for counted, stored in zip(subject.counted, counters, strict=True):
+        counter = stored
+        if counter.window_start_ms is None:
+            counter = await _restore_missing(state, counted, now_ms) or counter
+        view = budget_view(counted.limits, counter, now_ms)
+        state.seeds[counted.ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
+        last_start = state.windows.get(counted.ref)
+        state.windows[counted.ref] = view.window.start_ms
+        if last_start is not None and last_start != view.window.start_ms:
+            meta = subject.obj.metadata
+            BUDGET_RESETS.labels(namespace=meta.namespace, kind=subject.obj.kind).inc()
+            message = f"budget window reset; spend is {usd(view.spend_nanos):g} USD"
+            await service.post_event(state, subject.obj, "Normal", "BudgetReset", message)
+        views.append(view)
+    return views
+
+
+def _fields_and_observations(
+    state: OperatorState, subject: Subject, views: list[BudgetView], now: datetime
+) -> tuple[dict[str, Any], list[Observation]]:
+    """What the status should say, given the subject's counters read as views."""
+    obj = subject.obj
+    fields: dict[str, Any] = {}
+    observations: list[Observation] = []
+    if isinstance(obj, ApiKey):
+        observations = key_state_observations(
+            expires=obj.spec.expires, blocked=obj.spec.blocked, now=now
+        )
+    else:
+        keys = state.indexes.team_keys(obj.metadata.namespace, obj.metadata.name)
+        fields["keys"] = len(keys)
+    if views:
+        own, *member_views = views
+        fields |= subject_status_fields(own)
+        observations += budget_observations(own)
+        if isinstance(obj, Team):
+            fields["memberSpend"] = {
+                user: usd(view.spend_nanos)
+                for (user, _), view in zip(subject.members, member_views, strict=True)
+            }
+    return fields, observations
+
+
+async def _sync_subject(
+    state: OperatorState,
+    subject: Subject,
+    counters: Sequence[BudgetCounter],
+    now_ms: int,
+    slots: asyncio.Semaphore,
+) -> None:
+    """Patch one Team's or ApiKey's status if it differs; post the Events it implies."""
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    obj = subject.obj
+    async with slots:
+        views = await _views(state, subject, counters, now_ms)
+        fields, observations = _fields_and_observations(state, subject, views, now)
+        patch, transitions = service.update_status(
+            state,
+            obj.metadata.uid,
+            subject.status,
+            fields,
+            observations,
+            generation=obj.metadata.generation,
+            now=now,
+        )
+        if patch:
+            await state.kube.patch_status(
+                subject.plural, obj.metadata.namespace, obj.metadata.name, patch
+            )
+        await service.post_events(state, obj, transitions)
+
+
+async def _sync_batch(
+    state: OperatorState, subjects: list[Subject], now_ms: int, slots: asyncio.Semaphore
+) -> None:
+    """One Redis round trip for the counters of `subjects`, then their patches."""
+    refs = [counted.ref for subject in subjects for counted in subject.counted]
+    counters = await state.store.read_budgets(refs) if refs else []
+    by_subject: list[list[BudgetCounter]] = []
+    offset = 0
+    for subject in subjects:
+        by_subject.append(counters[offset : offset + len(subject.counted)])
+        offset += len(subject.counted)
+
+    await asyncio.gather(
+        *(
+            _guarded(subject.obj, _sync_subject(state, subject, own, now_ms, slots))
+            for subject, own in zip(subjects, by_subject, strict=True)
+        )
+    )
+
+
+async def _guarded(obj: ApiKey | Team | Budget | RateLimit, sync: Awaitable[None]) -> None:
+    """One object's sync failing (API server, Redis) skips that object, not the pass."""
+    try:
+        await sync
+    except (RedisError, ApiException, OSError) as error:
+        meta = obj.metadata
+        logger.warning("status sync of %s %s/%s skipped: %s", obj.kind, meta.namespace,
+                       meta.name, error)  # fmt: skip
+
+
+async def _sync_reference(
+    state: OperatorState, obj: Budget | RateLimit, plural: str, slots: asyncio.Semaphore
+) -> None:
+    current = obj.status.model_dump(by_alias=True, mode="json") if obj.status else {}
+    patch = service.sync_reference_status(state, obj, current)
+    if patch:
+        async with slots:
+            await state.kube.patch_status(plural, obj.metadata.namespace, obj.metadata.name, patch)
+
+
+async def sync_once(state: OperatorState) -> None:
+    """One pass over every known object: statuses from counters and the indexes.
+
+    ApiKeys whose refresh failed (`state.stale`) are applied again first.
+    """
+    indexes = state.indexes
+    stale = [
+        apikey
+        for apikey in indexes.keys.everywhere()
+        if (apikey.metadata.namespace, apikey.metadata.name) in state.stale
+    ]
+    for apikey in stale:
+        state.stale.discard((apikey.metadata.namespace, apikey.metadata.name))
+    if stale:
+        await service.refresh_keys(state, stale)
+    slots = asyncio.Semaphore(PATCH_CONCURRENCY)
+    now_ms = await state.store.now_ms()
+    objects = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
+    for start in range(0, len(objects), BATCH_SIZE):
+        batch = objects[start : start + BATCH_SIZE]
+        subjects = [s for obj in batch if (s := _subject(state, obj)) is not None]
+        await _sync_batch(state, subjects, now_ms, slots)
+        await asyncio.sleep(0)  # let watch events in between batches
+    references: list[tuple[Budget | RateLimit, str]] = [
+        *((budget, "budgets") for budget in indexes.budgets.everywhere()),
+        *((limit, "ratelimits") for limit in indexes.rate_limits.everywhere()),
+    ]
+    for start in range(0, len(references), BATCH_SIZE):
+        await asyncio.gather(
+            *(
+                _guarded(obj, _sync_reference(state, obj, plural, slots))
+                for obj, plural in references[start : start + BATCH_SIZE]
+            )
+        )
+        await asyncio.sleep(0)
+
+
+async def sync_statuses(state: OperatorState) -> None:
+    """Forever: a `sync_once` every --status-interval (a failed pass is logged, not fatal)."""
+    while True:
+        await asyncio.sleep(state.config.status_interval)
+        started = time.perf_counter()
+        try:
+            await sync_once(state)
+        except (RedisError, ApiException, OSError) as error:
+            logger.warning("status sync pass cut short, will retry: %s", error)
+        except Exception:
+            # kopf retried a failing timer; this loop must not end on one bad pass either.
+            logger.exception("status sync pass failed, will retry")
+        STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
