@@ -3,7 +3,7 @@
 1. Cold start: 2,000 ApiKeys in 200 Teams exist before the operator starts; time from
    starting `llmquota operator` to every ApiKey Ready=True (Secrets generated, policies
    in Redis, statuses written), and the operator's peak memory (VmHWM, peak RSS).
-2. Enforcement latency, measured while the 2,000 keys' status timers run: a Budget
+2. Enforcement latency, measured while the status sync runs over those keys: a Budget
    (referenced by a Team, used by a key) is lowered to 0, and the clock runs from the
    apply until (a) the key's policy in Redis carries the new maxBudget and (b) a real
    `llmquota sidecar` (reading the policies the operator writes, in front of
@@ -16,9 +16,13 @@
 Runs against a real kube-apiserver + etcd from the test bed (testbed/build.sh) and a
 real redis-server.
 
-    .venv/bin/python bench/operator_reconcile.py [--keys 2000] [--teams 200] [--samples 40]
+    .venv/bin/python bench/operator_reconcile.py [--scale 2000:200 --scale 20:2]
+        [--samples 40] [--before old-operator.json]
 
-Writes bench/results/operator.json and .md. Bounded: gives up after --deadline seconds.
+Each scale gets a fresh API server, Redis and operator (default: 2,000 keys in 200
+Teams, and 20 in 2, what most installations look like). `--before` puts an earlier
+result beside this one. Writes bench/results/operator.json and .md. Bounded: gives up
+after --deadline seconds.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from tests.support.kube_apiserver import (
 
 RESULTS = Path(__file__).parent / "results"
 GROUP = "llmquota.dev/v1alpha1"
+SCALES = [(2000, 200), (20, 2)]
+STATUS_SYNC = "one loop, counters read 100 objects per Redis round trip"
 READY = '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
 
 
@@ -360,41 +366,77 @@ def wait_key_hash(db: redis.Redis, namespace: str, name: str) -> str:
     raise RuntimeError(f"no policy for {namespace}/{name}")
 
 
-def markdown(report: dict[str, Any]) -> str:
-    cold, latency, machine = report["cold_start"], report["latency"], report["machine"]
-    rows = [
-        f"| apply with {method}: {stage} | {run[key]['p50_ms']} | {run[key]['p99_ms']} | "
-        f"{run[key]['max_ms']} |"
-        for method, run in latency.items()
+def _runs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of a report; an older report (one scale, no "runs") is its own run."""
+    runs: list[dict[str, Any]] = report.get("runs") or [report]
+    return runs
+
+
+def _latency_rows(run: dict[str, Any], label: str) -> list[str]:
+    cold = run["cold_start"]
+    return [
+        f"| {cold['keys']} keys, {run['teams']} teams{label} | {method}: {stage} | "
+        f"{result[key]['p50_ms']} | {result[key]['p99_ms']} | {result[key]['max_ms']} |"
+        for method, result in run["latency"].items()
         for key, stage in (("to_policy", "policy in Redis"), ("to_402", "sidecar answers 402"))
     ]
-    samples = next(iter(latency.values()))["samples"]
+
+
+def _scale_rows(run: dict[str, Any]) -> list[str]:
+    cold, keys = run["cold_start"], run["cold_start"]["keys"]
+    ready = cold["seconds_to_all_ready"] if cold["all_ready"] else "not reached"
+    return [
+        f"| {keys} ApiKeys in {run['teams']} Teams: all Ready (s) | {ready} |",
+        f"| {keys} ApiKeys: operator peak RSS (MiB) | {run['peak_rss_mib']} |",
+        f"| {keys} ApiKeys: operator RSS at the end (MiB) | {run['rss_at_end_mib']} |",
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine, runs, before = report["machine"], _runs(report), report.get("before")
+    samples = next(iter(runs[0]["latency"].values()))["samples"]
+    scale_rows = [row for run in runs for row in _scale_rows(run)]
+    latency_rows = [row for run in runs for row in _latency_rows(run, "")]
+    before_rows = (
+        []
+        if before is None
+        else [
+            "",
+            f"Before (measured {before['measured']}, commit {before.get('commit', 'unknown')}, "
+            f"{before.get('status_sync', 'a kopf timer per object')}, load average "
+            f"{before['machine']['load_average']}, "
+            f"{next(iter(_runs(before)[0]['latency'].values()))['samples']} samples):",
+            "",
+            "| scale | from the apply to ... | p50 | p99 | max |",
+            "|---|---|---:|---:|---:|",
+            *(row for run in _runs(before) for row in _latency_rows(run, "")),
+        ]
+    )
     return "\n".join(
         [
             "# Operator benchmark",
             "",
-            f"Measured {report['measured']} by `bench/operator_reconcile.py` against a real",
-            "kube-apiserver + etcd (test bed) and redis-server on the same machine.",
+            f"Measured {report['measured']} (commit {report['commit']}) by",
+            "`bench/operator_reconcile.py` against a real kube-apiserver + etcd (test bed) and",
+            "redis-server on the same machine.",
             "",
             f"- Machine: {machine['cpus']} CPUs (shared with other work; load average "
             f"{machine['load_average']} at the end), Python {machine['python']}",
             "- Operator: `llmquota operator --status-interval "
-            f"{report['status_interval']}`, one process",
+            f"{report['status_interval']}`, one process per scale; status sync: "
+            f"{report['status_sync']}",
             "",
             "| measurement | value |",
             "|---|---:|",
-            f"| cold start: {cold['keys']} ApiKeys in {report['teams']} Teams, all Ready (s) | "
-            f"{cold['seconds_to_all_ready'] if cold['all_ready'] else 'not reached'} |",
-            f"| cold start: ApiKeys Ready at the end | {cold['ready_at_end']} |",
-            f"| operator peak RSS (MiB) | {report['peak_rss_mib']} |",
-            f"| operator RSS at the end (MiB) | {report['rss_at_end_mib']} |",
+            *scale_rows,
             "",
-            f"Lowering a Budget to 0, {samples} times per way of applying, while the "
-            f"{cold['keys']} keys' status timers run (ms):",
+            f"Lowering a Budget to 0, {samples} times per way of applying, while the status "
+            "sync runs over all the keys (ms):",
             "",
-            "| from the apply to ... | p50 | p99 | max |",
-            "|---|---:|---:|---:|",
-            *rows,
+            "| scale | from the apply to ... | p50 | p99 | max |",
+            "|---|---|---:|---:|---:|",
+            *latency_rows,
+            *before_rows,
             "",
             "`kubectl` starts a process per apply (its start-up counts); `api` is a merge",
             "PATCH over one persistent HTTPS connection. The sidecar is polled with a request",
@@ -404,20 +446,10 @@ def markdown(report: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keys", type=int, default=2000)
-    parser.add_argument("--teams", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=40)
-    parser.add_argument("--status-interval", type=float, default=5.0)
-    parser.add_argument("--deadline", type=float, default=240.0)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
-    args = parser.parse_args()
-    binaries = find_binaries()
-    if binaries is None:
-        raise SystemExit("no test bed: run testbed/build.sh (or set KUBEBUILDER_ASSETS)")
+def run_scale(binaries: Any, keys: int, teams: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A fresh API server and Redis; `keys` ApiKeys in `teams` Teams; cold start, latency."""
     tmp = tempfile.mkdtemp(prefix="bench-operator-")
-    print(f"work directory: {tmp}", flush=True)
+    print(f"{keys} keys in {teams} teams; work directory: {tmp}", flush=True)
     with (
         run_kube_apiserver(binaries, workdir=Path(tmp) / "kube", controller_manager=False) as kube,
         EmbeddedRedis() as redis_server,
@@ -426,7 +458,7 @@ def main() -> None:
         cold_ns, latency_ns = "bench-cold", "bench-latency"
         for namespace in (cold_ns, latency_ns):
             kube.kubectl("create", "namespace", namespace, check=True)
-        per_team = args.keys // args.teams
+        per_team = keys // teams
         items: list[dict[str, Any]] = [
             {
                 "apiVersion": GROUP,
@@ -434,7 +466,7 @@ def main() -> None:
                 "metadata": {"name": f"team-{t}"},
                 "spec": {"budget": {"maxBudget": 100, "budgetDuration": "30d"}},
             }
-            for t in range(args.teams)
+            for t in range(teams)
         ] + [
             {
                 "apiVersion": GROUP,
@@ -442,9 +474,9 @@ def main() -> None:
                 "metadata": {"name": f"key-{k}"},
                 "spec": {"team": f"team-{k // per_team}", "budget": {"maxBudget": 5}},
             }
-            for k in range(args.keys)
+            for k in range(keys)
         ]
-        print(f"creating {args.teams} Teams and {args.keys} ApiKeys ...", flush=True)
+        print(f"creating {teams} Teams and {keys} ApiKeys ...", flush=True)
         apply(kube, cold_ns, items)
         log_path = Path(tmp) / "operator.log"
         env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
@@ -474,7 +506,7 @@ def main() -> None:
             try:
                 print("operator started; waiting for every ApiKey to be Ready ...", flush=True)
                 db = redis.Redis.from_url(redis_server.url)
-                cold = cold_start(kube, db, cold_ns, args.keys, process, started, args.deadline)
+                cold = cold_start(kube, db, cold_ns, keys, process, started, args.deadline)
                 print("measuring apply -> policy -> sidecar refusal ...", flush=True)
                 latency = latency_runs(
                     kube, db, redis_server.url, latency_ns, args.samples, Path(tmp)
@@ -487,20 +519,58 @@ def main() -> None:
                 process.wait(timeout=30)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
-    report = {
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(),
-        },
-        "teams": args.teams,
-        "status_interval": args.status_interval,
+    return {
+        "teams": teams,
         "cold_start": cold,
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "rss_at_end_mib": round(settled_kib / 1024, 1),
         "open_fds_at_end": connections,
         "latency": latency,
+    }
+
+
+def scale(text: str) -> tuple[int, int]:
+    """KEYS:TEAMS, e.g. 2000:200."""
+    keys, _, teams = text.partition(":")
+    return int(keys), int(teams or 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale",
+        type=scale,
+        action="append",
+        help="KEYS:TEAMS, repeatable (default: 2000:200 and 20:2)",
+    )
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--status-interval", type=float, default=5.0)
+    parser.add_argument("--deadline", type=float, default=240.0)
+    parser.add_argument(
+        "--before", type=Path, help="an earlier operator.json, shown beside this run"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
+    args = parser.parse_args()
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("no test bed: run testbed/build.sh (or set KUBEBUILDER_ASSETS)")
+    before = json.loads(args.before.read_text()) if args.before else None
+    runs = [run_scale(binaries, keys, teams, args) for keys, teams in args.scale or SCALES]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    report = {
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+        "status_sync": STATUS_SYNC,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
+        "status_interval": args.status_interval,
+        "runs": runs,
+        "before": before,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "operator.json").write_text(json.dumps(report, indent=2) + "\n")
