@@ -1,0 +1,105 @@
+"""The status-sync loop against fakes: counters read in batches, Events through our client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from llmquota.models import ApiKey
+from llmquota.operator.config import OperatorConfig
+from llmquota.operator.kube import Kube
+from llmquota.operator.state import Indexes, KeyRecord, OperatorState
+from llmquota.operator.status_sync import BATCH_SIZE, sync_once
+from llmquota.policy.resolve import NamespaceObjects, resolve_key_policy
+from llmquota.store import BudgetCounter, QuotaStore
+
+NOW_MS = 1_800_000_000_000
+
+
+class FakeStore:
+    """Counters of 0 spend in the current (never-ending) window; counts round trips."""
+
+    def __init__(self) -> None:
+        self.round_trips: list[int] = []
+
+    async def now_ms(self) -> int:
+        return NOW_MS
+
+    async def read_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[BudgetCounter]:
+        refs = list(scopes)
+        self.round_trips.append(len(refs))
+        return [BudgetCounter(0, 0, 0, {}) for _ in refs]
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.patched: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status_patch: Mapping[str, Any]
+    ) -> None:
+        self.patched[name] = dict(status_patch)
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        self.events.append((involved["name"], type_, reason))
+
+
+def apikey(name: str, *, blocked: bool = False) -> ApiKey:
+    return ApiKey.model_validate(
+        {
+            "kind": "ApiKey",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1},
+            "spec": {"budget": {"maxBudget": 5}, "blocked": blocked},
+        }
+    )
+
+
+def indexes_of(keys: list[ApiKey]) -> Indexes:
+    return Indexes.of(
+        {
+            "llmquota_teams": {},
+            "llmquota_apikeys": {"ns": keys},
+            "llmquota_budgets": {},
+            "llmquota_ratelimits": {},
+            "llmquota_apikeys_by_team": {},
+            "llmquota_apikeys_by_secret": {},
+        }
+    )
+
+
+def state_with(keys: list[ApiKey], store: FakeStore, kube: FakeKube) -> OperatorState:
+    """An operator that has applied `keys` (their policies are known)."""
+    state = OperatorState(
+        config=OperatorConfig(redis_url="redis://unused"),
+        store=cast("QuotaStore", store),
+        kube=cast("Kube", kube),
+        indexes=indexes_of(keys),
+    )
+    for key in keys:
+        key_hash = f"hash-{key.metadata.name}"
+        policy = resolve_key_policy(key, key_hash, None, NamespaceObjects({}, {}), None)
+        state.keys[("ns", key.metadata.name)] = KeyRecord(key_hash, policy, "sk-...0000")
+    return state
+
+
+async def test_counters_are_read_in_batches_and_every_status_written() -> None:
+    store, kube = FakeStore(), FakeKube()
+    keys = [apikey(f"k{i}") for i in range(BATCH_SIZE * 2 + 5)]
+    await sync_once(state_with(keys, store, kube))
+    assert store.round_trips == [BATCH_SIZE, BATCH_SIZE, 5]
+    assert len(kube.patched) == len(keys)
+    status = kube.patched["k0"]
+    assert (status["spend"], status["maxBudget"], status["remaining"]) == (0, 5, 5)
+    assert kube.events == []  # a healthy first observation is not news
+
+
+async def test_keys_not_applied_yet_are_left_alone_and_flips_become_events() -> None:
+    store, kube = FakeStore(), FakeKube()
+    state = state_with([apikey("blocked", blocked=True)], store, kube)
+    state.indexes = indexes_of([apikey("blocked", blocked=True), apikey("new")])
+    await sync_once(state)
+    assert set(kube.patched) == {"blocked"}
+    assert kube.events == [("blocked", "Warning", "Blocked")]
