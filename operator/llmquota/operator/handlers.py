@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -31,11 +31,13 @@ from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
 from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
-from llmquota.operator.metrics import measure_reconcile
+from llmquota.operator.metrics import ReconcileResult, measure_reconcile
 from llmquota.operator.state import MEMO_KEY, OperatorState
 from llmquota.policy.key_hash import hash_key
 
 __all__ = ["build_registry"]
+
+ResourceT = TypeVar("ResourceT", ApiKey, Team, Budget, RateLimit)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,24 @@ def _invalid(
     return patch
 
 
+def _validated(
+    model: type[ResourceT],
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    *,
+    memo: kopf.Memo,
+    measured: ReconcileResult,
+) -> ResourceT | None:
+    """Step one of every handler: the body as its model, or an InvalidSpec status."""
+    try:
+        return model.model_validate(_plain(body))
+    except ValidationError as error:
+        patch.status.update(_invalid(_state(memo), body, status, error))
+        measured.result = "invalid"
+        return None
+
+
 async def apikeys_by_team(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], ApiKey] | None:
@@ -133,11 +153,8 @@ async def apikey_changed(
 ) -> None:
     """Create, update, resume: Secret, resolution, policy in Redis, status."""
     with measure_reconcile("ApiKey") as measured:
-        try:
-            apikey = ApiKey.model_validate(_plain(body))
-        except ValidationError as error:
-            patch.status.update(_invalid(_state(memo), body, status, error))
-            measured.result = "invalid"
+        apikey = _validated(ApiKey, body, status, patch, memo=memo, measured=measured)
+        if apikey is None:
             return
         measured.result = await _reconcile_key(_state(memo), apikey, body, status, patch)
 
@@ -238,11 +255,8 @@ async def team_changed(
 ) -> None:
     """Create, update, resume: check references, then re-resolve the team's keys."""
     with measure_reconcile("Team") as measured:
-        try:
-            team = Team.model_validate(_plain(body))
-        except ValidationError as error:
-            patch.status.update(_invalid(_state(memo), body, status, error))
-            measured.result = "invalid"
+        team = _validated(Team, body, status, patch, memo=memo, measured=measured)
+        if team is None:
             return
         state = _state(memo)
         ready = service.team_ready(state, team)
@@ -301,11 +315,8 @@ def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
         **_: Any,
     ) -> None:
         with measure_reconcile(kind) as measured:
-            try:
-                obj = model.model_validate(_plain(body))
-            except ValidationError as error:
-                patch.status.update(_invalid(_state(memo), body, status, error))
-                measured.result = "invalid"
+            obj = _validated(model, body, status, patch, memo=memo, measured=measured)
+            if obj is None:
                 return
             state = _state(memo)
             patch.status.update(service.sync_reference_status(state, obj, status))
