@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from llmquota.durations import parse_duration
 from llmquota.models import (
@@ -50,6 +51,9 @@ __all__ = [
 
 COUNT_ONLY = BudgetLimits(max_nanos=-1)
 """The counter of a subject without a budget: spend is counted (for status), never refused."""
+
+
+ReferencedT = TypeVar("ReferencedT", Budget, RateLimit)
 
 
 class ResolutionError(ValueError):
@@ -110,33 +114,24 @@ def rate_limits(spec: RateLimitSpec) -> RateLimits:
     )
 
 
-def _budget_ref(
-    ref: ObjectRef, field: str, namespace: str, objects: NamespaceObjects
-) -> BudgetSpec:
-    budget = objects.budgets.get(ref.name)
-    if budget is None:
+def _referenced(
+    kind: str, ref: ObjectRef, field: str, namespace: str, found: Mapping[str, ReferencedT]
+) -> ReferencedT:
+    """The Budget or RateLimit that `ref` names, or a ResolutionError naming `field`."""
+    referenced = found.get(ref.name)
+    if referenced is None:
         raise ResolutionError(
-            field, "BudgetNotFound", f"Budget {ref.name!r} not found in namespace {namespace}"
+            field, f"{kind}NotFound", f"{kind} {ref.name!r} not found in namespace {namespace}"
         )
-    return budget.spec
-
-
-def _rate_ref(
-    ref: ObjectRef, field: str, namespace: str, objects: NamespaceObjects
-) -> RateLimitSpec:
-    rate_limit = objects.rate_limits.get(ref.name)
-    if rate_limit is None:
-        raise ResolutionError(
-            field, "RateLimitNotFound", f"RateLimit {ref.name!r} not found in namespace {namespace}"
-        )
-    return rate_limit.spec
+    return referenced
 
 
 def _subject_budget(
     spec: SubjectSpec, namespace: str, objects: NamespaceObjects
 ) -> BudgetSpec | None:
     if spec.budget_ref is not None:
-        return _budget_ref(spec.budget_ref, "spec.budgetRef", namespace, objects)
+        ref = spec.budget_ref
+        return _referenced("Budget", ref, "spec.budgetRef", namespace, objects.budgets).spec
     return spec.budget
 
 
@@ -144,7 +139,9 @@ def _subject_rate(
     spec: SubjectSpec, namespace: str, objects: NamespaceObjects
 ) -> RateLimitSpec | None:
     if spec.rate_limit_ref is not None:
-        return _rate_ref(spec.rate_limit_ref, "spec.rateLimitRef", namespace, objects)
+        ref = spec.rate_limit_ref
+        found = objects.rate_limits
+        return _referenced("RateLimit", ref, "spec.rateLimitRef", namespace, found).spec
     return spec.rate_limit
 
 
@@ -183,12 +180,20 @@ def _end_user_template(
     budget = (
         None
         if spec.end_user_budget_ref is None
-        else _budget_ref(spec.end_user_budget_ref, "spec.endUserBudgetRef", namespace, objects)
+        else _referenced(
+            "Budget", spec.end_user_budget_ref, "spec.endUserBudgetRef", namespace, objects.budgets
+        ).spec
     )
     rate = (
         None
         if spec.end_user_rate_limit_ref is None
-        else _rate_ref(spec.end_user_rate_limit_ref, "spec.endUserRateLimitRef", namespace, objects)
+        else _referenced(
+            "RateLimit",
+            spec.end_user_rate_limit_ref,
+            "spec.endUserRateLimitRef",
+            namespace,
+            objects.rate_limits,
+        ).spec
     )
     return EndUserTemplate(
         owner_id=owner.id,
