@@ -107,30 +107,49 @@ def subject_status_fields(view: BudgetView) -> dict[str, Any]:
     }
 
 
+def _threshold(
+    condition: str,
+    spend_nanos: int,
+    limit_nanos: int | None,
+    *,
+    field: str,
+    absent: tuple[str, str],
+    reasons: tuple[str, str],
+) -> Observation:
+    """Whether spend reached one limit: `absent` is (reason, message) without the limit,
+    `reasons` the reasons when reached and when below."""
+    if limit_nanos is None:
+        return Observation(condition, "False", *absent)
+    reached, below = reasons
+    over = spend_nanos >= limit_nanos
+    return Observation.of(
+        condition,
+        holds=over,
+        reason=reached if over else below,
+        message=f"spend {usd(spend_nanos):g} USD of {field} {usd(limit_nanos):g} USD",
+    )
+
+
 def budget_observations(view: BudgetView) -> list[Observation]:
     """BudgetExceeded and SoftBudgetExceeded as observed from one budget view."""
-    spent = usd(view.spend_nanos)
-    if view.max_nanos is None:
-        exceeded = Observation("BudgetExceeded", "False", "NoBudget", "no maxBudget applies")
-    else:
-        over = view.spend_nanos >= view.max_nanos
-        exceeded = Observation.of(
+    return [
+        _threshold(
             "BudgetExceeded",
-            holds=over,
-            reason="BudgetExhausted" if over else "WithinBudget",
-            message=f"spend {spent:g} USD of maxBudget {usd(view.max_nanos):g} USD",
-        )
-    if view.soft_nanos is None:
-        soft = Observation("SoftBudgetExceeded", "False", "NoSoftBudget", "no softBudget set")
-    else:
-        over_soft = view.spend_nanos >= view.soft_nanos
-        soft = Observation.of(
+            view.spend_nanos,
+            view.max_nanos,
+            field="maxBudget",
+            absent=("NoBudget", "no maxBudget applies"),
+            reasons=("BudgetExhausted", "WithinBudget"),
+        ),
+        _threshold(
             "SoftBudgetExceeded",
-            holds=over_soft,
-            reason="SoftBudgetCrossed" if over_soft else "BelowSoftBudget",
-            message=f"spend {spent:g} USD of softBudget {usd(view.soft_nanos):g} USD",
-        )
-    return [exceeded, soft]
+            view.spend_nanos,
+            view.soft_nanos,
+            field="softBudget",
+            absent=("NoSoftBudget", "no softBudget set"),
+            reasons=("SoftBudgetCrossed", "BelowSoftBudget"),
+        ),
+    ]
 
 
 def seed_from_status(limits: BudgetLimits, status: Mapping[str, Any], now_ms: int) -> Seed | None:
