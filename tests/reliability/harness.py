@@ -7,13 +7,12 @@ manifests it guards and goes through the same resolution as production.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 from llmquota.manifests import ManifestResolver
 from llmquota.policy.admission import RequestEstimate, admission_call
@@ -73,15 +72,3 @@ def restartable_port() -> int:
             return port
     msg = "no free port below the ephemeral range"
     raise RuntimeError(msg)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float = 0.05
-) -> float:
-    """Poll `condition` until it holds; the seconds it took. Fails after `timeout_s`."""
-    started = time.monotonic()
-    while not await condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < timeout_s, f"condition not met within {timeout_s}s"
-        await asyncio.sleep(poll_s)
-    return time.monotonic() - started

@@ -7,10 +7,8 @@ Policies are built the way the operator builds them (manifest -> model ->
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +35,6 @@ __all__ = [
     "policy_for",
     "rate_limit",
     "team",
-    "wait_for",
 ]
 
 NAMESPACE = "quota"
@@ -163,15 +160,3 @@ async def attempt(
         policy, RequestEstimate(model, cost_nanos, tokens, end_user), request_id, lease_ms
     )
     return Attempt(request_id, interpret_admit(await store.admit(call), call))
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float = 0.005
-) -> float:
-    """Poll `condition` until it holds; the seconds it took. Fails after `timeout_s`."""
-    started = time.monotonic()
-    while not await condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < timeout_s, f"condition not met within {timeout_s}s"
-        await asyncio.sleep(poll_s)
-    return time.monotonic() - started

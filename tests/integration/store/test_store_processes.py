@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.store.scenario import CENT, api_key, attempt, policy_for, wait_for
+from tests.integration.store.scenario import CENT, api_key, attempt, policy_for
 from tests.support.redis_server import RedisEndpoint
+from tests.support.waiting import wait_until
 
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.store import QuotaStore
@@ -153,5 +154,5 @@ async def test_a_killed_holder_frees_its_parallel_slot_after_the_lease(
         assert outcome.refusal.limit == "max_parallel_requests"
         return False
 
-    await wait_for(slot_free, timeout_s=10)
+    await wait_until(slot_free, timeout_s=10, poll_s=0.005)
     assert await store.now_ms() >= held["not_before_ms"] + lease_ms
