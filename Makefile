@@ -61,7 +61,11 @@ crds: install
 testbed: install
 	PYTHON=$(CURDIR)/$(BIN)/python bash testbed/build.sh
 
+# bench/floors.py drives its load with Debian's wrk.
 bench: install
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py
 
 clean:
