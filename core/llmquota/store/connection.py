@@ -33,6 +33,7 @@ __all__ = [
     "PasswordFile",
     "RedisLocation",
     "RedisUrlError",
+    "check_redis",
     "connect",
     "parse_redis_url",
 ]
@@ -231,6 +232,23 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool that makes callers wait for a free connection instead of failing."""
 
 
+def check_redis(url: str, password_file: Path | None = None) -> RedisLocation:
+    """What `connect` would use, checked at start-up without connecting.
+
+    RedisUrlError (one line, no password in it) for a bad URL, a Cluster, a password given
+    both in the URL and in a file, or a password file that cannot be read.
+    """
+    location = parse_redis_url(url)
+    if location.kind == "cluster":
+        raise RedisUrlError(CLUSTER_REFUSAL)
+    if password_file is not None:
+        if location.password is not None:
+            msg = "--redis carries a password and --redis-password-file gives one: keep one"
+            raise RedisUrlError(msg)
+        PasswordFile(password_file).read()
+    return location
+
+
 def connect(
     url: str,
     *,
@@ -242,20 +260,12 @@ def connect(
 
     `pool_timeout`: callers wait that long for a free connection (a blocking pool) instead
     of failing when all `max_connections` are busy. `options` go to every connection
-    (`socket_timeout`, `max_connections`, ...). Raises RedisUrlError for a bad URL, a
-    Cluster, or a password given both in the URL and in a file.
+    (`socket_timeout`, `max_connections`, ...). RedisUrlError as `check_redis` raises it.
     """
-    location = parse_redis_url(url)
-    if location.kind == "cluster":
-        raise RedisUrlError(CLUSTER_REFUSAL)
+    location = check_redis(url, password_file)
     options = _with_defaults(location, options)
     if password_file is not None:
-        if location.password is not None:
-            msg = "--redis carries a password and --redis-password-file gives one: keep one"
-            raise RedisUrlError(msg)
-        provider = PasswordFile(password_file, location.username)
-        provider.read()  # an unreadable file is a start-up error, not a failing request
-        options["credential_provider"] = provider
+        options["credential_provider"] = PasswordFile(password_file, location.username)
     elif location.username is not None or location.password is not None:
         options["username"] = location.username
         options["password"] = location.password
