@@ -12,6 +12,7 @@ from llmquota.event_loop import new_event_loop
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
 from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
+from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
 
@@ -47,7 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
-        help="the shared Redis (also REDIS_URL); without one, an embedded redis-server",
+        help="the shared Redis (also REDIS_URL): redis://, rediss://, unix:// or "
+        "redis+sentinel://HOST:PORT,.../SERVICE[/DB]; without one, an embedded redis-server",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        type=Path,
+        default=_env("redis-password-file"),
+        metavar="PATH",
+        help="file holding the Redis password (a mounted Secret; read for every new "
+        "connection), so that no password is on a command line",
     )
     parser.add_argument(
         "--manifests",
@@ -116,12 +126,19 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    if args.redis:
+        try:
+            check_redis(args.redis, password_file)
+        except RedisUrlError as error:
+            raise SystemExit(f"llmquota sidecar: {error}") from None
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,
+        redis_password_file=password_file,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
         fail_open=args.fail_open,

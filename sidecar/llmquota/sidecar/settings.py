@@ -20,6 +20,8 @@ class SidecarSettings:
     upstream_key_file: Path | None = None
     # None: start an embedded redis-server for this process alone.
     redis_url: str | None = None
+    # The Redis password, read from this file (a mounted Secret) rather than the URL.
+    redis_password_file: Path | None = None
     manifests: Path | None = None
     global_budget: str | None = None
     fail_open: bool = False
