@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team, parse_resource
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team, parse_resource
 from llmquota.models.registry import RESOURCE_KINDS, AnyResource
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
@@ -59,7 +59,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 POLL_INTERVAL_S = 0.5
 KEY_DATA_NAME = "key"
 
-ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit)
+ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit, BudgetOverride)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -245,6 +245,7 @@ class ManifestResolver:
         global_budget = self._global_budget(manifests, problems)
         budgets = manifests.of_kind(Budget)
         rate_limits = manifests.of_kind(RateLimit)
+        overrides = manifests.of_kind(BudgetOverride)
         teams = manifests.of_kind(Team)
         policies: dict[str, ResolvedPolicy] = {}
         owners: dict[str, ObjectId] = {}
@@ -278,6 +279,7 @@ class ManifestResolver:
                 rate_limits={
                     oid.name: r for oid, r in rate_limits.items() if oid.namespace == namespace
                 },
+                overrides=[o for oid, o in overrides.items() if oid.namespace == namespace],
             )
             team = (
                 None

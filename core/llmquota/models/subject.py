@@ -68,6 +68,14 @@ class SubjectSpec(WireModel):
         return self
 
 
+class ActiveOverride(WireModel):
+    """A BudgetOverride raising this subject's maxBudget now."""
+
+    name: str = Field(description="The BudgetOverride's name.")
+    increase: float = Field(description="USD it adds to maxBudget.")
+    expires: datetime = Field(description="When it stops applying.")
+
+
 class SubjectStatus(WireModel):
     """Spend and state of a Team or an ApiKey, written by the operator."""
 
@@ -83,6 +91,10 @@ class SubjectStatus(WireModel):
     )
     model_spend: dict[str, float] = Field(
         default_factory=dict, description="USD spent per model in the current window."
+    )
+    overrides: list[ActiveOverride] = Field(
+        default_factory=list,
+        description="Active BudgetOverrides; maxBudget and remaining include their increase.",
     )
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation this status was computed from."

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "NANOS_PER_USD",
+    "BudgetIncrease",
     "BudgetLimits",
     "EndUserTemplate",
     "LimitSet",
@@ -44,6 +45,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class BudgetIncrease(_Frozen):
+    """One BudgetOverride on a budget: nano-USD added to its max until `expires_ms`."""
+
+    name: str  # the BudgetOverride's name, for status and messages
+    nanos: int
+    expires_ms: int  # epoch ms; the admit script compares it with Redis' clock
+
+
 class BudgetLimits(_Frozen):
     """A budget as it applies to one scope: limits in nano-USD and how its windows fall."""
 
@@ -52,6 +61,17 @@ class BudgetLimits(_Frozen):
     window: str = "none"  # WindowSpec.wire: fixed:<ms> | monthly | none
     anchor_ms: int = 0
     model_max_nanos: dict[str, int] = Field(default_factory=dict)
+    increases: list[BudgetIncrease] = Field(default_factory=list)
+
+    def max_nanos_at(self, now_ms: int) -> int:
+        """The max in force at `now_ms`: raised by every override not yet expired.
+
+        admit.lua applies the same rule with Redis' clock; a count-only budget (-1)
+        stays count-only, since an override raises a cap and cannot create one.
+        """
+        if self.max_nanos < 0:
+            return self.max_nanos
+        return self.max_nanos + sum(i.nanos for i in self.increases if now_ms < i.expires_ms)
 
 
 class LimitSet(_Frozen):

@@ -199,7 +199,14 @@ def test_health_port_is_a_value(helm_bin: Path, chart_dir: Path) -> None:
 
 def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir)
-    rules = [rule for role in find(manifests, "ClusterRole") for rule in role["rules"]]
+    # The roles the chart ships for people (approving overrides, reading) are not the
+    # operator's; they are checked in test_roles_for_people_grant_what_they_say.
+    operator_roles = [
+        role
+        for role in find(manifests, "ClusterRole")
+        if role["metadata"]["name"] not in {f"{RELEASE}-llmquota-{r}" for r in PEOPLE_ROLES}
+    ]
+    rules = [rule for role in operator_roles for rule in role["rules"]]
     rules += [rule for role in find(manifests, "Role") for rule in role["rules"]]
 
     def verbs(group: str, resource: str) -> set[str]:
@@ -210,7 +217,7 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
             for verb in rule["verbs"]
         }
 
-    for resource in ("teams", "apikeys", "budgets", "ratelimits"):
+    for resource in ("teams", "apikeys", "budgets", "ratelimits", "budgetoverrides"):
         assert verbs("llmquota.dev", resource) == {"get", "list", "watch", "patch"}
         assert verbs("llmquota.dev", f"{resource}/status") == {"get", "patch", "update"}
     assert verbs("", "secrets") == {"get", "list", "watch", "create", "patch"}
@@ -223,6 +230,31 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         assert "delete" not in rule["verbs"], rule
+
+
+PEOPLE_ROLES = ("budget-approver", "viewer")
+READ = ["get", "list", "watch"]
+
+
+def test_roles_for_people_grant_what_they_say(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir)
+    approver = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-budget-approver")
+    assert approver["rules"] == [
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["budgetoverrides"],
+            "verbs": [*READ, "create", "update", "patch", "delete"],
+        },
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["apikeys", "teams", "budgets"],
+            "verbs": READ,
+        },
+    ]
+    viewer = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert all(rule["verbs"] == READ for rule in viewer["rules"])
+    assert "secrets" not in str(viewer["rules"])
 
 
 def test_self_signed_webhook_certificate(helm_bin: Path, chart_dir: Path, tmp_path: Path) -> None:
