@@ -29,6 +29,7 @@ WARM_UP_REQUESTS = 40
 PROMOTION_TIMEOUT_S = 30.0
 SERVING_AGAIN_TIMEOUT_S = 30.0
 AFTER_SERVING_REQUESTS = 40
+WAIT_FLAGS = ("--redis-wait-replicas", "1", "--redis-wait-timeout", "0.2")
 MANIFESTS = f"""
 apiVersion: llmquota.dev/v1alpha1
 kind: Team
@@ -85,15 +86,19 @@ async def failover_under_load(
     return load, killed, promoted_after_s
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [pytest.param((), id="async-replication"), pytest.param(WAIT_FLAGS, id="wait-replicas")],
+)
 async def test_a_sidecar_follows_a_sentinel_failover_under_load(
-    sentinel_group: SentinelGroup, upstream: Process, tmp_path: Path
+    sentinel_group: SentinelGroup, upstream: Process, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "failover.yaml").write_text(MANIFESTS)
     policy = policies_from_yaml(MANIFESTS)["failover-bot"]
     (tmp_path / "sidecar").mkdir()
-    sidecar = start_sidecar(tmp_path / "sidecar", manifests, sentinel_group.url, upstream)
+    sidecar = start_sidecar(tmp_path / "sidecar", manifests, sentinel_group.url, upstream, *flags)
     store = QuotaStore.from_url(sentinel_group.url, socket_timeout=1, socket_connect_timeout=1)
     try:
 
@@ -111,7 +116,7 @@ async def test_a_sidecar_follows_a_sentinel_failover_under_load(
         failover = Failover.measure(load, killed, promoted_after_s, await key_spend(store, policy))
     finally:
         await store.close()
-    print(f"\nsentinel failover: {failover}")
+    print(f"\nsentinel failover {' '.join(flags) or '(no wait)'}: {failover}")
 
     assert failover.serving_after_s < promoted_after_s + 5
     assert set(failover.refused_statuses) <= {503}
