@@ -116,7 +116,11 @@ async def test_a_sidecar_follows_a_sentinel_failover_under_load(
         failover = Failover.measure(load, killed, promoted_after_s, await key_spend(store, policy))
     finally:
         await store.close()
-    print(f"\nsentinel failover {' '.join(flags) or '(no wait)'}: {failover}")
+    settle_errors = sidecar.log_text().count("could not settle")
+    print(
+        f"\nsentinel failover {' '.join(flags) or '(no wait)'}: {failover}; "
+        f"{settle_errors} settles failed during the switch"
+    )
 
     assert failover.serving_after_s < promoted_after_s + 5
     assert set(failover.refused_statuses) <= {503}
