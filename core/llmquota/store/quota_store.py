@@ -16,6 +16,7 @@ from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store.connection import connect
+from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts
 
 __all__ = ["BudgetCounter", "QuotaStore"]
@@ -36,21 +37,34 @@ class BudgetCounter:
 class QuotaStore:
     """llmquota's view of one Redis: the only module that talks to it."""
 
-    def __init__(self, redis: Redis, clock_ms: Callable[[], int] | None = None) -> None:
-        """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only)."""
+    def __init__(
+        self,
+        redis: Redis,
+        clock_ms: Callable[[], int] | None = None,
+        replica_wait: ReplicaWait | None = None,
+    ) -> None:
+        """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`)."""
         self.redis = redis
         self._clock_ms = clock_ms
+        self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
 
     @classmethod
-    def from_url(cls, url: str, clock_ms: Callable[[], int] | None = None, **options: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        clock_ms: Callable[[], int] | None = None,
+        replica_wait: ReplicaWait | None = None,
+        **options: Any,
+    ) -> Self:
         """Connect (lazily) to the Redis at `url`, any form `--redis` takes.
 
         `options` are those of `llmquota.store.connection.connect` (`password_file`,
         `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
         llmquota cannot use.
         """
-        return cls(connect(url, **options), clock_ms)
+        return cls(connect(url, **options), clock_ms, replica_wait)
 
     async def close(self) -> None:
         """Close the client and its pool."""
@@ -130,7 +144,10 @@ class QuotaStore:
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
         """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown."""
-        return int(await self._scripts.settle(args=[request_id, cost_nanos, tokens, self._clock()]))
+        args: list[str | int] = [request_id, cost_nanos, tokens, self._clock()]
+        if self._replica_wait is not None:
+            return await run_replicated(self.redis, self._scripts.settle, args, self._replica_wait)
+        return int(await self._scripts.settle(args=args))
 
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""

@@ -63,6 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "connection), so that no password is on a command line",
     )
     parser.add_argument(
+        "--redis-wait-replicas",
+        type=int,
+        default=int(_env("redis-wait-replicas", "0") or 0),
+        metavar="N",
+        help="each settle waits until N replicas hold it (Redis WAIT), so that a failover "
+        "loses no settled spend (default: %(default)s, no wait)",
+    )
+    parser.add_argument(
+        "--redis-wait-timeout",
+        type=float,
+        default=float(_env("redis-wait-timeout", "0.1") or 0.1),
+        metavar="SECONDS",
+        help="longest wait for --redis-wait-replicas; past it the settle stands on the "
+        "primary alone and a warning is logged (default: %(default)s)",
+    )
+    parser.add_argument(
         "--manifests",
         type=Path,
         default=_env("manifests"),
@@ -146,6 +162,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
+        raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
     if args.redis:
         try:
             check_redis(args.redis, password_file)
@@ -158,6 +176,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,
         redis_password_file=password_file,
+        redis_wait_replicas=args.redis_wait_replicas,
+        redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
         fail_open=args.fail_open,

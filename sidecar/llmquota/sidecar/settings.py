@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmquota.store import ReplicaWait
+
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONNECTIONS", "SidecarSettings"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -25,6 +27,9 @@ class SidecarSettings:
     redis_url: str | None = None
     # The Redis password, read from this file (a mounted Secret) rather than the URL.
     redis_password_file: Path | None = None
+    # Replicas each settle waits for (Redis WAIT), at most `redis_wait_timeout` seconds.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.1
     manifests: Path | None = None
     global_budget: str | None = None
     fail_open: bool = False
@@ -44,6 +49,13 @@ class SidecarSettings:
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.
     shutdown_timeout: float = 30.0
+
+    @property
+    def replica_wait(self) -> ReplicaWait | None:
+        """What a settle waits for, as the store takes it; None: no wait."""
+        if self.redis_wait_replicas == 0:
+            return None
+        return ReplicaWait(self.redis_wait_replicas, int(self.redis_wait_timeout * 1000))
 
     @property
     def lease_ms(self) -> int:

@@ -37,6 +37,7 @@ INVALID_MESSAGES = {
     "invalid-typo.yaml": "additional properties 'replicaCont' not allowed",
     "invalid-redis-both.yaml": "not both",
     "invalid-global-budget.yaml": "/globalBudget",
+    "invalid-redis-cluster.yaml": "/redis/external/url",
 }
 
 Manifest = dict[str, Any]
@@ -374,6 +375,25 @@ def test_external_redis(helm_bin: Path, chart_dir: Path) -> None:
     assert not find(manifests, "Service", f"{RELEASE}-llmquota-redis")
     redis = env_var(operator_container(manifests), "LLMQUOTA_REDIS")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "llmquota-redis", "key": "url"}
+
+
+def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir, VALUES_DIR / "external-sentinel.yaml")
+    assert not find(manifests, "StatefulSet")
+    container = operator_container(manifests)
+    assert env_var(container, "LLMQUOTA_REDIS")["value"] == (
+        "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis/llmquota/1"
+    )
+    password_file = env_var(container, "LLMQUOTA_REDIS_PASSWORD_FILE")["value"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "redis-password"]
+    assert password_file == f"{mount['mountPath']}/password"
+    volumes = one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [volume] = [v for v in volumes if v["name"] == "redis-password"]
+    assert volume["secret"] == {
+        "secretName": "llmquota-redis-password",
+        "items": [{"key": "redis-password", "path": "password"}],
+    }
+    assert not any("password" in arg for arg in container["args"])
 
 
 def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:
