@@ -109,8 +109,8 @@ async def _subjects(
     lists = await asyncio.gather(
         *(cluster.list_objects(_PLURALS[kind], namespace) for kind in kinds)
     )
-    return [subject_view(obj, kind) for kind, found in zip(kinds, lists, strict=True)
-            for obj in found]  # fmt: skip
+    pairs = zip(kinds, lists, strict=True)
+    return [subject_view(obj, kind) for kind, found in pairs for obj in found]
 
 
 def _nothing_found(namespace: str | None) -> None:

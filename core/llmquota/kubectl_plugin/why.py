@@ -62,6 +62,10 @@ class Scope:
     allowance: Allowance
     refuses: bool
     overrides: tuple[OverrideView, ...] = ()
+    window: int = 0
+    """Which of the subject's windows (0: the main one, i: spec...windows[i-1])."""
+    user: str | None = None
+    """The team member, for a member scope."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +156,15 @@ class WhyReport:
 
 
 def _named_scope(key: SubjectView) -> ScopeKind | None:
-    """The scope the key's BudgetExceeded condition names, when it is True."""
+    """The scope the key's BudgetExceeded condition names, when it is True (the key's and
+    its team's names are left out of the search: a team may be called global-ops)."""
     condition = key.conditions.get("BudgetExceeded")
     if condition is None or condition.status != "True":
         return None
     text = f"{condition.reason} {condition.message}".lower()
+    for name in (key.name, key.team):
+        if name:
+            text = text.replace(name.lower(), "")
     for kind in ("global", "member", "team"):
         if kind in text:
             return kind
@@ -200,7 +208,8 @@ def _subject_scopes(
         # A condition names the scope, not the window: it marks the main one unless a
         # window's own numbers say which.
         refuses = window.exhausted or (named and index == 0 and not _any_exhausted(windows))
-        scopes.append(Scope(kind, label, window, refuses, subject.overrides if index == 0 else ()))
+        overrides = subject.overrides if index == 0 else ()
+        scopes.append(Scope(kind, label, window, refuses, overrides, window=index))
     return scopes
 
 
@@ -233,7 +242,8 @@ def _member_scope(key: SubjectView, team: SubjectView, named: bool) -> Scope | N
         reset_at=team.allowance.reset_at,
         duration=team.allowance.duration,
     )
-    return Scope("member", f"member {user} of {team.ref}", allowance, allowance.exhausted or named)
+    label = f"member {user} of {team.ref}"
+    return Scope("member", label, allowance, allowance.exhausted or named, user=str(user))
 
 
 def _section(obj: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
@@ -280,9 +290,7 @@ def key_state(key: SubjectView, team: SubjectView | None, now: datetime) -> KeyS
     )
 
 
-def _until(moment: datetime | None, now: datetime) -> str:
-    if moment is None or moment <= now:
-        return "no reset (the window never resets)" if moment is None else "the next sync"
+def _until(moment: datetime, now: datetime) -> str:
     return f"{iso_time(moment)} (in {time_until(moment, now)})"
 
 
@@ -293,16 +301,21 @@ def _refusal(scope: Scope, now: datetime) -> str:
         if allowance.spend is None
         else (f": spend {format_usd(allowance.spend)} of {format_usd(allowance.max_budget)} USD")
     )
-    if allowance.reset_at is None:
+    reset_at = allowance.reset_at
+    if reset_at is None:
         return f"budget exhausted at {scope.label}{spent}; it never resets"
-    return f"budget exhausted at {scope.label}{spent}, until {_until(allowance.reset_at, now)}"
+    if reset_at <= now:
+        return (
+            f"budget exhausted at {scope.label}{spent}; its window ended at "
+            f"{iso_time(reset_at)}, after the last status sync"
+        )
+    return f"budget exhausted at {scope.label}{spent}, until {_until(reset_at, now)}"
 
 
 def _budget_field(subject: SubjectView, scope: Scope) -> tuple[str, str, str]:
     """(field, kind, name) to raise for a Team's or ApiKey's window."""
     ref = subject.spec.get("budgetRef")
-    index = next((i for i, window in enumerate(subject.windows) if window is scope.allowance), 0)
-    own = "maxBudget" if index == 0 else f"windows[{index - 1}].maxBudget"
+    own = "maxBudget" if scope.window == 0 else f"windows[{scope.window - 1}].maxBudget"
     if isinstance(ref, Mapping) and ref.get("name"):
         return f"spec.{own}", "budget", str(ref["name"])
     return f"spec.budget.{own}", subject.kind.lower(), subject.name
@@ -354,10 +367,9 @@ def _lifts_for(
             )
         )
     elif scope.kind == "member" and owner is not None:
-        user = scope.label.split(" ", 2)[1]
         lifts.append(
             Lift(
-                f"raise spec.members[user={user}].maxBudgetInTeam of {owner.ref}",
+                f"raise spec.members[user={scope.user}].maxBudgetInTeam of {owner.ref}",
                 f"kubectl edit team {owner.name} -n {owner.namespace}",
             )
         )

@@ -209,3 +209,22 @@ def test_text_and_document() -> None:
         {"name": "launch", "increase": 50, "expires": "2026-12-08T00:00:00Z"}
     ]
     assert document["key"]["expires"] == "2027-01-01T00:00:00Z"
+
+
+def test_names_of_the_key_and_team_do_not_name_a_scope() -> None:
+    team = _subject("Team", "global-ops", {}, spend=1, maxBudget=100)
+    exceeded = _exceeded("BudgetExhausted", "apikey team-bot of global-ops")
+    key = _subject("ApiKey", "team-bot", {"team": "global-ops"}, conditions=exceeded)
+    assert _refusing(_why(key, team)) == ["apikey/team-bot"]
+
+
+def test_a_window_that_ended_after_the_last_sync() -> None:
+    key = _subject(
+        "ApiKey", "bot", {}, spend=10, maxBudget=10, budgetResetAt="2026-12-01T08:00:00Z"
+    )
+    report = _why(key)
+    assert report.problems == (
+        "budget exhausted at apikey/bot: spend 10.00 of 10.00 USD; its window ended at "
+        "2026-12-01T08:00:00Z, after the last status sync",
+    )
+    assert not any(lift.text.startswith("wait") for lift in report.lifts)
