@@ -28,6 +28,7 @@ from llmquota.kubectl_plugin.subjects import (
 from llmquota.models import API_GROUP, API_VERSION
 
 __all__ = [
+    "REFUSAL_REASONS",
     "GlobalBudget",
     "KeyState",
     "Lift",
@@ -40,6 +41,13 @@ __all__ = [
 ]
 
 ScopeKind = Literal["global", "team", "member", "key"]
+REFUSAL_REASONS: dict[str, ScopeKind] = {
+    "GlobalBudgetExhausted": "global",
+    "TeamBudgetExhausted": "team",
+    "MemberBudgetExhausted": "member",
+    "BudgetExhausted": "key",
+}
+"""The reasons of an ApiKey's BudgetExceeded condition, and the scope each names."""
 OVERRIDE_DAYS = 7
 """How long a suggested BudgetOverride lasts when the scope's window never resets."""
 
@@ -156,11 +164,14 @@ class WhyReport:
 
 
 def _named_scope(key: SubjectView) -> ScopeKind | None:
-    """The scope the key's BudgetExceeded condition names, when it is True (the key's and
-    its team's names are left out of the search: a team may be called global-ops)."""
+    """The scope the key's BudgetExceeded condition names, when it is True: by its reason
+    (`REFUSAL_REASONS`), else by a scope word in its reason or message (the key's and its
+    team's names left out: a team may be called global-ops)."""
     condition = key.conditions.get("BudgetExceeded")
     if condition is None or condition.status != "True":
         return None
+    if condition.reason in REFUSAL_REASONS:
+        return REFUSAL_REASONS[condition.reason]
     text = f"{condition.reason} {condition.message}".lower()
     for name in (key.name, key.team):
         if name:

@@ -145,7 +145,7 @@ def test_the_condition_names_the_team_when_its_numbers_are_stale() -> None:
 def test_the_global_budget() -> None:
     key = _subject(
         "ApiKey", "bot", {},
-        conditions=_exceeded("BudgetExhausted", "refused by the global budget ops/all"),
+        conditions=_exceeded("GlobalBudgetExhausted", "refused by global budget ops/all"),
     )  # fmt: skip
     everyone = GlobalBudget("ops", "all", {"spec": {"maxBudget": 1000, "budgetDuration": "30d"}})
     report = _why(key, global_budget=everyone)
@@ -228,3 +228,15 @@ def test_a_window_that_ended_after_the_last_sync() -> None:
         "2026-12-01T08:00:00Z, after the last status sync",
     )
     assert not any(lift.text.startswith("wait") for lift in report.lifts)
+
+
+def test_the_reason_names_the_scope_before_any_word_does() -> None:
+    team = _subject("Team", "qa", {}, spend=1, maxBudget=100)
+    exceeded = _exceeded("BudgetExhausted", "spend 5 USD (+5 USD reserved in flight) of team 10")
+    key = _subject("ApiKey", "bot", {"team": "qa"}, spend=5, maxBudget=10, conditions=exceeded)
+    # Admission counts what in-flight requests reserved: the status's spend is below max.
+    assert _refusing(_why(key, team)) == ["apikey/bot"]
+    member = _exceeded("MemberBudgetExhausted", "refused by member ishaan of team qa")
+    key = _subject("ApiKey", "bot", {"team": "qa"}, conditions=member)
+    assert _refusing(_why(key, team)) == []  # no member cap on the team to show
+    assert _why(key, team).problems == ("BudgetExceeded: refused by member ishaan of team qa",)
