@@ -24,7 +24,8 @@ from llmquota.kubectl_plugin.usage import (
     usage_document,
     usage_table,
 )
-from llmquota.kubectl_plugin.why import GlobalBudget, why_key
+from llmquota.kubectl_plugin.why import why_key
+from llmquota.kubectl_plugin.why_report import GlobalBudget
 from llmquota.kubectl_plugin.why_text import why_text
 
 __all__ = ["build_parser", "main"]

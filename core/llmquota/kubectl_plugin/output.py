@@ -19,6 +19,7 @@ __all__ = [
     "format_usd",
     "iso_time",
     "time_until",
+    "until",
 ]
 
 OutputFormat = Literal["table", "json", "yaml"]
@@ -83,6 +84,11 @@ def time_until(moment: datetime | None, now: datetime) -> str:
         return NONE
     seconds = (moment - now).total_seconds()
     return "now" if seconds <= 0 else format_duration(seconds)
+
+
+def until(moment: datetime, now: datetime) -> str:
+    """A moment and how far off it is: `2026-12-02T00:00:00Z (in 14h)`."""
+    return f"{iso_time(moment)} (in {time_until(moment, now)})"
 
 
 def iso_time(moment: datetime | None) -> str | None:

@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from llmquota.kubectl_plugin.subjects import SubjectView, subject_view
-from llmquota.kubectl_plugin.why import GlobalBudget, WhyReport, why_key
+from llmquota.kubectl_plugin.why import why_key
+from llmquota.kubectl_plugin.why_report import GlobalBudget, WhyReport
 from llmquota.kubectl_plugin.why_text import why_text
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
