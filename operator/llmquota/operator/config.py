@@ -60,5 +60,7 @@ class OperatorConfig:
     status_interval: float = 5.0
     peering: str | None = None
     recovery_interval: float = 1.0
+    orphan_interval: float = 60.0
+    """Seconds between sweeps for policies no ApiKey owns (one also runs at start)."""
     config_namespace: str | None = None
     """Where the sidecar's ConfigMap and credential Secret are (the operator's namespace)."""

@@ -186,10 +186,27 @@ async def _reconcile_key(
     return "ok" if outcome.ready.status == "True" else "invalid"
 
 
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event.get("type") == "DELETED"
+
+
 async def apikey_deleted(
-    spec: kopf.Spec, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent,
+    *,
+    spec: kopf.Spec,
+    uid: str,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """The key's policy leaves Redis before the ApiKey leaves the API (finalizer)."""
+    """The key's policy leaves Redis as the watch reports the ApiKey gone.
+
+    No finalizer: a deletion this watch misses (the operator was down) is caught by the
+    sweep for orphaned policies (`orphans`), which runs at start.
+    """
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
     with measure_reconcile("ApiKey") as measured:
         try:
@@ -291,9 +308,11 @@ async def _reresolve(
 
 
 async def team_deleted(
-    uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """The team's keys lose it: Ready=False TeamNotFound, their policies withdrawn."""
+    """The team's keys lose it: Ready=False TeamNotFound, their policies refusing them."""
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
     with measure_reconcile("Team") as measured:
         await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
@@ -325,8 +344,15 @@ def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
             measured.result = "ok"
 
     async def deleted(
-        uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+        event: kopf.RawEvent,
+        uid: str,
+        namespace: str | None,
+        name: str,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
+        if not _deleted(event):
+            return
         _state(memo).conditions.pop(uid, None)
         with measure_reconcile(kind) as measured:
             await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
@@ -400,13 +426,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, "apikeys", registry=registry, id="apikey")(apikey_changed)
         on_change(*resource, "teams", registry=registry, id="team")(team_changed)
-    kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
-    kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
+    # Deletions are watched events, not kopf.on.delete: that would put a finalizer on
+    # every object, and with the operator removed first they would hang Terminating.
+    kopf.on.event(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
+    kopf.on.event(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
     for plural, model in (("budgets", Budget), ("ratelimits", RateLimit)):
         changed, deleted = _reference_changed(model)
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
-        kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
+        kopf.on.event(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
     kopf.on.event("", "v1", "secrets", registry=registry, id="key-secret", when=secret_of_interest)(
         secret_event
     )

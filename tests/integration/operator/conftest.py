@@ -11,19 +11,18 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from kopf.testing import KopfRunner
 
-from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
 from llmquota.operator.handlers import build_registry
 from llmquota.store import EmbeddedRedis
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-from tests.integration.operator.operator_helpers import STATUS_INTERVAL, Cluster
+from tests.integration.operator.operator_helpers import Cluster, operator_config
 
 
 @pytest.fixture(scope="session")
@@ -55,19 +54,6 @@ def namespace(
     kube_apiserver.kubectl("create", "namespace", name, check=True)
     yield name
     kube_apiserver.kubectl("delete", "namespace", name, "--wait=false")
-
-
-def operator_config(redis_url: str, namespace: str, **overrides: Any) -> OperatorConfig:
-    """A config for tests: one namespace, fast status sync, loopback listeners."""
-    base: dict[str, Any] = {
-        "redis_url": redis_url,
-        "namespaces": (namespace,),
-        "health_listen": HostPort("127.0.0.1", 0),
-        "status_interval": STATUS_INTERVAL,
-        "recovery_interval": 0.2,
-        "sidecar": SidecarConfig(image="llmquota:test", redis_url=redis_url),
-    }
-    return OperatorConfig(**(base | overrides))
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,25 @@
-"""Helpers for operator integration tests: waiting with deadlines, kubectl in a namespace."""
+"""Helpers for operator integration tests: waiting with deadlines, kubectl in a namespace,
+an operator's configuration, and an operator started and stopped inside a test."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from kopf.testing import KopfRunner
+
+from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
+from llmquota.operator.handlers import build_registry
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-__all__ = ["STATUS_INTERVAL", "Cluster", "wait_for"]
+__all__ = ["STATUS_INTERVAL", "Cluster", "operator_config", "operator_running", "wait_for"]
 
 T = TypeVar("T")
 STATUS_INTERVAL = 0.5
@@ -67,3 +74,32 @@ class Cluster:
     def events(self, reason: str) -> list[dict[str, Any]]:
         listed = json.loads(self.kubectl("get", "events", "-o", "json"))
         return [e for e in listed["items"] if e.get("reason") == reason]
+
+
+def operator_config(redis_url: str, namespace: str, **overrides: Any) -> OperatorConfig:
+    """A config for tests: one namespace, fast status sync, loopback listeners."""
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "namespaces": (namespace,),
+        "health_listen": HostPort("127.0.0.1", 0),
+        "status_interval": STATUS_INTERVAL,
+        "recovery_interval": 0.2,
+        "sidecar": SidecarConfig(image="llmquota:test", redis_url=redis_url),
+    }
+    return OperatorConfig(**(base | overrides))
+
+
+@contextmanager
+def operator_running(
+    kube: KubeAPIServer, namespace: str, redis_url: str, **overrides: Any
+) -> Iterator[KopfRunner]:
+    """An operator watching `namespace` for the length of a `with` block."""
+    os.environ["KUBECONFIG"] = str(kube.kubeconfig)
+    config = operator_config(redis_url, namespace, **overrides)
+    with KopfRunner(
+        ["run", "--standalone", "--namespace", namespace],
+        registry=build_registry(config),
+        timeout=60,
+    ) as runner:
+        yield runner
+    assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
