@@ -38,6 +38,7 @@ from llmquota.policy.key_hash import hash_key
 __all__ = ["build_registry"]
 
 ResourceT = TypeVar("ResourceT", ApiKey, Team, Budget, RateLimit)
+ReferenceT = TypeVar("ReferenceT", Budget, RateLimit)
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ async def team_deleted(
 # Budget and RateLimit --------------------------------------------------------------------
 
 
-def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
+def _reference_changed(model: type[ReferenceT]) -> Any:
     kind: service.DependencyKind = "Budget" if model is Budget else "RateLimit"
 
     async def changed(
@@ -430,8 +431,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     # every object, and with the operator removed first they would hang Terminating.
     kopf.on.event(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
     kopf.on.event(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
-    for plural, model in (("budgets", Budget), ("ratelimits", RateLimit)):
-        changed, deleted = _reference_changed(model)
+    for plural, (changed, deleted) in (
+        ("budgets", _reference_changed(Budget)),
+        ("ratelimits", _reference_changed(RateLimit)),
+    ):
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
         kopf.on.event(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
