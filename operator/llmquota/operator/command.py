@@ -116,6 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
     )
     add(
+        "--forecast-span",
+        type=float,
+        default=float(_env("forecast-span", "3600") or 3600),
+        metavar="SECONDS",
+        help="recent spend the forecast's burn rate is measured over (default 3600)",
+    )
+    add(
         "--peering",
         default=_env("peering"),
         metavar="NAME",
@@ -163,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         sidecar=sidecar,
         status_interval=args.status_interval,
         orphan_interval=args.orphan_interval,
+        forecast_span=args.forecast_span,
         peering=args.peering,
         config_namespace=args.config_namespace or None,
     )

@@ -31,7 +31,7 @@ from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
 from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
-from llmquota.operator.metrics import ReconcileResult, measure_reconcile
+from llmquota.operator.metrics import ReconcileResult, forget_exhaustion, measure_reconcile
 from llmquota.operator.state import MEMO_KEY, OperatorState
 from llmquota.policy.key_hash import hash_key
 
@@ -209,6 +209,7 @@ async def apikey_deleted(
     if not _deleted(event):
         return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "ApiKey", name)
     with measure_reconcile("ApiKey") as measured:
         try:
             await service.forget_key(
@@ -315,6 +316,7 @@ async def team_deleted(
     if not _deleted(event):
         return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "Team", name)
     with measure_reconcile("Team") as measured:
         await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
         measured.result = "ok"

@@ -65,14 +65,19 @@ def running_operator(
 ) -> Iterator[KopfRunner]:
     """`llmquota operator`'s registry under kopf's test runner, watching `namespace`.
 
-    A module sets GLOBAL_BUDGET = "name" for an operator with --global-budget NS/name.
+    A module sets GLOBAL_BUDGET = "name" for an operator with --global-budget NS/name,
+    FORECAST_SPAN = seconds for a --forecast-span other than the default hour.
     """
     os.environ["KUBECONFIG"] = str(kube_apiserver.kubeconfig)
     global_budget = getattr(request.module, "GLOBAL_BUDGET", None)
+    overrides = {}
+    if hasattr(request.module, "FORECAST_SPAN"):
+        overrides["forecast_span"] = request.module.FORECAST_SPAN
     config = operator_config(
         redis_server.url,
         namespace,
         global_budget=None if global_budget is None else (namespace, global_budget),
+        **overrides,
     )
     registry = build_registry(config)
     with KopfRunner(

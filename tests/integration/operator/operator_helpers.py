@@ -3,9 +3,11 @@ an operator's configuration, and an operator started and stopped inside a test."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,11 +17,23 @@ from kopf.testing import KopfRunner
 
 from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
 from llmquota.operator.handlers import build_registry
+from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.decision import Admitted, Refused, interpret_admit
+from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.store import QuotaStore
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-__all__ = ["STATUS_INTERVAL", "Cluster", "operator_config", "operator_running", "wait_for"]
+__all__ = [
+    "STATUS_INTERVAL",
+    "Cluster",
+    "admit",
+    "operator_config",
+    "operator_running",
+    "spend",
+    "wait_for",
+]
 
 T = TypeVar("T")
 STATUS_INTERVAL = 0.5
@@ -103,3 +117,31 @@ def operator_running(
     ) as runner:
         yield runner
     assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
+
+
+def admit(
+    redis_url: str, policy: ResolvedPolicy, cost_usd: float, *, settle_usd: float | None = None
+) -> Admitted | Refused:
+    """One request as the sidecar makes it (real admit.lua); settled when `settle_usd`."""
+
+    async def run() -> Admitted | Refused:
+        store = QuotaStore.from_url(redis_url)
+        try:
+            request_id = uuid.uuid4().hex
+            call = admission_call(
+                policy, RequestEstimate("gpt-4o-mini", nanos(cost_usd), 100), request_id, 60_000
+            )
+            decision = interpret_admit(await store.admit(call), call)
+            if isinstance(decision, Admitted) and settle_usd is not None:
+                assert await store.settle(request_id, nanos(settle_usd), 100) == 1
+            return decision
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def spend(redis_url: str, policy: ResolvedPolicy, usd: float) -> None:
+    """Spend `usd` through the key's policy, as an admitted and settled request."""
+    decision = admit(redis_url, policy, usd, settle_usd=usd)
+    assert isinstance(decision, Admitted), decision

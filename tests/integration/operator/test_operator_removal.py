@@ -25,7 +25,7 @@ from llmquota.store import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 
-REMOVAL_DEADLINE_S = 30
+REMOVAL_DEADLINE_S = 60
 CRDS = sorted((REPO_ROOT / "crds").glob("*.yaml"))
 
 
