@@ -113,11 +113,17 @@ def test_dangling_budget_ref_is_a_condition_not_a_crash(cluster: Cluster, db: re
     wait_for(lambda: cluster.events("BudgetNotFound"), what="BudgetNotFound Event")
     key = secret_key(cluster, "dangling")
     assert key is not None
-    assert policy(db, hash_key(key)) is None  # refused until its limits resolve
+    # Refused until its limits resolve, by a policy that says why (not as an unknown key).
+    refusing = wait_for(lambda: policy(db, hash_key(key)), what="incomplete policy")
+    assert refusing.refusal is not None
+    assert refusing.refusal.reason == "BudgetNotFound"
     # The Budget appearing fixes it, with no change to the key.
     cluster.apply({"kind": "Budget", "metadata": {"name": "missing"}, "spec": {"maxBudget": 1}})
     wait_for(lambda: ready(cluster, "apikey", "dangling"), what="Ready=True after Budget")
-    wait_for(lambda: policy(db, hash_key(key)), what="policy written")
+    wait_for(
+        lambda: (p := policy(db, hash_key(key))) is not None and p.refusal is None,
+        what="complete policy written",
+    )
 
 
 def test_missing_team_and_models_outside_team(cluster: Cluster) -> None:
