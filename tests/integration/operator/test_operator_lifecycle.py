@@ -7,6 +7,7 @@ Each test starts (and stops) its own operator, so it can delete things in betwee
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -98,3 +99,25 @@ def test_policies_no_apikey_owns_are_swept_while_running(
         wait_for(lambda: not has_policy(db, orphan), timeout=5, what="planted orphan swept")
         assert has_policy(db, owned)
         assert has_policy(db, elsewhere), "another namespace's policies are not ours"
+
+
+def test_the_finalizer_older_versions_added_is_removed(
+    kube_apiserver: KubeAPIServer, namespace: str, redis_server: EmbeddedRedis
+) -> None:
+    cluster = Cluster(kube_apiserver, namespace)
+    legacy = {"finalizers": ["llmquota.dev/finalizer"]}
+    cluster.apply(
+        {"kind": "Budget", "metadata": {"name": "old-tier", **legacy}, "spec": {"maxBudget": 1}},
+        {"kind": "ApiKey", "metadata": {"name": "old-key", **legacy}, "spec": {}},
+    )
+    with operator_running(kube_apiserver, namespace, redis_server.url):
+        for kind, name in (("budget", "old-tier"), ("apikey", "old-key")):
+            wait_for(
+                functools.partial(has_no_finalizer, cluster, kind, name),
+                what=f"{kind} {name} without a finalizer",
+            )
+
+
+def has_no_finalizer(cluster: Cluster, kind: str, name: str) -> bool:
+    found = cluster.get(kind, name)
+    return found is not None and not found["metadata"].get("finalizers")
