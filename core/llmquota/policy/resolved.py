@@ -17,6 +17,7 @@ __all__ = [
     "BudgetLimits",
     "EndUserTemplate",
     "LimitSet",
+    "PolicyRefusal",
     "RateLimits",
     "ResolvedPolicy",
     "Scope",
@@ -111,8 +112,24 @@ class EndUserTemplate(_Frozen):
     rate: RateLimits | None = None
 
 
+class PolicyRefusal(_Frozen):
+    """Why a known key's policy is incomplete: its limits could not be resolved.
+
+    The operator writes such a policy (instead of none) when, say, a Budget the key
+    references is deleted or renamed, so the sidecar refuses the key for what is really
+    wrong rather than calling it an unknown key.
+    """
+
+    reason: str  # CamelCase, as the ApiKey's Ready condition says: BudgetNotFound, ...
+    message: str  # names the field, e.g. "spec.budgetRef: Budget 'tier' not found ..."
+
+
 class ResolvedPolicy(_Frozen):
-    """Everything that applies to one ApiKey, looked up by the key's hash."""
+    """Everything that applies to one ApiKey, looked up by the key's hash.
+
+    With `refusal` set the policy is incomplete: every request with the key is refused
+    with that reason, and nothing else in it applies.
+    """
 
     key_hash: str
     namespace: str
@@ -125,3 +142,4 @@ class ResolvedPolicy(_Frozen):
     priority: str | None = None
     scopes: list[Scope] = Field(default_factory=list)
     end_users: list[EndUserTemplate] = Field(default_factory=list)
+    refusal: PolicyRefusal | None = None

@@ -6,6 +6,7 @@ Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -116,6 +117,27 @@ class QuotaStore:
         """The key hashes that have a policy."""
         members = await self.redis.smembers(keyspace.POLICY_INDEX)
         return {_text(member) for member in members}
+
+    async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """(namespace, ApiKey name) each policy names, in one round trip.
+
+        Read loosely (two fields of the JSON), so a policy of another llmquota version is
+        still attributed; a hash whose policy is gone, or names no owner, is left out.
+        """
+        hashes = list(key_hashes)
+        if not hashes:
+            return {}
+        encoded = await self.redis.mget([keyspace.policy_key(key_hash) for key_hash in hashes])
+        owners: dict[str, tuple[str, str]] = {}
+        for key_hash, raw in zip(hashes, encoded, strict=True):
+            if raw is None:
+                continue
+            try:
+                fields = json.loads(raw)
+                owners[key_hash] = (str(fields["namespace"]), str(fields["key_name"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return owners
 
     async def policy_changes(self) -> AsyncIterator[str]:
         """Key hashes whose policy changed, as they are published (`*`: all of them).

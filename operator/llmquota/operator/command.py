@@ -119,6 +119,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often statuses are synced from Redis (default 5)",
     )
     add(
+        "--orphan-interval",
+        type=float,
+        default=float(_env("orphan-interval", "60") or 60),
+        metavar="SECONDS",
+        help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
+    )
+    add(
+        "--forecast-span",
+        type=float,
+        default=float(_env("forecast-span", "3600") or 3600),
+        metavar="SECONDS",
+        help="recent spend the forecast's burn rate is measured over (default 3600)",
+    )
+    add(
         "--peering",
         default=_env("peering"),
         metavar="NAME",
@@ -168,6 +182,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
         sidecar=sidecar,
         status_interval=args.status_interval,
+        orphan_interval=args.orphan_interval,
+        forecast_span=args.forecast_span,
         peering=args.peering,
         config_namespace=args.config_namespace or None,
     )

@@ -62,5 +62,9 @@ class OperatorConfig:
     status_interval: float = 5.0
     peering: str | None = None
     recovery_interval: float = 1.0
+    orphan_interval: float = 60.0
+    """Seconds between sweeps for policies no ApiKey owns (one also runs at start)."""
+    forecast_span: float = 3600.0
+    """Seconds of recent spend the burn rate is measured over (see `forecast`)."""
     config_namespace: str | None = None
     """Where the sidecar's ConfigMap and credential Secret are (the operator's namespace)."""

@@ -39,7 +39,7 @@ from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
 from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
-from llmquota.operator.metrics import ReconcileResult, measure_reconcile
+from llmquota.operator.metrics import ReconcileResult, forget_exhaustion, measure_reconcile
 from llmquota.operator.state import MEMO_KEY, OperatorState
 from llmquota.policy.key_hash import hash_key
 
@@ -199,11 +199,29 @@ async def _reconcile_key(
     return "ok" if outcome.ready.status == "True" else "invalid"
 
 
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event.get("type") == "DELETED"
+
+
 async def apikey_deleted(
-    spec: kopf.Spec, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent,
+    *,
+    spec: kopf.Spec,
+    uid: str,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """The key's policy leaves Redis before the ApiKey leaves the API (finalizer)."""
+    """The key's policy leaves Redis as the watch reports the ApiKey gone.
+
+    No finalizer: a deletion this watch misses (the operator was down) is caught by the
+    sweep for orphaned policies (`orphans`), which runs at start.
+    """
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "ApiKey", name)
     with measure_reconcile("ApiKey") as measured:
         try:
             await service.forget_key(
@@ -304,10 +322,13 @@ async def _reresolve(
 
 
 async def team_deleted(
-    uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """The team's keys lose it: Ready=False TeamNotFound, their policies withdrawn."""
+    """The team's keys lose it: Ready=False TeamNotFound, their policies refusing them."""
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "Team", name)
     with measure_reconcile("Team") as measured:
         await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
         measured.result = "ok"
@@ -338,8 +359,15 @@ def _reference_changed(model: type[ReferenceT]) -> Any:
             measured.result = "ok"
 
     async def deleted(
-        uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+        event: kopf.RawEvent,
+        uid: str,
+        namespace: str | None,
+        name: str,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
+        if not _deleted(event):
+            return
         _state(memo).conditions.pop(uid, None)
         with measure_reconcile(kind) as measured:
             await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
@@ -437,8 +465,17 @@ async def _refresh_target(
         raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
 
 
-async def override_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The increase is withdrawn from the target's keys at once."""
+async def override_deleted(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """The increase is withdrawn from the target's keys as the watch reports it gone.
+
+    A watched event, not a finalizer, as for the other kinds; a deletion missed while
+    the operator was down changes nothing that matters, since the increase would
+    have ended at its `expires` by itself, and the key's next re-resolution drops it.
+    """
+    if not _deleted(event):
+        return
     with measure_reconcile("BudgetOverride") as measured:
         try:
             override = BudgetOverride.model_validate(_plain(body))
@@ -506,13 +543,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, "apikeys", registry=registry, id="apikey")(apikey_changed)
         on_change(*resource, "teams", registry=registry, id="team")(team_changed)
-    kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
-    kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
+    # Deletions are watched events, not kopf.on.delete: that would put a finalizer on
+    # every object, and with the operator removed first they would hang Terminating.
+    kopf.on.event(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
+    kopf.on.event(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, "budgetoverrides", registry=registry, id="budgetoverride")(
             override_changed
         )
-    kopf.on.delete(*resource, "budgetoverrides", registry=registry, id="budgetoverride-delete")(
+    kopf.on.event(*resource, "budgetoverrides", registry=registry, id="budgetoverride-delete")(
         override_deleted
     )
     kopf.daemon(
@@ -525,7 +564,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     ):
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
-        kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
+        kopf.on.event(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
     kopf.on.event("", "v1", "secrets", registry=registry, id="key-secret", when=secret_of_interest)(
         secret_event
     )

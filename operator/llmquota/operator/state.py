@@ -3,8 +3,8 @@
 The Kubernetes objects themselves are in kopf indexes (cached from the watches, so
 resolving a key costs no API call); what only the operator knows lives here: which hash
 each ApiKey's policy was written under, the last status written per budget counter (to
-re-seed Redis after it lost its data), and the last window seen per counter (to notice a
-reset).
+re-seed Redis after it lost its data, and to notice a window reset), and recent spend
+samples (for the forecast).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.config import OperatorConfig
+from llmquota.operator.forecast import SpendSample
 from llmquota.operator.kube import Kube
 from llmquota.operator.mirror import MirrorSource
 from llmquota.operator.status_view import Seed
@@ -124,7 +125,8 @@ class OperatorState:
     indexes: Indexes
     keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
-    windows: dict[ScopeRef, int] = field(default_factory=dict)
+    spend_samples: dict[ScopeRef, list[SpendSample]] = field(default_factory=dict)
+    """Recent spend per subject's own counter, for the forecast (see `forecast`)."""
     stale: set[tuple[str, str]] = field(default_factory=set)
     """ApiKeys whose refresh failed; the status sync applies them again."""
     conditions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
