@@ -9,13 +9,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from tests.support.waiting import wait_until
 
-__all__ = ["EXAMPLES", "Example", "Reach", "Refusal"]
+__all__ = ["EXAMPLES", "ON_A_CLUSTER", "Example", "Reach", "Refusal", "StatusOf"]
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MANY = 15  # the READMEs' loops: enough requests to exhaust what they exhaust
@@ -166,3 +167,52 @@ EXAMPLES = {
     ),
 }
 """Folder of examples/ -> its keys and its README's promises."""
+
+
+StatusOf = Callable[[str, str], dict[str, Any]]
+"""`status_of(kind, name)`: the object's `status` on the API server ({} until written)."""
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def tiny_budget_status(status_of: StatusOf) -> bool:
+    team = status_of("team", "tiny-budget")
+    return (
+        _condition(team, "BudgetExceeded").get("status") == "True"
+        and float(team.get("spend", 0)) > 1e-9
+        and bool(team.get("budgetResetAt"))
+    )
+
+
+def member_cap_status(status_of: StatusOf) -> bool:
+    member_spend = status_of("team", "research").get("memberSpend", {})
+    return (
+        float(member_spend.get("ishaan", 0)) >= 0.0001 and float(member_spend.get("krrish", 0)) > 0
+    )
+
+
+def model_budgets_status(status_of: StatusOf) -> bool:
+    model_spend = status_of("apikey", "model-capped-key").get("modelSpend", {})
+    return (
+        float(model_spend.get("gpt-4o", 0)) > 1e-6 and float(model_spend.get("gpt-4o-mini", 0)) > 0
+    )
+
+
+def per_customer_status(status_of: StatusOf) -> bool:
+    return float(status_of("team", "support-bot").get("spend", 0)) > 0.0001
+
+
+def dynamic_tpm_status(status_of: StatusOf) -> bool:
+    return status_of("ratelimit", "shared-pool").get("subjects") == 3
+
+
+ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
+    "team-tiny-budget": tiny_budget_status,
+    "team-member-cap": member_cap_status,
+    "model-budgets": model_budgets_status,
+    "per-customer-budget": per_customer_status,
+    "dynamic-tpm": dynamic_tpm_status,
+}
+"""Folder -> what its README says `kubectl get` shows once its requests were sent."""
