@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from llmquota.pricing import PriceTable
 
 __all__ = [
+    "BUDGET_GAUGE_KINDS",
     "MAX_PRICED_MODEL_LABELS",
     "OTHER_MODEL",
     "OVERHEAD_BUCKETS",
@@ -23,6 +24,10 @@ __all__ = [
     "ModelLabels",
     "SidecarMetrics",
 ]
+
+# The scope kinds whose budgets have gauges: each is a configured object (an end user is
+# whatever a request body says, so it never is a label value).
+BUDGET_GAUGE_KINDS = ("global", "team", "member", "key")
 
 # The `model` label of a name that is neither allowed to the key nor priced.
 OTHER_MODEL = "other"
