@@ -16,7 +16,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from llmquota.operator import metrics as operator_metrics
 from llmquota.policy.resolved import ScopeKind
 from llmquota.pricing import load_price_table
-from llmquota.sidecar.metrics import BUDGET_GAUGE_KINDS, Labelled, SidecarMetrics
+from llmquota.sidecar.metrics import BUDGET_GAUGE_KINDS, BUDGET_KINDS, Labelled, SidecarMetrics
 
 REPO = Path(__file__).resolve().parents[3]
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -56,7 +56,7 @@ def _documented(heading: str) -> set[Row]:
 
 def _defined(metric: MetricWrapperBase) -> Row:
     # prometheus_client keeps name, type and label names only in these attributes.
-    name, kind = metric._name, metric._type
+    name, kind = metric._name, str(metric._type)
     exposed = f"{name}_total" if kind == "counter" else name
     return exposed, kind, frozenset(metric._labelnames)
 
@@ -97,8 +97,8 @@ def test_limit_values_are_the_ones_admit_lua_refuses_with() -> None:
 
 
 def test_kind_values_are_the_budget_scope_kinds() -> None:
-    assert _label_values("kind") == set(BUDGET_GAUGE_KINDS)
-    assert set(BUDGET_GAUGE_KINDS) <= set(get_args(ScopeKind))
+    assert _label_values("kind") == set(BUDGET_KINDS)
+    assert set(BUDGET_GAUGE_KINDS) < set(BUDGET_KINDS) <= set(get_args(ScopeKind))
 
 
 @pytest.mark.parametrize("stale", ["`parallel`", "enduser"])
