@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmquota.durations import Window, WindowSpec, window_at
+
 __all__ = [
     "NANOS_PER_USD",
     "BudgetIncrease",
@@ -73,6 +75,29 @@ class BudgetLimits(_Frozen):
         if self.max_nanos < 0:
             return self.max_nanos
         return self.max_nanos + sum(i.nanos for i in self.increases if now_ms < i.expires_ms)
+
+    def window_at(self, now_ms: int) -> Window:
+        """The window of this budget that contains `now_ms`."""
+        if self.window.startswith(_FIXED):
+            spec = WindowSpec("fixed", int(self.window.removeprefix(_FIXED)))
+        else:
+            spec = WindowSpec("monthly" if self.window == "monthly" else "none")
+        return window_at(spec, self.anchor_ms, now_ms)
+
+    @property
+    def duration(self) -> str:
+        """The window as a budgetDuration is written: `30d`, `90m`, `monthly`, `none`."""
+        if not self.window.startswith(_FIXED):
+            return self.window
+        length_ms = int(self.window.removeprefix(_FIXED))
+        for unit, unit_ms in _DURATION_UNITS_MS:
+            if length_ms % unit_ms == 0:
+                return f"{length_ms // unit_ms}{unit}"
+        return f"{length_ms}ms"
+
+
+_FIXED = "fixed:"
+_DURATION_UNITS_MS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
 class LimitSet(_Frozen):

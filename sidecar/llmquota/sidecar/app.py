@@ -18,6 +18,7 @@ from aiohttp import web
 from llmquota.manifests import ManifestResolver, parse_global_budget_ref
 from llmquota.pricing import load_price_table
 from llmquota.sidecar import probes, proxy
+from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
@@ -25,6 +26,7 @@ from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
 from llmquota.sidecar.standalone import follow_manifests
 from llmquota.sidecar.state import (
+    BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
     MANIFESTS_LOADED,
@@ -86,6 +88,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = store
         app[POLICIES] = PolicyCache(store)
         app[IN_FLIGHT] = InFlight(store, settings.lease_ms)
+        app[BUDGET_GAUGES] = BudgetGauges(store, app[METRICS])
         yield
         # Requests still in flight after the drain were cut off: free what they hold.
         await app[IN_FLIGHT].abort_all()
@@ -113,11 +116,13 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Policy invalidation, lease renewal and (standalone) manifest following."""
+    """Policy invalidation, lease renewal, budget gauges and (standalone) manifest
+    following."""
     settings = app[SETTINGS]
     jobs: list[Coroutine[Any, Any, None]] = [
         app[POLICIES].follow_changes(),
         app[IN_FLIGHT].renew_forever(),
+        app[BUDGET_GAUGES].refresh_forever(),
     ]
     if settings.manifests is None:
         app[MANIFESTS_LOADED].set()

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from llmquota.pricing import PriceTable
+from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
@@ -19,6 +20,7 @@ from llmquota.sidecar.settings import SidecarSettings
 from llmquota.store import QuotaStore
 
 __all__ = [
+    "BUDGET_GAUGES",
     "CREDENTIAL",
     "IN_FLIGHT",
     "MANIFESTS_LOADED",
@@ -38,5 +40,6 @@ STORE = web.AppKey("store", QuotaStore)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 POLICIES = web.AppKey("policies", PolicyCache)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+BUDGET_GAUGES = web.AppKey("budget_gauges", BudgetGauges)
 # Set once standalone mode has written the manifests' policies (always set otherwise).
 MANIFESTS_LOADED = web.AppKey("manifests_loaded", asyncio.Event)
