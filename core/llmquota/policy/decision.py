@@ -152,6 +152,10 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
             scope_label=scope.label,
             headers={} if retry_ms < 0 else _retry_after(retry_ms),
         )
+    if limit == "key_share":
+        return _key_share_refusal(
+            scope.label, held=current, allowed=maximum, retry_ms=retry_ms, cost=int(result[6])
+        )
     return Refused(
         429,
         "rate_limit_exceeded",
@@ -161,4 +165,21 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
         limit=limit,
         scope_label=scope.label,
         headers=_retry_after(retry_ms),
+    )
+
+
+def _key_share_refusal(label: str, *, held: int, allowed: int, retry_ms: int, cost: int) -> Refused:
+    """A key asked to hold more of a shared budget than one key may (admission.KEY_SHARE)."""
+    holding = f"; this key already holds {format_money(usd(held))} in flight" if held else ""
+    return Refused(
+        402,
+        "budget_exceeded",
+        "budget_exceeded",
+        f"Budget of {label} cannot reserve this request: it may cost up to "
+        f"{format_money(usd(cost))} (its max_tokens, or the model's output limit, times n), "
+        f"more than the {format_money(usd(max(allowed - held, 0)))} one key may still hold "
+        f"in flight there (half of what is left{holding}); lower max_tokens or n",
+        limit="key_share",
+        scope_label=label,
+        headers={} if retry_ms < 0 else _retry_after(retry_ms),
     )

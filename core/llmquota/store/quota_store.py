@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.maint_notifications import MaintNotificationsConfig
 
 from llmquota.policy import keyspace
-from llmquota.policy.admission import AdmissionCall
+from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store.scripts import Scripts
 
@@ -135,8 +135,17 @@ class QuotaStore:
         return result
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
-        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown."""
-        return int(await self._scripts.settle(args=[request_id, cost_nanos, tokens, self._clock()]))
+        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown.
+
+        Both are held to what one step may add (`counter_amount`), which the script checks.
+        """
+        args: list[str | int] = [
+            request_id,
+            counter_amount(cost_nanos),
+            counter_amount(tokens),
+            self._clock(),
+        ]
+        return int(await self._scripts.settle(args=args))
 
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""

@@ -1,19 +1,25 @@
 -- admit: check every scope of one request and, when all allow it, reserve its estimated
 -- cost and tokens and take its parallel slots, all in one atomic step.
 -- KEYS: the counters the checks name (by index `k`).
--- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, checks: [...]}, where a
---   check is one of
---     {t='b', s, k, max, w, a, mm}   budget: max nano-USD (-1 = only count), window `w`
---                                    anchored at `a` ms, model cap `mm` (-1 = none)
+-- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, kf, share, checks: [...]},
+--   where a check is one of
+--     {t='b', s, k, max, w, a, mm, sh}  budget: max nano-USD (-1 = only count), window `w`
+--                                    anchored at `a` ms, model cap `mm` (-1 = none);
+--                                    `sh`: shared with other keys, so this key may hold
+--                                    in flight there (field `kf`) at most `share` of what
+--                                    the others' reservations and the spend leave
 --     {t='r', s, k, rpm, tpm, mrpm, mtpm}            per-minute limits (-1 = none)
 --     {t='d', s, k, rpm, tpm, member, group, weight} this key's share of a Dynamic pool
 --     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
 --   `s` is the scope's index, echoed back on refusal.
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
 -- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms} (-1 = no
--- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}.
+-- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
+-- error, with nothing written, when cost or tokens are not integers in [0, 1e15].
 
 local spec = cjson.decode(ARGV[1])
+if not amount(spec.cost) then return bad_input('cost') end
+if not amount(spec.tokens) then return bad_input('tokens') end
 local now = now_ms(ARGV[2])
 sweep(now, 20)
 local model = spec.model
@@ -46,10 +52,11 @@ for i, c in ipairs(spec.checks) do
   if c.t == 'b' then
     local start, window_end = budget_window(c.w, c.a, now)
     windows[i] = {start, window_end}
-    local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model)
-    local spend, resv, mspend, mresv = 0, 0, 0, 0
+    local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
+      spec.kf)
+    local spend, resv, mspend, mresv, held = 0, 0, 0, 0, 0
     if tonumber(v[1]) == start then
-      spend, resv, mspend, mresv = num(v[2]), num(v[3]), num(v[4]), num(v[5])
+      spend, resv, mspend, mresv, held = num(v[2]), num(v[3]), num(v[4]), num(v[5]), num(v[6])
     end
     local retry = -1
     if window_end >= 0 then retry = window_end - now end
@@ -58,6 +65,15 @@ for i, c in ipairs(spec.checks) do
     end
     if c.mm >= 0 and mspend + mresv >= c.mm then
       return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
+    end
+    if c.sh and c.max >= 0 then
+      local allowed = math.floor(spec.share * (c.max - spend - (resv - held)))
+      if held + spec.cost > allowed then
+        -- Waiting helps only when this key's own requests in flight will end.
+        local wait = -1
+        if held > 0 then wait = 1000 end
+        return {0, c.s, 'key_share', held, allowed, wait, spec.cost}
+      end
     end
     if c.max >= 0 then
       local left = c.max - spend - resv - spec.cost
@@ -114,7 +130,13 @@ for i, c in ipairs(spec.checks) do
     budget_ttl(key, window_end, now)
     redis.call('HINCRBY', key, 'resv', spec.cost)
     if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, spec.cost) end
-    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = spec.cost, model = model})
+    local kf = ''
+    if c.sh and spec.cost > 0 then
+      kf = spec.kf
+      redis.call('HINCRBY', key, kf, spec.cost)
+    end
+    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = spec.cost,
+      model = model, kf = kf})
   elseif c.t == 'r' then
     roll(key, minute)
     redis.call('HINCRBY', key, 'req', 1)
