@@ -169,17 +169,23 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
 
 
 def _key_share_refusal(label: str, *, held: int, allowed: int, retry_ms: int, cost: int) -> Refused:
-    """A key asked to hold more of a shared budget than one key may (admission.KEY_SHARE)."""
-    holding = f"; this key already holds {format_money(usd(held))} in flight" if held else ""
+    """A request that does not fit in the share of a shared budget one key may hold, while
+    that key already holds some of it, or another request holds less than its worst case
+    (admission.KEY_SHARE; docs/architecture.md, "Reservations")."""
+    why = (
+        f"this key already holds {format_money(usd(held))} in flight there"
+        if held
+        else "another request there already holds less than its worst case"
+    )
     return Refused(
         402,
         "budget_exceeded",
         "budget_exceeded",
-        f"Budget of {label} cannot reserve this request: it may cost up to "
+        f"Budget of {label} cannot reserve this request now: it may cost up to "
         f"{format_money(usd(cost))} (its max_tokens, or the model's output limit, times n), "
-        f"more than the {format_money(usd(max(allowed - held, 0)))} one key may still hold "
-        f"in flight there (half of what is left{holding}); lower max_tokens or n",
+        f"more than the {format_money(usd(max(allowed - held, 0)))} one key may hold in flight "
+        f"there (half of what is left), and {why}; retry shortly, or lower max_tokens or n",
         limit="key_share",
         scope_label=label,
-        headers={} if retry_ms < 0 else _retry_after(retry_ms),
+        headers=_retry_after(retry_ms),
     )

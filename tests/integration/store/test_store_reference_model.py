@@ -4,7 +4,9 @@ Random sequences of admissions (by two keys of one team), settlements, aborts an
 moves run both on the Lua (real Redis, injected clock) and on a dict-based model written
 from the documented rules: a budget refuses once spend plus reservations reach its max; at
 a budget shared with the other key (the team's) one key may hold in flight at most
-KEY_SHARE of what the spend and the other key's reservations leave; amounts are held to
+KEY_SHARE of what the spend and the other key's reservations leave, a request that does
+not fit holding just that when the key holds nothing there and no other capped request
+is in flight there, and refused otherwise; amounts are held to
 MAX_AMOUNT; counters count one window and stale ones are zero, rpm/tpm count per minute,
 settlement replaces the estimate with the real cost in the current window. Outcomes (which
 request is admitted, which scope and limit refuse it) and the budget counters must agree
@@ -50,11 +52,12 @@ class Counter:
     req: int = 0
     tok: int = 0
     held: dict[str, int] = field(default_factory=dict)  # key hash -> its reservations
+    capped: bool = False  # a request holding less than its worst case is in flight
 
     def roll(self, win: int) -> None:
         if self.win != win:
             self.win, self.spend, self.resv, self.req, self.tok = win, 0, 0, 0, 0
-            self.held = {}
+            self.held, self.capped = {}, False
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Lease:
     cost: int
     tokens: int
     budget_windows: dict[str, int] = field(default_factory=dict)  # scope id -> win
+    budget_holds: dict[str, int] = field(default_factory=dict)  # scope id -> nano-USD held
+    capped: list[str] = field(default_factory=list)
     rate_windows: dict[str, int] = field(default_factory=dict)
     parallel: list[str] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)  # scope ids where `key` holds its share
@@ -94,6 +99,8 @@ class Reference:
         cost, tokens = min(cost, MAX_AMOUNT), min(tokens, MAX_AMOUNT)
         key = policy.key_hash
         minute = now // MINUTE_MS
+        holds: dict[str, int] = {}
+        capped: list[str] = []
         for index, scope in enumerate(policy.scopes):
             self.scopes[scope.id] = scope
             self.budgets.setdefault(scope.id, Counter())
@@ -108,8 +115,13 @@ class Reference:
                 if spend + resv >= scope.budget.max_nanos:
                     return (index, "max_budget")
                 others_leave = scope.budget.max_nanos - spend - (resv - held)
-                if scope.kind != "key" and held + cost > math.floor(KEY_SHARE * others_leave):
-                    return (index, "key_share")
+                share = math.floor(KEY_SHARE * others_leave)
+                holds[scope.id] = cost
+                if scope.kind != "key" and held + cost > share:
+                    if held > 0 or (current and counter.capped):
+                        return (index, "key_share")
+                    holds[scope.id] = share
+                    capped.append(scope.id)
             if scope.rate is not None:
                 rate = self.rates[scope.id]
                 req, tok = (rate.req, rate.tok) if rate.win == minute else (0, 0)
@@ -120,16 +132,19 @@ class Reference:
                 limit = scope.rate.max_parallel
                 if limit is not None and self.in_flight[scope.id] >= limit:
                     return (index, "max_parallel_requests")
-        lease = Lease(key, cost, tokens)
+        lease = Lease(key, cost, tokens, capped=capped)
         for scope in policy.scopes:
             if scope.budget is not None:
                 start, _ = self._window(scope, now)
                 counter = self.budgets[scope.id]
                 counter.roll(start)
-                counter.resv += cost
+                hold = holds.get(scope.id, cost)  # a count-only budget holds the cost
+                counter.resv += hold
+                counter.capped = counter.capped or scope.id in capped
                 lease.budget_windows[scope.id] = start
-                if scope.kind != "key" and cost > 0:
-                    counter.held[key] = counter.held.get(key, 0) + cost
+                lease.budget_holds[scope.id] = hold
+                if scope.kind != "key" and hold > 0:
+                    counter.held[key] = counter.held.get(key, 0) + hold
                     lease.shared.append(scope.id)
             if scope.rate is not None:
                 self.rates[scope.id].roll(minute)
@@ -151,11 +166,14 @@ class Reference:
             start, _ = self._window(self.scopes[scope_id], now)
             counter = self.budgets[scope_id]
             if win == start and counter.win == win:
-                counter.resv -= lease.cost
+                hold = lease.budget_holds[scope_id]
+                counter.resv -= hold
                 if scope_id in lease.shared:
-                    counter.held[lease.key] -= lease.cost
+                    counter.held[lease.key] -= hold
                     if counter.held[lease.key] <= 0:
                         del counter.held[lease.key]
+                if scope_id in lease.capped:
+                    counter.capped = False
             if cost > 0:
                 counter.roll(start)
                 counter.spend += cost

@@ -45,29 +45,26 @@ async def reserved(store: QuotaStore, policy: ResolvedPolicy, kind: str) -> tupl
 
 async def test_a_huge_request_cannot_lock_the_team_out(clocked_store: QuotaStore) -> None:
     greedy, other = teammates()
-    refused = (await attempt(clocked_store, greedy, cost_nanos=HUGE)).refusal
-    assert (refused.status, refused.limit, refused.scope_label) == (
-        402,
-        "key_share",
-        "the global budget",
-    )
-    assert "lower max_tokens or n" in refused.message
-    assert "Retry-After" not in refused.headers  # waiting does not make it fit
+    # Admitted, holding half of what the team (and the global budget) has left.
+    huge = await attempt(clocked_store, greedy, cost_nanos=HUGE)
+    assert huge.admitted
+    assert await reserved(clocked_store, greedy, "team") == (0, nanos(50))
+    assert await reserved(clocked_store, greedy, "global") == (0, nanos(500))
+    assert await reserved(clocked_store, greedy, "key") == (0, HUGE)
 
-    # The most one key may hold: half of what the team has left.
-    big = await attempt(clocked_store, greedy, cost_nanos=nanos(50))
-    assert big.admitted
     more = (await attempt(clocked_store, greedy, cost_nanos=CENT)).refusal
-    assert (more.limit, more.scope_label, more.headers) == (
-        "key_share",
-        "team qa",
-        {"Retry-After": "1"},
-    )
-    # The teammate, with nothing spent, is still served, up to half of what is left.
+    assert (more.status, more.limit, more.scope_label) == (402, "key_share", "the global budget")
+    assert more.headers == {"Retry-After": "1"}
+    assert "this key already holds 500.00 in flight there" in more.message
+    # Only one request at a time may hold less than its worst case.
+    second_cap = (await attempt(clocked_store, other, cost_nanos=nanos(30))).refusal
+    assert second_cap.limit == "key_share"
+    assert "another request there already holds less than its worst case" in second_cap.message
+    # The teammate, with nothing spent, is served up to half of what is left.
     assert (await attempt(clocked_store, other, cost_nanos=nanos(25))).admitted
     assert await reserved(clocked_store, other, "team") == (0, nanos(75))
 
-    assert await clocked_store.settle(big.request_id, CENT, 100) == 1
+    assert await clocked_store.settle(huge.request_id, CENT, 100) == 1
     assert await reserved(clocked_store, other, "team") == (CENT, nanos(25))
     assert (await attempt(clocked_store, greedy, cost_nanos=nanos(30))).admitted
 

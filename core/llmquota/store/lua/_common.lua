@@ -109,6 +109,7 @@ local function release(lease, cost, tokens, now, freed)
         redis.call('HDEL', b.key, b.kf)
       end
     end
+    if held and b.capped then redis.call('HDEL', b.key, 'cap') end
     if cost > 0 then
       roll(b.key, start)
       budget_ttl(b.key, window_end, now)

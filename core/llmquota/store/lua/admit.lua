@@ -5,14 +5,17 @@
 --   where a check is one of
 --     {t='b', s, k, max, w, a, mm, sh}  budget: max nano-USD (-1 = only count), window `w`
 --                                    anchored at `a` ms, model cap `mm` (-1 = none);
---                                    `sh`: shared with other keys, so this key may hold
---                                    in flight there (field `kf`) at most `share` of what
---                                    the others' reservations and the spend leave
+--                                    `sh`: shared with other keys (see below)
 --     {t='r', s, k, rpm, tpm, mrpm, mtpm}            per-minute limits (-1 = none)
 --     {t='d', s, k, rpm, tpm, member, group, weight} this key's share of a Dynamic pool
 --     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
 --   `s` is the scope's index, echoed back on refusal.
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
+-- At a shared budget one key may hold in flight (field `kf`) at most `share` of what the
+-- spend and the other keys' reservations leave. A request that does not fit there is
+-- admitted holding only that share when the key holds nothing there yet and no other
+-- such capped request is in flight there (field `cap`); otherwise it is refused with
+-- `key_share`. So at most one request at a time holds less than its worst case.
 -- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms} (-1 = no
 -- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
 -- error, with nothing written, when cost or tokens are not integers in [0, 1e15].
@@ -26,6 +29,7 @@ local model = spec.model
 local minute = minute_of(now)
 local reset_ms = (minute + 1) * 60000 - now
 local windows = {}
+local reserve, capped = {}, {}  -- per budget check: nano-USD to hold, whether capped
 local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
 
 local function num(v) return tonumber(v) or 0 end
@@ -53,10 +57,11 @@ for i, c in ipairs(spec.checks) do
     local start, window_end = budget_window(c.w, c.a, now)
     windows[i] = {start, window_end}
     local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
-      spec.kf)
-    local spend, resv, mspend, mresv, held = 0, 0, 0, 0, 0
+      spec.kf, 'cap')
+    local spend, resv, mspend, mresv, held, cap = 0, 0, 0, 0, 0, 0
     if tonumber(v[1]) == start then
-      spend, resv, mspend, mresv, held = num(v[2]), num(v[3]), num(v[4]), num(v[5]), num(v[6])
+      spend, resv, mspend, mresv = num(v[2]), num(v[3]), num(v[4]), num(v[5])
+      held, cap = num(v[6]), num(v[7])
     end
     local retry = -1
     if window_end >= 0 then retry = window_end - now end
@@ -66,13 +71,15 @@ for i, c in ipairs(spec.checks) do
     if c.mm >= 0 and mspend + mresv >= c.mm then
       return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
     end
+    reserve[i] = spec.cost
     if c.sh and c.max >= 0 then
       local allowed = math.floor(spec.share * (c.max - spend - (resv - held)))
       if held + spec.cost > allowed then
-        -- Waiting helps only when this key's own requests in flight will end.
-        local wait = -1
-        if held > 0 then wait = 1000 end
-        return {0, c.s, 'key_share', held, allowed, wait, spec.cost}
+        if held > 0 or cap > 0 then
+          -- Wait for this key's own requests there, or for the one capped request.
+          return {0, c.s, 'key_share', held, allowed, 1000, spec.cost}
+        end
+        reserve[i], capped[i] = allowed, true
       end
     end
     if c.max >= 0 then
@@ -128,15 +135,17 @@ for i, c in ipairs(spec.checks) do
     local start, window_end = windows[i][1], windows[i][2]
     roll(key, start)
     budget_ttl(key, window_end, now)
-    redis.call('HINCRBY', key, 'resv', spec.cost)
-    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, spec.cost) end
+    local cost = reserve[i]
+    redis.call('HINCRBY', key, 'resv', cost)
+    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, cost) end
     local kf = ''
-    if c.sh and spec.cost > 0 then
+    if c.sh and cost > 0 then
       kf = spec.kf
-      redis.call('HINCRBY', key, kf, spec.cost)
+      redis.call('HINCRBY', key, kf, cost)
     end
-    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = spec.cost,
-      model = model, kf = kf})
+    if capped[i] then redis.call('HSET', key, 'cap', 1) end
+    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = cost,
+      model = model, kf = kf, capped = capped[i] or false})
   elseif c.t == 'r' then
     roll(key, minute)
     redis.call('HINCRBY', key, 'req', 1)
