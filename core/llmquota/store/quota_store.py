@@ -14,7 +14,7 @@ from typing import Any, Self
 from redis.asyncio import Redis
 
 from llmquota.policy import keyspace
-from llmquota.policy.admission import AdmissionCall
+from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store.connection import connect
 from llmquota.store.replication import ReplicaWait, run_replicated
@@ -165,8 +165,16 @@ class QuotaStore:
         return result
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
-        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown."""
-        args: list[str | int] = [request_id, cost_nanos, tokens, self._clock()]
+        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown.
+
+        Both are held to what one step may add (`counter_amount`), which the script checks.
+        """
+        args: list[str | int] = [
+            request_id,
+            counter_amount(cost_nanos),
+            counter_amount(tokens),
+            self._clock(),
+        ]
         if self._replica_wait is not None:
             return await run_replicated(self.redis, self._scripts.settle, args, self._replica_wait)
         return int(await self._scripts.settle(args=args))
