@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("llmquota.operator.command", "the kopf operator that reconciles resources"),
     "fake-upstream": ("llmquota.fake_upstream.command", "a fake OpenAI-compatible server"),
     "crds": ("llmquota.crdgen", "print or write the CustomResourceDefinitions"),
+    "check": ("llmquota.check", "validate a --manifests folder as the sidecar would load it"),
     "demo": ("llmquota.demo", "run the one-command demo"),
 }
 

@@ -15,7 +15,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
 from llmquota.store.scripts import Scripts
 
 __all__ = ["BudgetCounter", "QuotaStore"]
@@ -177,6 +177,72 @@ class QuotaStore:
             args=[window[0], window[1], spend_nanos, *pairs],
         )
         return bool(seeded)
+
+    # Standalone mode: store generation, creation times, spend snapshots -----------------
+
+    async def generation(self) -> str | None:
+        """The generation marker, or None when the store has none (new, or wiped)."""
+        marker = await self.redis.get(keyspace.GENERATION)
+        return None if marker is None else _text(marker)
+
+    async def claim_generation(self, proposed: str) -> str:
+        """Set the generation marker unless one exists (first writer wins); the marker."""
+        previous = await self.redis.set(keyspace.GENERATION, proposed, nx=True, get=True)
+        return proposed if not isinstance(previous, bytes | str) else _text(previous)
+
+    async def claim_created(self, proposed_ms: Mapping[str, int]) -> dict[str, int]:
+        """Record each subject's creation time unless one is recorded (first writer wins,
+        so replicas loading the same manifest agree); the recorded times."""
+        subjects = sorted(proposed_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                pipe.set(keyspace.created_key(subject), proposed_ms[subject], nx=True, get=True)
+            previous: list[bytes | None] = await pipe.execute()
+        return {
+            subject: proposed_ms[subject] if before is None else int(before)
+            for subject, before in zip(subjects, previous, strict=True)
+        }
+
+    async def generation_and_budgets(
+        self, scopes: Sequence[tuple[str, str]]
+    ) -> tuple[str | None, list[BudgetCounter]]:
+        """The generation marker and the budget counters of (tag, scope id) pairs, read in
+        one transaction: a snapshot is only good if the marker is still the known one."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keyspace.GENERATION)
+            for tag, scope_id in scopes:
+                pipe.hgetall(keyspace.budget_key(tag, scope_id))
+            marker, *raw_counters = await pipe.execute()
+        return (None if marker is None else _text(marker)), [
+            _budget_counter(raw) for raw in raw_counters
+        ]
+
+    async def restore_budget(
+        self,
+        tag: str,
+        scope_id: str,
+        limits: BudgetLimits,
+        counter: BudgetCounter,
+        generation: str,
+    ) -> bool:
+        """Add a snapshot of a counter back after a wipe, once per generation, if its
+        window is still the current one; True when added."""
+        if counter.window_start_ms is None:
+            return False
+        pairs = [value for item in counter.model_spend_nanos.items() for value in item]
+        restored = await self._scripts.restore(
+            keys=[keyspace.budget_key(tag, scope_id)],
+            args=[
+                limits.window,
+                limits.anchor_ms,
+                counter.window_start_ms,
+                counter.spend_nanos,
+                generation,
+                self._clock(),
+                *pairs,
+            ],
+        )
+        return bool(restored)
 
 
 def _text(value: bytes | str) -> str:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from llmquota.event_loop import new_event_loop
+from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
 from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
 
-__all__ = ["add_arguments", "run", "settings_from_args"]
+__all__ = ["DEFAULT_STATE_FILE", "add_arguments", "run", "settings_from_args"]
 
 _TRUE = {"1", "true", "yes", "on"}
+DEFAULT_STATE_FILE = ".llmquota-state.json"
+"""In the manifests folder unless --state-file says otherwise; hidden, so never loaded."""
 
 
 def _env(flag: str, default: str | None = None) -> str | None:
@@ -61,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("global-budget"),
         metavar="NS/NAME",
         help="standalone mode: a Budget every request counts against",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("state-file"),
+        metavar="PATH",
+        help="standalone mode: where spend and first-load times are kept, to restore a "
+        f"wiped store (default: DIR/{DEFAULT_STATE_FILE})",
     )
     parser.add_argument(
         "--fail-open",
@@ -116,6 +128,9 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    state_file = args.state_file
+    if state_file is None and args.manifests is not None:
+        state_file = Path(args.manifests) / DEFAULT_STATE_FILE
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
@@ -124,6 +139,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         redis_url=args.redis or None,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
+        state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
@@ -134,20 +150,58 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     )
 
 
+def _refuse(problem: object) -> int:
+    """A configuration error: one line, no traceback, exit status 2."""
+    print(f"llmquota sidecar: {problem}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _manifest_problems(settings: SidecarSettings) -> list[str]:
+    """What `llmquota check` would print for --manifests (and --global-budget)."""
+    if settings.manifests is None:
+        return []
+    global_budget = parse_global_budget_ref(settings.global_budget)
+    problems = check_manifest_dir(settings.manifests, global_budget).problems
+    return [f"--manifests {settings.manifests}: {problem}" for problem in problems]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations."""
+    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations.
+
+    Refuses to start, one line per problem and no traceback, on a configuration error:
+    a bad flag, pricing file or store URL, or any problem in --manifests.
+    """
     configure_logging(args.log_level)
-    settings = settings_from_args(args)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,  # one structured line per request comes from the proxy instead
-        shutdown_timeout=settings.shutdown_timeout,
-        handler_cancellation=True,  # a client that hangs up frees its reservation at once
-        loop=new_event_loop(),
-        print=lambda _: print(
-            f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
-        ),
-    )
+    try:
+        settings = settings_from_args(args)
+        problems = _manifest_problems(settings)
+        if problems:
+            for problem in problems[:-1]:
+                _refuse(problem)
+            return _refuse(problems[-1])
+        app = create_app(settings)
+    except ValueError as error:  # PricingFileError, a bad --global-budget, ...
+        return _refuse(error)
+    serving = False
+
+    def announce(_: str) -> None:
+        nonlocal serving
+        serving = True
+        print(f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True)
+
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=None,  # one structured line per request comes from the proxy instead
+            shutdown_timeout=settings.shutdown_timeout,
+            handler_cancellation=True,  # a client that hangs up frees its reservation at once
+            loop=new_event_loop(),
+            print=announce,
+        )
+    except ValueError as error:
+        if serving:
+            raise
+        return _refuse(error)  # raised while opening the store: an unsupported --redis URL
     return 0

@@ -22,6 +22,8 @@ class SidecarSettings:
     redis_url: str | None = None
     manifests: Path | None = None
     global_budget: str | None = None
+    # Standalone mode's spend snapshot, restored after a wiped store (None: memory only).
+    state_file: Path | None = None
     fail_open: bool = False
     pricing: Path | None = None
     lease_seconds: float = 30.0
