@@ -16,9 +16,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.e2e.sidecar.processes import Process, team_and_key
+from tests.e2e.sidecar.processes import Process, free_port, start, team_and_key
 from tests.reliability.harness import wait_until
-from tests.reliability.rig import Rig
+from tests.reliability.rig import UPSTREAM_KEY, Rig
 
 from llmquota.policy import keyspace
 from llmquota.policy.resolved import NANOS_PER_USD, ResolvedPolicy
@@ -145,3 +145,65 @@ async def test_redis_killed_and_back_empty_is_restored(rig: Rig) -> None:
 
     sidecar, policies, wiped_at = await spend_then_wipe(rig, kill_and_restart_empty)
     await assert_recovered(rig, sidecar, policies, wiped_at)
+
+
+def start_embedded(directory: Path, upstream: Process, number: int) -> Process:
+    """A sidecar on an embedded redis-server of its own (no --redis): a new, empty store
+    every time it starts."""
+    key_file = directory / "upstream-key"
+    key_file.write_text(UPSTREAM_KEY)
+    port = free_port()
+    return start(
+        ["sidecar", "--listen", f"127.0.0.1:{port}", "--upstream", upstream.url,
+         "--upstream-key-file", str(key_file), "--manifests", str(directory / "manifests")],
+        directory / f"sidecar-{number}.log",
+        f"http://127.0.0.1:{port}",
+        "/readyz",
+    )  # fmt: skip
+
+
+async def test_a_restarted_sidecar_gets_its_spend_back_from_the_state_file(
+    tmp_path: Path, upstream: Process
+) -> None:
+    """Without --redis every start is on an empty store: the state file carries the spend."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    state_file = folder / ".llmquota-state.json"
+    (folder / "test.yaml").write_text(team_and_key("wipe-probe", "wipe-probe", PROBE_KEY))
+    first = start_embedded(tmp_path, upstream, 1)
+    try:
+        with openai.OpenAI(base_url=f"{first.url}/v1", api_key=PROBE_KEY, max_retries=0) as probe:
+            await asyncio.to_thread(ask, probe)
+
+        async def probe_spent() -> bool:
+            return snapshot_spend(state_file, "key/default/wipe-probe") > 0
+
+        await wait_until(probe_spent, timeout_s=5)
+        cost_nanos = snapshot_spend(state_file, "key/default/wipe-probe")
+        (folder / "test.yaml").write_text(manifests(cost_nanos / NANOS_PER_USD))
+        with openai.OpenAI(base_url=f"{first.url}/v1", api_key=KEY, max_retries=0) as client:
+
+            async def key_known() -> bool:
+                try:
+                    await asyncio.to_thread(ask, client)
+                except openai.AuthenticationError:
+                    return False
+                return True
+
+            await wait_until(key_known, timeout_s=10)
+            for _ in range(BEFORE_WIPE - 1):
+                await asyncio.to_thread(ask, client)
+
+        async def snapshot_holds_it() -> bool:
+            return snapshot_spend(state_file, "team/default/wipe") == BEFORE_WIPE * cost_nanos
+
+        await wait_until(snapshot_holds_it, timeout_s=5)
+    finally:
+        first.stop()
+    second = start_embedded(tmp_path, upstream, 2)
+    try:
+        with openai.OpenAI(base_url=f"{second.url}/v1", api_key=KEY, max_retries=0) as client:
+            served, unauthorized = await asyncio.to_thread(served_until_refused, client, 0.0)
+        assert (BEFORE_WIPE + served, unauthorized) == (BUDGET_REQUESTS, [])
+    finally:
+        second.stop()
