@@ -7,19 +7,24 @@ Fixtures:
 ``store`` (function)
     A :class:`~llmquota.store.QuotaStore` on a just-flushed database, using Redis TIME;
     closed after the test.
+``sentinel_group`` (function)
+    A :class:`~tests.support.redis_server.SentinelGroup` (primary, replica, three
+    Sentinels) started for the test and stopped after it; ``url`` is its
+    ``redis+sentinel://`` URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from llmquota.store import QuotaStore
 
-from .redis_server import RedisEndpoint, flush, session_redis
+from .redis_server import RedisEndpoint, SentinelGroup, flush, session_redis
 
-__all__ = ["redis_server", "store"]
+__all__ = ["redis_server", "sentinel_group", "store"]
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +41,15 @@ async def store(redis_server: RedisEndpoint) -> AsyncIterator[QuotaStore]:
     quota_store = QuotaStore.from_url(redis_server.url)
     yield quota_store
     await quota_store.close()
+
+
+@pytest.fixture
+async def sentinel_group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
+    """A primary, a replica and three Sentinels of its own for one test (which may kill
+    the primary); every process stopped by its pid afterwards, however the test ended."""
+    group = SentinelGroup(tmp_path / "sentinel")
+    await group.start()
+    try:
+        yield group
+    finally:
+        group.stop()

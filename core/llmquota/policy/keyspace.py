@@ -1,7 +1,8 @@
 """Every Redis key name llmquota uses, built here and nowhere else.
 
 Counters of one team share a hash tag (`{ns/team}`), so they would sit in one Redis
-Cluster slot. (Admission also touches the global budget and lease records, so llmquota
+Cluster slot; a Dynamic RateLimit's pool, shared by keys of any team, has a tag of its own
+(`{ns/ratelimit/name}`). (Admission also touches the global budget and lease records, so llmquota
 runs on one Redis primary, not on Cluster; see docs/architecture.md.)
 """
 

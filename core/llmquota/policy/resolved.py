@@ -26,7 +26,8 @@ __all__ = [
 
 NANOS_PER_USD = 1_000_000_000
 
-ScopeKind = Literal["global", "team", "key", "member", "end_user"]
+ScopeKind = Literal["global", "team", "key", "member", "end_user", "pool"]
+"""`pool`: the shared counters of a referenced Dynamic RateLimit."""
 
 
 def nanos(amount_usd: float) -> int:
@@ -74,7 +75,7 @@ class Scope(_Frozen):
 
     kind: ScopeKind
     id: str  # stable identity in Redis key names, e.g. "team/ns/name"
-    tag: str  # hash tag: all scopes of one team share it
+    tag: str  # hash tag: all scopes of one team share it; a shared pool has its own
     label: str  # what error messages call it, e.g. "team qa-prod-bot"
     budget: BudgetLimits | None = None
     rate: RateLimits | None = None

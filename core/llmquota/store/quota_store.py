@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from redis.asyncio import Redis
-from redis.maint_notifications import MaintNotificationsConfig
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall
 from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
+from llmquota.store.connection import connect
 from llmquota.store.scripts import Scripts
 
 __all__ = ["BudgetCounter", "QuotaStore"]
@@ -44,19 +44,13 @@ class QuotaStore:
 
     @classmethod
     def from_url(cls, url: str, clock_ms: Callable[[], int] | None = None, **options: Any) -> Self:
-        """Connect (lazily) to the Redis at `url` with a pool.
+        """Connect (lazily) to the Redis at `url`, any form `--redis` takes.
 
-        Maintenance notifications (a Redis Enterprise feature, on by default over TCP in
-        redis-py 8) make the pool skip its check for connections the server closed, so
-        after a Redis restart every pooled connection would fail one request.
+        `options` are those of `llmquota.store.connection.connect` (`password_file`,
+        `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
+        llmquota cannot use.
         """
-        options.setdefault("health_check_interval", 10)
-        if not url.startswith("unix://"):
-            options.setdefault("socket_keepalive", True)
-            options.setdefault(
-                "maint_notifications_config", MaintNotificationsConfig(enabled=False)
-            )
-        return cls(Redis.from_url(url, **options), clock_ms)
+        return cls(connect(url, **options), clock_ms)
 
     async def close(self) -> None:
         """Close the client and its pool."""

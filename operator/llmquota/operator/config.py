@@ -51,6 +51,8 @@ class OperatorConfig:
     """Everything `llmquota operator` was told on its command line."""
 
     redis_url: str
+    redis_password_file: Path | None = None
+    """The Redis password, read from this file (a mounted Secret) rather than the URL."""
     global_budget: tuple[str, str] | None = None
     namespaces: tuple[str, ...] = ()
     health_listen: HostPort = HostPort("0.0.0.0", 8080)  # noqa: S104 (probes come from the kubelet)

@@ -38,6 +38,7 @@ from llmquota.policy.key_hash import hash_key
 __all__ = ["build_registry"]
 
 ResourceT = TypeVar("ResourceT", ApiKey, Team, Budget, RateLimit)
+ReferenceT = TypeVar("ReferenceT", Budget, RateLimit)
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ async def team_deleted(
 # Budget and RateLimit --------------------------------------------------------------------
 
 
-def _reference_changed(model: type[Budget] | type[RateLimit]) -> Any:
+def _reference_changed(model: type[ReferenceT]) -> Any:
     kind: service.DependencyKind = "Budget" if model is Budget else "RateLimit"
 
     async def changed(
@@ -402,8 +403,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         on_change(*resource, "teams", registry=registry, id="team")(team_changed)
     kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
     kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
-    for plural, model in (("budgets", Budget), ("ratelimits", RateLimit)):
-        changed, deleted = _reference_changed(model)
+    for plural, (changed, deleted) in (
+        ("budgets", _reference_changed(Budget)),
+        ("ratelimits", _reference_changed(RateLimit)),
+    ):
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
         kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)

@@ -296,7 +296,7 @@ async def sync_once(state: OperatorState) -> None:
         await service.refresh_keys(state, stale)
     slots = asyncio.Semaphore(PATCH_CONCURRENCY)
     now_ms = await state.store.now_ms()
-    objects = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
+    objects: list[ApiKey | Team] = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
     for start in range(0, len(objects), BATCH_SIZE):
         batch = objects[start : start + BATCH_SIZE]
         subjects = [s for obj in batch if (s := _subject(state, obj)) is not None]

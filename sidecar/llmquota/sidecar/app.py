@@ -76,6 +76,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             url = (await stack.enter_async_context(EmbeddedRedis())).url
         store = QuotaStore.from_url(
             url,
+            password_file=settings.redis_password_file,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             max_connections=REDIS_MAX_CONNECTIONS,

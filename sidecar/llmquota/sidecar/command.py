@@ -7,13 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from llmquota.event_loop import new_event_loop
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
-from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
+from llmquota.sidecar.serving import serve
+from llmquota.sidecar.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    SidecarSettings,
+)
+from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["DEFAULT_STATE_FILE", "add_arguments", "run", "settings_from_args"]
 
@@ -51,7 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
-        help="the shared Redis (also REDIS_URL); without one, an embedded redis-server",
+        help="the shared Redis (also REDIS_URL): redis://, rediss://, unix:// or "
+        "redis+sentinel://HOST:PORT,.../SERVICE[/DB]; without one, an embedded redis-server",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        type=Path,
+        default=_env("redis-password-file"),
+        metavar="PATH",
+        help="file holding the Redis password (a mounted Secret; read for every new "
+        "connection), so that no password is on a command line",
     )
     parser.add_argument(
         "--manifests",
@@ -107,6 +120,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(_env("header-timeout", "20") or 20),
+        help="seconds a connection may take to send its next request's headers (from its "
+        "start or the previous response); idle or slower ones are closed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("max-connections", str(DEFAULT_MAX_CONNECTIONS)) or 0),
+        help="client connections held at once; past it the oldest idle one is closed, or "
+        "the new one gets 503 when all are busy (default: %(default)s)",
+    )
+    parser.add_argument(
         "--upstream-timeout",
         type=float,
         default=float(_env("upstream-timeout", "600") or 600),
@@ -126,17 +153,26 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if args.max_connections < 1 or args.header_timeout <= 0:
+        raise SystemExit("--max-connections and --header-timeout must be positive")
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     state_file = args.state_file
     if state_file is None and args.manifests is not None:
         state_file = Path(args.manifests) / DEFAULT_STATE_FILE
+    password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    if args.redis:
+        try:
+            check_redis(args.redis, password_file)
+        except RedisUrlError as error:
+            raise SystemExit(f"llmquota sidecar: {error}") from None
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,
+        redis_password_file=password_file,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
         state_file=None if state_file is None else Path(state_file),
@@ -145,6 +181,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         lease_seconds=args.lease_seconds,
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
         upstream_timeout=args.upstream_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
@@ -182,26 +220,12 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ValueError as error:  # PricingFileError, a bad --global-budget, ...
         return _refuse(error)
-    serving = False
-
-    def announce(_: str) -> None:
-        nonlocal serving
-        serving = True
-        print(f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True)
-
-    try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=None,  # one structured line per request comes from the proxy instead
-            shutdown_timeout=settings.shutdown_timeout,
-            handler_cancellation=True,  # a client that hangs up frees its reservation at once
-            loop=new_event_loop(),
-            print=announce,
-        )
-    except ValueError as error:
-        if serving:
-            raise
-        return _refuse(error)  # raised while opening the store: an unsupported --redis URL
+    serve(
+        app,
+        settings,
+        new_event_loop(),
+        ready=lambda: print(
+            f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
+        ),
+    )
     return 0

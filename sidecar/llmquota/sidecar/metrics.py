@@ -49,6 +49,8 @@ class Labelled(Generic[_Metric]):
 
     __slots__ = ("_children", "metric")
 
+    metric: _Metric
+
     def __init__(self, metric: _Metric) -> None:
         self.metric = metric
         self._children: dict[tuple[str, ...], _Metric] = {}
@@ -58,7 +60,8 @@ class Labelled(Generic[_Metric]):
         try:
             return self._children[values]
         except KeyError:
-            child = self._children[values] = self.metric.labels(*values)
+            child: _Metric = self.metric.labels(*values)
+            self._children[values] = child
             return child
 
 

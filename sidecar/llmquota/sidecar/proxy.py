@@ -19,7 +19,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
@@ -234,6 +236,16 @@ async def _read_body(request: web.Request) -> ParsedBody:
                 raw = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise _too_large(settings.max_body_bytes) from error
+    except (web.RequestPayloadError, BadHttpMessage) as error:
+        # e.g. a body that does not decode as its Content-Encoding says
+        raise Refusal(
+            400,
+            f"The request body could not be read: {error}",
+            "invalid_request_error",
+            None,
+            outcome="invalid_request",
+            close_connection=True,
+        ) from error
     except TimeoutError as error:
         raise Refusal(
             408,
@@ -272,7 +284,18 @@ def _estimate(
     request: web.Request, exchange: Exchange, parsed: ParsedBody
 ) -> tuple[TokenEstimate, int]:
     """Tokens the request may use and the cost to reserve, in nano-USD."""
-    tokens = estimate_request(exchange.endpoint, parsed.body)
+    try:
+        tokens = estimate_request(exchange.endpoint, parsed.body)
+    except (TypeError, ValueError, RecursionError) as error:
+        # The body is the client's, unchecked beyond `model`: a field of a type no API
+        # accepts (a list as a content part's `type`) is its error, not the sidecar's.
+        raise Refusal(
+            400,
+            f"The request body has a field of the wrong type or shape: {error}",
+            "invalid_request_error",
+            None,
+            outcome="invalid_request",
+        ) from error
     try:
         cost = request.app[PRICES].cost(
             parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens
@@ -315,6 +338,21 @@ async def _admit(
     )
     try:
         raw = await request.app[STORE].admit(call)
+    except ResponseError as error:
+        # The store ran the script and refused its arguments: nothing was reserved.
+        logger.warning(
+            "quota store refused the admission: %s",
+            error,
+            extra={"request_id": exchange.request_id, "reserve_nanos": cost_nanos},
+        )
+        raise Refusal(
+            503,
+            "The quota store could not count this request; retry, or ask for less "
+            "(a smaller max_tokens or n).",
+            "service_unavailable",
+            "store_refused",
+            outcome="store_unavailable",
+        ) from error
     except _STORE_DOWN as error:
         if not settings.fail_open:
             raise _store_unavailable(error) from error

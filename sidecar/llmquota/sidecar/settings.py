@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "SidecarSettings"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONNECTIONS", "SidecarSettings"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# Each client connection may hold an upstream connection too: two descriptors, within
+# the usual container limit of 1024 with room for Redis, logs and the listener.
+DEFAULT_MAX_CONNECTIONS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,8 @@ class SidecarSettings:
     upstream_key_file: Path | None = None
     # None: start an embedded redis-server for this process alone.
     redis_url: str | None = None
+    # The Redis password, read from this file (a mounted Secret) rather than the URL.
+    redis_password_file: Path | None = None
     manifests: Path | None = None
     global_budget: str | None = None
     # Standalone mode's spend snapshot, restored after a wiped store (None: memory only).
@@ -31,6 +36,12 @@ class SidecarSettings:
     # Longest wait for a request body to arrive in full: a client that stalls mid-body
     # gets 408 and loses its connection instead of holding it.
     body_timeout: float = 60.0
+    # Longest a connection may take to deliver its next request's headers (from its
+    # start, or from the end of the previous response): idle and dribbling ones close.
+    header_timeout: float = 20.0
+    # Connections held at once; past it the oldest idle one is closed (or the new one
+    # answered 503 when all are inside a request).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Longest wait for the upstream's next bytes (a reasoning model may think for minutes).
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.

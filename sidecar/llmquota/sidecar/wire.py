@@ -104,18 +104,30 @@ def parse_body(raw: bytes) -> ParsedBody:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidBodyError(f"The request body is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise InvalidBodyError("The request body is nested too deeply.") from error
     if not isinstance(body, dict):
         raise InvalidBodyError("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidBodyError("You must provide a model parameter.", param="model")
     user = body.get("user")
-    return ParsedBody(
-        body=body,
-        model=model,
-        stream=body.get("stream") is True,
-        end_user=user if isinstance(user, str) and user else None,
-    )
+    end_user = user if isinstance(user, str) and user else None
+    # Both name counters in the store: JSON's `\ud800` (a lone surrogate) is text Python
+    # accepts but no store key or Lua string can hold.
+    for param, name in (("model", model), ("user", end_user)):
+        if name is not None and not _is_unicode_text(name):
+            raise InvalidBodyError(f"`{param}` must be valid Unicode text.", param=param)
+    return ParsedBody(body=body, model=model, stream=body.get("stream") is True, end_user=end_user)
+
+
+def _is_unicode_text(text: str) -> bool:
+    """False for strings holding lone surrogates (they have no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def stream_asks_usage(body: Mapping[str, Any]) -> bool:

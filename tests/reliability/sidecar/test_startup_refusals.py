@@ -15,7 +15,7 @@ EXIT_TIMEOUT_S = 60.0
 
 
 def refusal(*flags: str) -> str:
-    """Start the sidecar with `flags`; its output, once it exited with status 2."""
+    """Start the sidecar with `flags`; its output, once it exited non-zero."""
     started = subprocess.run(
         [*LLMQUOTA, "sidecar", "--listen", f"127.0.0.1:{free_port()}", *flags],
         capture_output=True,
@@ -24,7 +24,7 @@ def refusal(*flags: str) -> str:
         check=False,
     )
     output = started.stdout + started.stderr
-    assert started.returncode == 2, output
+    assert started.returncode != 0, output
     assert "Traceback" not in output, output
     (line,) = output.strip().splitlines()
     return line
