@@ -3,6 +3,7 @@ a traceback: a typo in the pricing file, a store URL of an unsupported form, a b
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.e2e
 EXIT_TIMEOUT_S = 60.0
 
 
-def refusal(*flags: str) -> str:
+def refusal(*flags: str, environment: dict[str, str] | None = None) -> str:
     """Start the sidecar with `flags`; its output, once it exited non-zero."""
     started = subprocess.run(
         [*LLMQUOTA, "sidecar", "--listen", f"127.0.0.1:{free_port()}", *flags],
@@ -22,6 +23,7 @@ def refusal(*flags: str) -> str:
         text=True,
         timeout=EXIT_TIMEOUT_S,
         check=False,
+        env={**os.environ, **(environment or {})},
     )
     output = started.stdout + started.stderr
     assert started.returncode != 0, output
@@ -48,3 +50,12 @@ def test_an_unsupported_store_url_is_one_line_naming_the_schemes() -> None:
     assert line.startswith("llmquota sidecar: ")
     assert "redis://" in line
     assert "unix://" in line
+
+
+def test_a_malformed_environment_variable_is_one_line() -> None:
+    line = refusal(
+        "--redis", "redis://127.0.0.1:1/0", environment={"LLMQUOTA_LEASE_SECONDS": "abc"}
+    )
+    assert (
+        line == "llmquota sidecar: an LLMQUOTA_* variable: could not convert string to float: 'abc'"
+    )
