@@ -200,16 +200,18 @@ class QuotaStore:
     async def generation_and_budgets(
         self, scopes: Sequence[tuple[str, str]]
     ) -> tuple[str | None, list[BudgetCounter]]:
-        """The generation marker and the budget counters of (tag, scope id) pairs, read in
-        one transaction: a snapshot is only good if the marker is still the known one."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """The generation marker and the budget counters of (tag, scope id) pairs, in one
+        round trip; the marker is None unless it was the same before and after the
+        counters were read, so counters read across a wipe are never taken for good ones.
+        (Not a MULTI: the keys live in several Cluster slots.)"""
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(keyspace.GENERATION)
             for tag, scope_id in scopes:
                 pipe.hgetall(keyspace.budget_key(tag, scope_id))
-            marker, *raw_counters = await pipe.execute()
-        return (None if marker is None else _text(marker)), [
-            _budget_counter(raw) for raw in raw_counters
-        ]
+            pipe.get(keyspace.GENERATION)
+            before, *raw_counters, after = await pipe.execute()
+        marker = None if before is None or before != after else _text(before)
+        return marker, [_budget_counter(raw) for raw in raw_counters]
 
     async def restore_budget(
         self,
