@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
 from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts
@@ -218,6 +218,74 @@ class QuotaStore:
             args=[window[0], window[1], spend_nanos, *pairs],
         )
         return bool(seeded)
+
+    # Standalone mode: store generation, creation times, spend snapshots -----------------
+
+    async def generation(self) -> str | None:
+        """The generation marker, or None when the store has none (new, or wiped)."""
+        marker = await self.redis.get(keyspace.GENERATION)
+        return None if marker is None else _text(marker)
+
+    async def claim_generation(self, proposed: str) -> str:
+        """Set the generation marker unless one exists (first writer wins); the marker."""
+        previous = await self.redis.set(keyspace.GENERATION, proposed, nx=True, get=True)
+        return proposed if not isinstance(previous, bytes | str) else _text(previous)
+
+    async def claim_created(self, proposed_ms: Mapping[str, int]) -> dict[str, int]:
+        """Record each subject's creation time unless one is recorded (first writer wins,
+        so replicas loading the same manifest agree); the recorded times."""
+        subjects = sorted(proposed_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                pipe.set(keyspace.created_key(subject), proposed_ms[subject], nx=True, get=True)
+            previous: list[bytes | None] = await pipe.execute()
+        return {
+            subject: proposed_ms[subject] if before is None else int(before)
+            for subject, before in zip(subjects, previous, strict=True)
+        }
+
+    async def generation_and_budgets(
+        self, scopes: Sequence[tuple[str, str]]
+    ) -> tuple[str | None, list[BudgetCounter]]:
+        """The generation marker and the budget counters of (tag, scope id) pairs, in one
+        round trip; the marker is None unless it was the same before and after the
+        counters were read, so counters read across a wipe are never taken for good ones.
+        (Not a MULTI: the keys live in several Cluster slots.)"""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keyspace.GENERATION)
+            for tag, scope_id in scopes:
+                pipe.hgetall(keyspace.budget_key(tag, scope_id))
+            pipe.get(keyspace.GENERATION)
+            before, *raw_counters, after = await pipe.execute()
+        marker = None if before is None or before != after else _text(before)
+        return marker, [_budget_counter(raw) for raw in raw_counters]
+
+    async def restore_budget(
+        self,
+        tag: str,
+        scope_id: str,
+        limits: BudgetLimits,
+        counter: BudgetCounter,
+        generation: str,
+    ) -> bool:
+        """Add a snapshot of a counter back after a wipe, once per generation, if its
+        window is still the current one; True when added."""
+        if counter.window_start_ms is None:
+            return False
+        pairs = [value for item in counter.model_spend_nanos.items() for value in item]
+        restored = await self._scripts.restore(
+            keys=[keyspace.budget_key(tag, scope_id)],
+            args=[
+                limits.window,
+                limits.anchor_ms,
+                counter.window_start_ms,
+                counter.spend_nanos,
+                generation,
+                self._clock(),
+                *pairs,
+            ],
+        )
+        return bool(restored)
 
 
 def _text(value: bytes | str) -> str:

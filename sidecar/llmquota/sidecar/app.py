@@ -24,16 +24,16 @@ from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
-from llmquota.sidecar.standalone import follow_manifests
+from llmquota.sidecar.standalone import Standalone, StandaloneStatus
 from llmquota.sidecar.state import (
     BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
-    MANIFESTS_LOADED,
     METRICS,
     POLICIES,
     PRICES,
     SETTINGS,
+    STANDALONE,
     STORE,
     UPSTREAM,
 )
@@ -56,7 +56,7 @@ def create_app(settings: SidecarSettings) -> web.Application:
     app[PRICES] = load_price_table(settings.pricing)
     app[METRICS] = SidecarMetrics.create(app[PRICES])
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
-    app[MANIFESTS_LOADED] = asyncio.Event()
+    app[STANDALONE] = StandaloneStatus()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
     app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx])
     for prefix in ("/v1", ""):
@@ -125,12 +125,13 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
         app[BUDGET_GAUGES].refresh_forever(),
     ]
     if settings.manifests is None:
-        app[MANIFESTS_LOADED].set()
+        app[STANDALONE].loaded.set()
     else:
         resolver = ManifestResolver(parse_global_budget_ref(settings.global_budget))
-        jobs.append(
-            follow_manifests(settings.manifests, resolver, app[STORE], app[MANIFESTS_LOADED])
+        standalone = Standalone(
+            settings.manifests, resolver, app[STORE], settings.state_file, app[STANDALONE]
         )
+        jobs.append(standalone.run())
     tasks = [asyncio.create_task(job) for job in jobs]
     yield
     for task in tasks:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from llmquota.event_loop import new_event_loop
+from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
 from llmquota.sidecar.serving import serve
@@ -17,9 +19,11 @@ from llmquota.sidecar.settings import (
 )
 from llmquota.store import RedisUrlError, check_redis
 
-__all__ = ["add_arguments", "run", "settings_from_args"]
+__all__ = ["DEFAULT_STATE_FILE", "add_arguments", "run", "settings_from_args"]
 
 _TRUE = {"1", "true", "yes", "on"}
+DEFAULT_STATE_FILE = ".llmquota-state.json"
+"""In the manifests folder unless --state-file says otherwise; hidden, so never loaded."""
 
 
 def _env(flag: str, default: str | None = None) -> str | None:
@@ -92,6 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="standalone mode: a Budget every request counts against",
     )
     parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("state-file"),
+        metavar="PATH",
+        help="standalone mode: where spend and first-load times are kept, to restore a "
+        f"wiped store (default: DIR/{DEFAULT_STATE_FILE})",
+    )
+    parser.add_argument(
         "--fail-open",
         action="store_true",
         default=(_env("fail-open", "") or "").lower() in _TRUE,
@@ -161,6 +173,9 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit("--max-connections and --header-timeout must be positive")
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    state_file = args.state_file
+    if state_file is None and args.manifests is not None:
+        state_file = Path(args.manifests) / DEFAULT_STATE_FILE
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
     if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
         raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
@@ -180,6 +195,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
+        state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
@@ -192,12 +208,40 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     )
 
 
+def _refuse(problem: object) -> int:
+    """A configuration error: one line, no traceback, exit status 2."""
+    print(f"llmquota sidecar: {problem}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _manifest_problems(settings: SidecarSettings) -> list[str]:
+    """What `llmquota check` would print for --manifests (and --global-budget)."""
+    if settings.manifests is None:
+        return []
+    global_budget = parse_global_budget_ref(settings.global_budget)
+    problems = check_manifest_dir(settings.manifests, global_budget).problems
+    return [f"--manifests {settings.manifests}: {problem}" for problem in problems]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations."""
+    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations.
+
+    Refuses to start, one line per problem and no traceback, on a configuration error:
+    a bad flag, pricing file or store URL, or any problem in --manifests.
+    """
     configure_logging(args.log_level)
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+        problems = _manifest_problems(settings)
+        if problems:
+            for problem in problems[:-1]:
+                _refuse(problem)
+            return _refuse(problems[-1])
+        app = create_app(settings)
+    except ValueError as error:  # PricingFileError, a bad --global-budget, ...
+        return _refuse(error)
     serve(
-        create_app(settings),
+        app,
         settings,
         new_event_loop(),
         ready=lambda: print(

@@ -32,6 +32,8 @@ class SidecarSettings:
     redis_wait_timeout: float = 0.1
     manifests: Path | None = None
     global_budget: str | None = None
+    # Standalone mode's spend snapshot, restored after a wiped store (None: memory only).
+    state_file: Path | None = None
     fail_open: bool = False
     pricing: Path | None = None
     lease_seconds: float = 30.0

@@ -5,8 +5,6 @@ Opened and closed by `app`'s cleanup contexts; read by `proxy` and `probes`.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from aiohttp import web
 
@@ -17,17 +15,18 @@ from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
+from llmquota.sidecar.standalone import StandaloneStatus
 from llmquota.store import QuotaStore
 
 __all__ = [
     "BUDGET_GAUGES",
     "CREDENTIAL",
     "IN_FLIGHT",
-    "MANIFESTS_LOADED",
     "METRICS",
     "POLICIES",
     "PRICES",
     "SETTINGS",
+    "STANDALONE",
     "STORE",
     "UPSTREAM",
 ]
@@ -41,5 +40,6 @@ UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 POLICIES = web.AppKey("policies", PolicyCache)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 BUDGET_GAUGES = web.AppKey("budget_gauges", BudgetGauges)
-# Set once standalone mode has written the manifests' policies (always set otherwise).
-MANIFESTS_LOADED = web.AppKey("manifests_loaded", asyncio.Event)
+# Standalone mode's readiness: manifests loaded without problems, store not wiped (always
+# ready otherwise).
+STANDALONE = web.AppKey("standalone", StandaloneStatus)

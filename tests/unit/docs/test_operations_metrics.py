@@ -21,7 +21,8 @@ from llmquota.sidecar.metrics import BUDGET_GAUGE_KINDS, BUDGET_KINDS, Labelled,
 REPO = Path(__file__).resolve().parents[3]
 OPERATIONS = REPO / "docs" / "operations.md"
 ADMIT_LUA = REPO / "core" / "llmquota" / "store" / "lua" / "admit.lua"
-BUDGET_LIMITS = {"max_budget", "model_max_budget"}
+# Refusals that are 402s (budgets), never counted in llmquota_rate_limited_total.
+BUDGET_LIMITS = {"max_budget", "model_max_budget", "key_share"}
 Row = tuple[str, str, frozenset[str]]
 
 
