@@ -123,6 +123,39 @@ are set.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The Secret (name and key) holding the Redis URL: the user's `existingSecret`, else
+the chart's own (redis-url.yaml). The operator reads it as an environment variable and
+hands it on to injected sidecars the same way, never as a command-line argument.
+*/}}
+{{- define "llmquota.redisSecretName" -}}
+{{- if .Values.redis.external.existingSecret.name -}}
+{{- .Values.redis.external.existingSecret.name -}}
+{{- else -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "redis-url") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmquota.redisSecretKey" -}}
+{{- if .Values.redis.external.existingSecret.name -}}
+{{- .Values.redis.external.existingSecret.key -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* The Redis URL the chart's own Secret holds: the external URL, else a Sentinel
+group's, else the internal Redis'. */}}
+{{- define "llmquota.redisUrl" -}}
+{{- if .Values.redis.external.url -}}
+{{- .Values.redis.external.url -}}
+{{- else if .Values.redis.external.sentinel.hosts -}}
+{{- include "llmquota.sentinelRedisUrl" . -}}
+{{- else -}}
+{{- include "llmquota.internalRedisUrl" . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* URL of the internal Redis, through its Service. */}}
 {{- define "llmquota.internalRedisUrl" -}}
 {{- printf "redis://%s.%s.svc:6379/0" (include "llmquota.redisName" .) .Release.Namespace -}}

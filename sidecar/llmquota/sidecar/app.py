@@ -20,6 +20,7 @@ from llmquota.pricing import load_price_table
 from llmquota.sidecar import probes, proxy
 from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
+from llmquota.sidecar.health_listener import health_listener_ctx
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
@@ -58,7 +59,7 @@ def create_app(settings: SidecarSettings) -> web.Application:
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
     app[STANDALONE] = StandaloneStatus()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
-    app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx, health_listener_ctx])
     for prefix in ("/v1", ""):
         for endpoint in POST_ENDPOINTS:
             app.router.add_post(f"{prefix}/{endpoint}", proxy.proxy_post)

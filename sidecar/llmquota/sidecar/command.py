@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
     parser.add_argument(
+        "--health-listen",
+        default=_env("health-listen", "0.0.0.0:4001"),
+        metavar="HOST:PORT",
+        help="also serve /healthz, /readyz, /metrics (only those) here, e.g. on the Pod's IP; "
+        "'off': nowhere else (default: %(default)s)",
+    )
+    parser.add_argument(
         "--upstream",
         default=_env("upstream", "https://api.openai.com"),
         metavar="URL",
@@ -171,6 +178,14 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
     if args.max_connections < 1 or args.header_timeout <= 0:
         raise SystemExit("--max-connections and --header-timeout must be positive")
+    health_listen = None
+    if args.health_listen not in {"", "off"}:
+        health_host, _, health_port = args.health_listen.rpartition(":")
+        if not health_host or not health_port.isdigit():
+            raise SystemExit(
+                f"--health-listen must be HOST:PORT or off, got {args.health_listen!r}"
+            )
+        health_listen = (health_host.strip("[]"), int(health_port))
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     state_file = args.state_file
@@ -187,6 +202,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
+        health_listen=health_listen,
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,

@@ -21,6 +21,9 @@ class SidecarSettings:
 
     host: str = "127.0.0.1"
     port: int = 4000
+    # Where /healthz, /readyz and /metrics are served besides `port` (the Pod's IP, for
+    # the kubelet and Prometheus); None: nowhere else.
+    health_listen: tuple[str, int] | None = None
     upstream: str = "https://api.openai.com"
     upstream_key_file: Path | None = None
     # None: start an embedded redis-server for this process alone.

@@ -166,8 +166,16 @@ def test_operator_deployment_defaults(helm_bin: Path, chart_dir: Path) -> None:
     assert not any(
         arg.startswith(("--namespace", "--global-budget", "--fail-open")) for arg in args
     )
+    # The Redis URL comes from a Secret, for the operator and (mirrored) its sidecars.
     redis_url = f"redis://{RELEASE}-llmquota-redis.{NAMESPACE}.svc:6379/0"
-    assert env_var(container, "LLMQUOTA_REDIS")["value"] == redis_url
+    secret_name = f"{RELEASE}-llmquota-redis-url"
+    assert env_var(container, "LLMQUOTA_REDIS")["valueFrom"]["secretKeyRef"] == {
+        "name": secret_name,
+        "key": "url",
+    }
+    assert one(manifests, "Secret", secret_name)["stringData"] == {"url": redis_url}
+    assert f"--sidecar-redis-secret={secret_name}:url" in args
+    assert not any("redis://" in arg for arg in args)
 
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -322,7 +330,7 @@ def test_webhook_selects_annotated_pods_outside_own_namespace(
 def test_cert_manager(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir, VALUES_DIR / "cert-manager.yaml")
     secret_name = f"{RELEASE}-llmquota-webhook-tls"
-    assert not find(manifests, "Secret")
+    assert not find(manifests, "Secret", secret_name)
     issuer = one(manifests, "Issuer")
     assert issuer["spec"] == {"selfSigned": {}}
     certificate = one(manifests, "Certificate", secret_name)
@@ -375,13 +383,18 @@ def test_external_redis(helm_bin: Path, chart_dir: Path) -> None:
     assert not find(manifests, "Service", f"{RELEASE}-llmquota-redis")
     redis = env_var(operator_container(manifests), "LLMQUOTA_REDIS")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "llmquota-redis", "key": "url"}
+    assert "--sidecar-redis-secret=llmquota-redis:url" in operator_container(manifests)["args"]
+    assert not find(manifests, "Secret", f"{RELEASE}-llmquota-redis-url")
 
 
 def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir, VALUES_DIR / "external-sentinel.yaml")
     assert not find(manifests, "StatefulSet")
     container = operator_container(manifests)
-    assert env_var(container, "LLMQUOTA_REDIS")["value"] == (
+    # The URL, like every Redis URL, reaches the operator (and its sidecars) from a Secret.
+    url_secret = env_var(container, "LLMQUOTA_REDIS")["valueFrom"]["secretKeyRef"]
+    assert url_secret == {"name": f"{RELEASE}-llmquota-redis-url", "key": "url"}
+    assert one(manifests, "Secret", url_secret["name"])["stringData"]["url"] == (
         "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis/llmquota/1"
     )
     password_file = env_var(container, "LLMQUOTA_REDIS_PASSWORD_FILE")["value"]
@@ -441,11 +454,49 @@ def test_global_budget_pricing_and_namespaces(helm_bin: Path, chart_dir: Path) -
     assert sorted(peering["metadata"]["namespace"] for peering in peerings) == ["team-a", "team-b"]
     assert not find(manifests, "ClusterKopfPeering")
     own_role = one(manifests, "Role", f"{RELEASE}-llmquota")
-    assert any(rule.get("resourceNames") == ["upstream-api-key"] for rule in own_role["rules"])
+    assert any(
+        rule.get("resourceNames") == [f"{RELEASE}-llmquota-redis-url", "upstream-api-key"]
+        for rule in own_role["rules"]
+    )
 
     statefulset = one(manifests, "StatefulSet")
     assert "volumeClaimTemplates" not in statefulset["spec"]
     assert statefulset["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+
+
+def test_prices_given_with_set_are_accepted(helm_bin: Path, chart_dir: Path) -> None:
+    """`helm --set` passes 0.2 as a string: the schema must take what users type."""
+    manifests = render(
+        helm_bin,
+        chart_dir,
+        set_values=(
+            "pricing.models.llama3.inputPerMillion=0.2",
+            "pricing.models.llama3.outputPerMillion=1",
+            "pricing.unknownModel.inputPerMillion=2.5e1",
+            "pricing.unknownModel.outputPerMillion=30",
+        ),
+    )
+    config = one(manifests, "ConfigMap", f"{RELEASE}-llmquota-sidecar")["data"]
+    pricing = yaml.safe_load(config["pricing.yaml"])
+    assert float(pricing["models"]["llama3"]["inputPerMillion"]) == 0.2
+    assert float(pricing["models"]["llama3"]["outputPerMillion"]) == 1
+    assert float(pricing["unknownModel"]["inputPerMillion"]) == 25
+
+
+@pytest.mark.parametrize("price", ["cheap", "-0.2", "0.2 USD"])
+def test_prices_that_are_not_numbers_are_refused(
+    helm_bin: Path, chart_dir: Path, price: str
+) -> None:
+    result = helm_template(
+        helm_bin,
+        chart_dir,
+        set_values=(
+            f"pricing.models.llama3.inputPerMillion={price}",
+            "pricing.models.llama3.outputPerMillion=1",
+        ),
+    )
+    assert result.returncode != 0
+    assert "inputPerMillion" in result.stderr
 
 
 def test_peering_is_cluster_wide_by_default(helm_bin: Path, chart_dir: Path) -> None:
@@ -539,7 +590,7 @@ def test_switches_render_valid_manifests(
     container = operator_container(manifests)
     if "webhook.enabled=false" in set_values:
         assert not find(manifests, "MutatingWebhookConfiguration")
-        assert not find(manifests, "Secret")
+        assert not find(manifests, "Secret", f"{RELEASE}-llmquota-webhook-tls")
         assert not any(arg.startswith("--webhook") for arg in container["args"])
     if "rbac.create=false" in set_values:
         assert not find(manifests, "ClusterRole")
