@@ -15,6 +15,7 @@ __all__ = [
     "Admitted",
     "Refused",
     "check_key",
+    "check_key_standing",
     "format_money",
     "format_wait",
     "interpret_admit",
@@ -79,6 +80,22 @@ def _retry_after(milliseconds: int) -> dict[str, str]:
 
 def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
     """Refusals that need no counters: blocked, expired, model not allowed."""
+    refused = check_key_standing(policy, now)
+    if refused is not None:
+        return refused
+    if policy.models and model not in policy.models:
+        return Refused(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            f"Model {model!r} is not allowed for key {policy.key_name}; "
+            f"allowed: {', '.join(policy.models)}.",
+        )
+    return None
+
+
+def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
+    """Whether the key may be used at all (every endpoint asks): blocked, expired."""
     if policy.blocked:
         return Refused(
             401,
@@ -92,14 +109,6 @@ def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | No
             "authentication_error",
             "key_expired",
             f"Key {policy.key_name} expired at {policy.expires_at.isoformat()}.",
-        )
-    if policy.models and model not in policy.models:
-        return Refused(
-            403,
-            "permission_error",
-            "model_not_allowed",
-            f"Model {model!r} is not allowed for key {policy.key_name}; "
-            f"allowed: {', '.join(policy.models)}.",
         )
     return None
 

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
-from llmquota.policy.decision import Refused, check_key, interpret_admit
+from llmquota.policy.decision import Refused, check_key, check_key_standing, interpret_admit
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
@@ -164,6 +164,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     exchange = _new_exchange(request)
     try:
         policy = await _authenticate(request, exchange)
+        refused = check_key_standing(policy, datetime.now(UTC))
+        if refused is not None:
+            raise Refusal.of(refused)
         upstream = await _send_upstream(request, exchange, "GET", b"")
         async with upstream:
             raw = await upstream.read()
