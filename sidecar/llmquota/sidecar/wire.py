@@ -16,12 +16,14 @@ __all__ = [
     "InvalidBodyError",
     "ParsedBody",
     "Usage",
+    "UsageTail",
     "client_response_headers",
     "error_body",
     "parse_body",
     "presented_key",
     "stream_asks_usage",
     "upstream_request_headers",
+    "usage_in_body",
     "usage_of",
     "with_stream_usage",
 ]
@@ -186,6 +188,53 @@ def usage_of(usage: Any) -> Usage | None:
         return None
     cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
     return Usage(_count(prompt), _count(completion), _count(cached))
+
+
+def usage_in_body(raw: bytes) -> Usage | None:
+    """The `usage` of a whole JSON answer; None when it is not JSON or has none."""
+    try:
+        answer: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return usage_of(answer.get("usage")) if isinstance(answer, dict) else None
+
+
+USAGE_TAIL_BYTES = 64 * 1024
+_USAGE_KEY = b'"usage"'
+
+
+class UsageTail:
+    """The last `USAGE_TAIL_BYTES` of a JSON answer too large to hold, and its `usage`.
+
+    Chat, completions, embeddings and Responses answers put the top-level `usage` object
+    at (or near) their end. Inside JSON strings a quote is escaped, so the last
+    `"usage"` key in the tail that parses as an object is the answer's own.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the answer."""
+        self._tail = (self._tail + chunk[-USAGE_TAIL_BYTES:])[-USAGE_TAIL_BYTES:]
+
+    def usage(self) -> Usage | None:
+        """The usage of the answer whose end has been fed; None when not found."""
+        decoder = json.JSONDecoder()
+        end = len(self._tail)
+        while (start := self._tail.rfind(_USAGE_KEY, 0, end)) >= 0:
+            end = start
+            rest = self._tail[start + len(_USAGE_KEY) :].decode("utf-8", "replace").lstrip()
+            if not rest.startswith(":"):
+                continue
+            try:
+                value, _ = decoder.raw_decode(rest[1:].lstrip())
+            except (ValueError, RecursionError):
+                continue
+            found = usage_of(value)
+            if found is not None:
+                return found
+        return None
 
 
 def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:

@@ -10,8 +10,9 @@
 --     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
 --   `s` is the scope's index, echoed back on refusal.
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
--- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms} (-1 = no
--- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}.
+-- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
+-- (-1 = no such limit; budget_room: the tightest budget's room before this request's
+-- reservation, > 0) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}.
 
 local spec = cjson.decode(ARGV[1])
 local now = now_ms(ARGV[2])
@@ -21,6 +22,7 @@ local minute = minute_of(now)
 local reset_ms = (minute + 1) * 60000 - now
 local windows = {}
 local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
+local budget_room = -1
 
 local function num(v) return tonumber(v) or 0 end
 
@@ -60,7 +62,9 @@ for i, c in ipairs(spec.checks) do
       return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
     end
     if c.max >= 0 then
-      local left = c.max - spend - resv - spec.cost
+      local room = c.max - spend - resv
+      if budget_room < 0 or room < budget_room then budget_room = room end
+      local left = room - spec.cost
       if left < 0 then left = 0 end
       if budget_left < 0 or left < budget_left then budget_left = left end
     end
@@ -142,4 +146,4 @@ for i, c in ipairs(spec.checks) do
 end
 redis.call('SET', 'llmquota:lease:' .. spec.id, cjson.encode(lease))
 redis.call('ZADD', LEASES, now + spec.lease_ms, spec.id)
-return {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms}
+return {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
