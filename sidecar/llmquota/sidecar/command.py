@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from llmquota.event_loop import new_event_loop
 from llmquota.sidecar.app import create_app
@@ -45,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("upstream-key-file"),
         metavar="PATH",
         help="file holding the upstream's API key (a mounted Secret; re-read when it changes)",
+    )
+    parser.add_argument(
+        "--forward-header",
+        action="append",
+        default=[name for name in (_env("forward-header") or "").split(",") if name.strip()],
+        metavar="NAME",
+        help="also forward this client header upstream (repeatable; the environment "
+        "variable takes a comma-separated list); see docs/sidecar.md for those always sent",
     )
     parser.add_argument(
         "--redis",
@@ -131,6 +140,11 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if urlsplit(args.upstream).username is not None or urlsplit(args.upstream).password:
+        raise SystemExit(
+            "--upstream must not carry user:password@; put the upstream's key in "
+            "--upstream-key-file (it is sent as Authorization: Bearer)"
+        )
     if args.max_connections < 1 or args.header_timeout <= 0:
         raise SystemExit("--max-connections and --header-timeout must be positive")
     if args.manifests is not None and not Path(args.manifests).is_dir():
@@ -144,6 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
         fail_open=args.fail_open,
+        forward_headers=frozenset(name.strip().lower() for name in args.forward_header),
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
         max_body_bytes=args.max_body_bytes,

@@ -51,14 +51,18 @@ from llmquota.sidecar.state import (
 )
 from llmquota.sidecar.streaming import EventTooLongError, StreamMeter, stream_error_event
 from llmquota.sidecar.wire import (
+    BodyTooLargeError,
     InvalidBodyError,
     ParsedBody,
     Usage,
     UsageTail,
     client_response_headers,
+    decode_body,
     error_body,
+    narrow_model_list,
     parse_body,
     presented_key,
+    redact_bytes,
     stream_asks_usage,
     upstream_request_headers,
     usage_in_body,
@@ -195,14 +199,25 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             raise Refusal.of(refused)
         upstream = await _send_upstream(request, exchange, "GET", b"")
+        credential = request.app[CREDENTIAL].value
         async with upstream:
-            raw = await upstream.read()
-            headers = client_response_headers(upstream.headers.items(), {})
+            raw, complete = await _read_at_most(upstream, exchange, WHOLE_ANSWER_BUFFER_BYTES)
+            headers = client_response_headers(upstream.headers.items(), {}, credential)
+        if not complete:
+            raise _too_large_upstream(upstream.status)
+        if upstream.status >= 400:
+            raw = redact_bytes(raw, credential)
         if upstream.status == 200 and policy.models:
-            listing = json.loads(raw)
-            allowed = set(policy.models)
-            listing["data"] = [item for item in listing.get("data", []) if item["id"] in allowed]
-            raw = json.dumps(listing).encode()
+            narrowed = narrow_model_list(raw, policy.models)
+            if narrowed is None:
+                raise Refusal(
+                    502,
+                    "The upstream's model list is not one: no `data` list of models with ids.",
+                    "upstream_error",
+                    "upstream_malformed",
+                    outcome="upstream_error",
+                )
+            raw = narrowed
         exchange.status = upstream.status
         headers["x-request-id"] = exchange.request_id
         return web.Response(body=raw, status=upstream.status, headers=headers)
@@ -287,13 +302,18 @@ async def _read_body(request: web.Request) -> ParsedBody:
             close_connection=True,
         ) from error
     try:
-        return parse_body(raw)
+        decoded = decode_body(
+            raw, request.headers.get("Content-Encoding", ""), settings.max_body_bytes
+        )
+        return parse_body(decoded)
+    except BodyTooLargeError as error:
+        raise _too_large(settings.max_body_bytes) from error
     except InvalidBodyError as error:
         raise Refusal(
-            400,
+            error.status,
             str(error),
             "invalid_request_error",
-            None,
+            error.code,
             outcome="invalid_request",
             param=error.param,
         ) from error
@@ -501,7 +521,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         and exchange.endpoint in STREAM_USAGE_ENDPOINTS
         and not stream_asks_usage(parsed.body)
     )
-    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else None
+    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else parsed.raw
     capped = requested_max_completion_tokens(exchange.endpoint, parsed.body) is not None
     bill = _Bill(request, exchange, parsed.model, tokens, capped, admitted)
     meter: StreamMeter | None = None
@@ -541,15 +561,17 @@ def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate, *, capped: b
 
 
 async def _send_upstream(
-    request: web.Request, exchange: Exchange, method: str, payload: bytes | None
+    request: web.Request, exchange: Exchange, method: str, payload: bytes
 ) -> aiohttp.ClientResponse:
     """Send the request on; the client's key stays here, the sidecar's credential goes."""
     settings = request.app[SETTINGS]
     url = f"{settings.upstream_base}/{exchange.endpoint}"
     if request.query_string:
         url = f"{url}?{request.query_string}"
-    headers = upstream_request_headers(request.headers.items(), request.app[CREDENTIAL].value)
-    body = payload if payload is not None else await request.read()
+    headers = upstream_request_headers(
+        request.headers.items(), request.app[CREDENTIAL].value, settings.forward_headers
+    )
+    body = payload
     started = time.perf_counter()
     try:
         return await request.app[UPSTREAM].request(method, url, data=body, headers=headers)
@@ -584,8 +606,14 @@ async def _relay_whole(
     failed = upstream.status >= 400
     if failed:
         exchange.outcome = "upstream_error"
-    headers = client_response_headers(upstream.headers.items(), own_headers)
+    credential = request.app[CREDENTIAL].value
+    headers = client_response_headers(upstream.headers.items(), own_headers, credential)
     head, complete = await _read_at_most(upstream, exchange, WHOLE_ANSWER_BUFFER_BYTES)
+    if failed and not complete:
+        raise _too_large_upstream(upstream.status)
+    if failed:
+        # An upstream's error may quote the request, credential included.
+        head = redact_bytes(head, credential)
     if complete:
         await bill.settle(None if failed else bill.reported_or_estimate(usage_in_body(head)))
         headers.update(bill.settled_headers())
@@ -610,6 +638,17 @@ async def _relay_whole(
     await bill.settle(None if failed else bill.reported_or_estimate(tail.usage()))
     await response.write_eof()
     return response
+
+
+def _too_large_upstream(status: int) -> Refusal:
+    """An upstream error (or model list) too large to hold and check: not passed on."""
+    return Refusal(
+        502,
+        f"The upstream answered {status} with a body over {WHOLE_ANSWER_BUFFER_BYTES} bytes.",
+        "upstream_error",
+        "upstream_answer_too_large",
+        outcome="upstream_error",
+    )
 
 
 async def _read_upstream(upstream: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
@@ -654,7 +693,9 @@ async def _relay_stream(
     request, exchange = bill.request, bill.exchange
     response = web.StreamResponse(
         status=upstream.status,
-        headers=client_response_headers(upstream.headers.items(), own_headers),
+        headers=client_response_headers(
+            upstream.headers.items(), own_headers, request.app[CREDENTIAL].value
+        ),
     )
     exchange.status = upstream.status
     await response.prepare(request)
