@@ -99,7 +99,7 @@ def _retry_after(milliseconds: int) -> dict[str, str]:
 
 
 def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
-    """Refusals that need no counters: blocked, expired, model not allowed."""
+    """Refusals that need no counters: incomplete policy, blocked, expired, model."""
     refused = check_key_standing(policy, now)
     if refused is not None:
         return refused
@@ -115,7 +115,18 @@ def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | No
 
 
 def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
-    """Whether the key may be used at all (every endpoint asks): blocked, expired."""
+    """Whether the key may be used at all (every endpoint asks): incomplete policy,
+    blocked, expired."""
+    if policy.refusal is not None:
+        # A known key whose limits cannot be applied: a configuration problem on the
+        # server's side (503), not a wrong key (401).
+        return Refused(
+            503,
+            "service_unavailable",
+            "policy_incomplete",
+            f"Key {policy.key_name} cannot be used until its limits resolve: "
+            f"{policy.refusal.message} ({policy.refusal.reason}).",
+        )
     if policy.blocked:
         return Refused(
             401,
@@ -213,6 +224,10 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
     current, maximum, retry_ms = int(result[3]), int(result[4]), int(result[5])
     if limit in ("max_budget", "model_max_budget"):
         return _budget_refusal(call, result, limit)
+    if limit == "key_share":
+        return _key_share_refusal(
+            scope.label, held=current, allowed=maximum, retry_ms=retry_ms, cost=int(result[6])
+        )
     return Refused(
         429,
         "rate_limit_exceeded",
@@ -221,5 +236,28 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
         f"is {maximum}, used {current}; retry in {format_wait(retry_ms)}",
         limit=limit,
         scope_label=scope.label,
+        headers=_retry_after(retry_ms),
+    )
+
+
+def _key_share_refusal(label: str, *, held: int, allowed: int, retry_ms: int, cost: int) -> Refused:
+    """A request that does not fit in the share of a shared budget one key may hold, while
+    that key already holds some of it, or another request holds less than its worst case
+    (admission.KEY_SHARE; docs/architecture.md, "Reservations")."""
+    why = (
+        f"this key already holds {format_money(usd(held))} in flight there"
+        if held
+        else "another request there already holds less than its worst case"
+    )
+    return Refused(
+        402,
+        "budget_exceeded",
+        "budget_exceeded",
+        f"Budget of {label} cannot reserve this request now: it may cost up to "
+        f"{format_money(usd(cost))} (its max_tokens, or the model's output limit, times n), "
+        f"more than the {format_money(usd(max(allowed - held, 0)))} one key may hold in flight "
+        f"there (half of what is left), and {why}; retry shortly, or lower max_tokens or n",
+        limit="key_share",
+        scope_label=label,
         headers=_retry_after(retry_ms),
     )

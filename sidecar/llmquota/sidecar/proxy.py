@@ -37,9 +37,10 @@ from llmquota.policy.decision import (
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
-from llmquota.pricing.estimate import requested_max_completion_tokens
+from llmquota.pricing.tokenizer import output_token_counter
 from llmquota.sidecar.metrics import ModelLabels
 from llmquota.sidecar.state import (
+    BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
     METRICS,
@@ -334,8 +335,11 @@ def _estimate(
     request: web.Request, exchange: Exchange, parsed: ParsedBody
 ) -> tuple[TokenEstimate, int]:
     """Tokens the request may use and the cost to reserve, in nano-USD."""
+    prices = request.app[PRICES]
     try:
-        tokens = estimate_request(exchange.endpoint, parsed.body)
+        tokens = estimate_request(
+            exchange.endpoint, parsed.body, context_window=prices.context_window(parsed.model)
+        )
     except (TypeError, ValueError, RecursionError) as error:
         # The body is the client's, unchecked beyond `model`: a field of a type no API
         # accepts (a list as a content part's `type`) is its error, not the sidecar's.
@@ -347,9 +351,7 @@ def _estimate(
             outcome="invalid_request",
         ) from error
     try:
-        cost = request.app[PRICES].cost(
-            parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens
-        )
+        cost = prices.cost(parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens)
     except UnknownModelError as error:
         pricing = request.app[SETTINGS].pricing
         where = f"the --pricing file {pricing}" if pricing else "a --pricing file"
@@ -381,7 +383,7 @@ async def _admit(
         RequestEstimate(
             parsed.model,
             cost_nanos,
-            tokens.prompt_tokens + tokens.max_completion_tokens,
+            tokens.total,
             parsed.end_user,
         ),
         exchange.request_id,
@@ -414,45 +416,21 @@ async def _admit(
         )
         exchange.outcome = "fail_open"
         return tokens, None
+    request.app[BUDGET_GAUGES].watch(call.scopes)
     decision = interpret_admit(raw, call)
     if isinstance(decision, Refused):
         _note_refusal(request, policy, decision)
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id)
-    _note_remaining(request, policy, decision.budget_left_nanos)
     return tokens, decision
 
 
 def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:
-    metrics = request.app[METRICS]
-    namespace = policy.namespace
     if refused.status == 429:
-        metrics.rate_limited.labels(
-            namespace, policy.team or "", policy.key_name, refused.limit
+        request.app[METRICS].rate_limited.labels(
+            policy.namespace, policy.team or "", policy.key_name, refused.limit
         ).inc()
-    elif refused.limit == "max_budget":
-        for scope in policy.scopes:
-            if scope.label == refused.scope_label and scope.kind != "end_user":
-                metrics.remaining_budget.labels(namespace, scope.kind, _scope_name(scope.id)).set(0)
-
-
-def _scope_name(scope_id: str) -> str:
-    """`team/ns/qa-bot` -> `qa-bot`; `member/ns/team/user` -> `team/user`."""
-    return scope_id.split("/", 2)[-1]
-
-
-def _note_remaining(request: web.Request, policy: ResolvedPolicy, left_nanos: int | None) -> None:
-    """The remaining budget, when it is clear which scope it belongs to: the admit script
-    reports the tightest of all, so only a policy with a single limited budget can name it."""
-    if left_nanos is None:
-        return
-    limited = [s for s in policy.scopes if s.budget is not None and s.budget.max_nanos >= 0]
-    if len(limited) == 1:
-        scope = limited[0]
-        request.app[METRICS].remaining_budget.labels(
-            policy.namespace, scope.kind, _scope_name(scope.id)
-        ).set(left_nanos / 1e9)
 
 
 @dataclass(slots=True)
@@ -465,7 +443,6 @@ class _Bill:
     exchange: Exchange
     model: str
     tokens: TokenEstimate
-    capped: bool  # the request set its own output cap
     admitted: Admitted | None  # None: admitted uncounted (--fail-open)
     settled: bool = False
 
@@ -476,7 +453,7 @@ class _Bill:
 
     def stream_usage(self, meter: StreamMeter) -> Usage:
         """The usage to charge for what a stream delivered."""
-        return _stream_usage(meter, self.tokens, capped=self.capped)
+        return _stream_usage(meter, self.tokens)
 
     def reported_or_estimate(self, usage: Usage | None) -> Usage:
         """The upstream's usage; the estimate (logged) when it reported none."""
@@ -522,15 +499,18 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         and not stream_asks_usage(parsed.body)
     )
     payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else parsed.raw
-    capped = requested_max_completion_tokens(exchange.endpoint, parsed.body) is not None
-    bill = _Bill(request, exchange, parsed.model, tokens, capped, admitted)
+    bill = _Bill(request, exchange, parsed.model, tokens, admitted)
     meter: StreamMeter | None = None
     try:
         upstream = await _send_upstream(request, exchange, "POST", payload)
         async with upstream:
             if upstream.status >= 400 or not parsed.stream:
                 return await _relay_whole(upstream, own_headers, bill)
-            meter = StreamMeter(hide_usage_chunk=hide_usage, max_event_bytes=MAX_EVENT_BYTES)
+            meter = StreamMeter(
+                hide_usage_chunk=hide_usage,
+                tokens=output_token_counter(parsed.model),
+                max_event_bytes=MAX_EVENT_BYTES,
+            )
             return await _relay_stream(upstream, own_headers, meter, bill)
     except BaseException:
         # Cut off (client gone, shutdown, upstream unreachable): charge what was
@@ -545,19 +525,17 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         raise
 
 
-def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate, *, capped: bool) -> Usage:
+def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
     """The stream's reported usage, or the prompt estimate plus the text streamed.
 
-    `capped`: the request set its own output cap, which the upstream cannot exceed, so
-    an estimate from text (4 characters a token, a guess) is held to it and a cut
-    stream never costs more than was reserved for it.
+    The output reserved is a bound the stream cannot pass (the upstream stops at the
+    request's cap, the sidecar at the model's), so an estimate from text (an upper bound
+    itself) is held to it: a cut stream never costs more than was reserved for it.
     """
     if meter is not None and meter.usage is not None:
         return meter.usage
     streamed = 0 if meter is None else meter.completion_tokens_streamed
-    if capped:
-        streamed = min(streamed, tokens.max_completion_tokens)
-    return Usage(tokens.prompt_tokens, streamed)
+    return Usage(tokens.prompt_tokens, min(streamed, tokens.max_completion_tokens))
 
 
 async def _send_upstream(
@@ -634,7 +612,7 @@ async def _relay_whole(
         try:
             chunk = await _read_upstream(upstream, exchange)
         except (aiohttp.ClientError, TimeoutError) as error:
-            return await _cut(bill, response, None, error)
+            return await _cut(bill, response, None, f"upstream cut it: {error}")
     await bill.settle(None if failed else bill.reported_or_estimate(tail.usage()))
     await response.write_eof()
     return response
@@ -689,8 +667,11 @@ async def _relay_stream(
     upstream: aiohttp.ClientResponse, own_headers: dict[str, str], meter: StreamMeter, bill: _Bill
 ) -> web.StreamResponse:
     """Pass events on as they arrive; settle what was streamed before the stream's end.
-    A cut on either side ends the relay, not the accounting."""
+    A cut on either side ends the relay, not the accounting. A stream whose output passes
+    what was reserved for it (the model's limit, when the request asked more or set none)
+    is cut, so that it cannot spend past its reservation."""
     request, exchange = bill.request, bill.exchange
+    tokens = bill.tokens
     response = web.StreamResponse(
         status=upstream.status,
         headers=client_response_headers(
@@ -703,17 +684,23 @@ async def _relay_stream(
         try:
             chunk = await _read_upstream(upstream, exchange)
         except (aiohttp.ClientError, TimeoutError) as error:
-            return await _cut(bill, response, meter, error)
+            return await _cut(bill, response, meter, f"upstream cut it: {error}")
         if not chunk:
             break
         try:
             forward = meter.feed(chunk)
         except EventTooLongError as error:
             await _write(response, stream_error_event(str(error)), exchange)
-            return await _cut(bill, response, meter, error)
+            return await _cut(bill, response, meter, str(error))
         if forward and not await _write(response, forward, exchange):
             await bill.settle(bill.stream_usage(meter))
             return response
+        if (
+            tokens.capped_by_model
+            and meter.completion_tokens_streamed > tokens.max_completion_tokens
+        ):
+            passed = f"passed the {tokens.max_completion_tokens} output tokens reserved for it"
+            return await _cut(bill, response, meter, passed, outcome="reservation_exhausted")
     tail = meter.flush()
     if tail and not await _write(response, tail, exchange):
         await bill.settle(bill.stream_usage(meter))
@@ -724,14 +711,19 @@ async def _relay_stream(
 
 
 async def _cut(
-    bill: _Bill, response: web.StreamResponse, meter: StreamMeter | None, error: Exception
+    bill: _Bill,
+    response: web.StreamResponse,
+    meter: StreamMeter | None,
+    reason: str,
+    *,
+    outcome: str = "upstream_cut",
 ) -> web.StreamResponse:
-    """The upstream broke off an answer already under way: charge what was streamed
-    (nothing of a whole answer), and cut the client off too, since a cleanly ended
-    answer would pass a truncated one off as whole."""
+    """End an answer already under way that cannot be completed: charge what was
+    streamed (nothing of a whole answer), and cut the client off too, since a cleanly
+    ended answer would pass a truncated one off as whole."""
     request, exchange = bill.request, bill.exchange
-    exchange.outcome = "upstream_cut"
-    logger.warning("upstream answer cut: %s", error, extra={"request_id": exchange.request_id})
+    exchange.outcome = outcome
+    logger.warning("answer cut: %s", reason, extra={"request_id": exchange.request_id})
     await bill.settle(None if meter is None else bill.stream_usage(meter))
     if request.transport is not None:
         request.transport.abort()
@@ -763,6 +755,7 @@ def _finish(
         )
         exchange.usage, exchange.cost_usd = usage, cost
         charge = (nanos(cost), usage.total)
+    request.app[BUDGET_GAUGES].touch()
     return request.app[IN_FLIGHT].finish(exchange.request_id, charge)
 
 

@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmquota.pricing.reported_usage import reported_token_count
+
 __all__ = [
     "CLIENT_KEY_HEADERS",
     "FORWARDED_HEADERS",
@@ -273,13 +275,10 @@ def _masked_form(secret: str) -> re.Pattern[str]:
     return re.compile(rf"(?:{start}[\w-]*?)?(?:\*{{3,}}|\.{{3,}}|…|•{{3,}})[\w-]*?{end}(?![\w])")
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def usage_of(usage: Any) -> Usage | None:
     """Chat/completions/embeddings usage (`prompt_tokens`, ...) or Responses usage
-    (`input_tokens`, ...) as one shape; None when absent."""
+    (`input_tokens`, ...) as one shape; None when absent or malformed (a count that is
+    negative, not an integer, or absurd), so the request is charged from its estimate."""
     if not isinstance(usage, Mapping):
         return None
     if "input_tokens" in usage or "output_tokens" in usage:
@@ -291,7 +290,11 @@ def usage_of(usage: Any) -> Usage | None:
     else:
         return None
     cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
-    return Usage(_count(prompt), _count(completion), _count(cached))
+    counts = [reported_token_count(value) for value in (prompt, completion, cached)]
+    if None in counts:
+        return None
+    prompt_count, completion_count, cached_count = (count or 0 for count in counts)
+    return Usage(prompt_count, completion_count, cached_count)
 
 
 def narrow_model_list(raw: bytes, allowed: Collection[str]) -> bytes | None:

@@ -88,8 +88,11 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         args = sidecar_args(upstream.url, directory, store.url, port)
         sidecar = start(args, directory / "sidecar.log", f"http://127.0.0.1:{port}", "/readyz")
         client = redis.Redis.from_url(store.url)
+        bed = Bed(sidecar, upstream, client)
+        # Loaded once, on the first request, not per request: the tokenizer's tables.
+        assert post(bed, json.dumps(CHAT).encode()).status == 200
         try:
-            yield Bed(sidecar, upstream, client)
+            yield bed
         finally:
             sidecar.stop()
             client.close()
