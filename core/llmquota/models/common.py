@@ -54,14 +54,16 @@ def _check_duration(value: Any) -> Any:
     return value
 
 
+# The pattern first, so that it is part of the string's schema (and of the CRD); the
+# validator around it runs first and says what to write.
 Duration = Annotated[
     str,
-    BeforeValidator(_check_duration),
     Field(
         pattern=DURATION_PATTERN,
         description=f"A window: {SPELLINGS}. `1w` is 7d; `1mo` is `monthly` (the 1st of "
         "each month, 00:00 UTC).",
     ),
+    BeforeValidator(_check_duration),
 ]
 
 
