@@ -36,7 +36,15 @@ from typing import Any, Protocol, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from llmquota.models import API_GROUP, ApiKey, Budget, RateLimit, Team, parse_resource
+from llmquota.models import (
+    API_GROUP,
+    ApiKey,
+    Budget,
+    BudgetOverride,
+    RateLimit,
+    Team,
+    parse_resource,
+)
 from llmquota.models.registry import RESOURCE_KINDS, AnyResource
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
@@ -69,7 +77,7 @@ _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _NAMESPACE = re.compile(rf"^{_LABEL}$")
 
-ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit)
+ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit, BudgetOverride)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -297,6 +305,7 @@ class ManifestResolver:
         global_budget = self._global_budget(manifests, problems)
         budgets = manifests.of_kind(Budget)
         rate_limits = manifests.of_kind(RateLimit)
+        overrides = manifests.of_kind(BudgetOverride)
         teams = manifests.of_kind(Team)
         policies: dict[str, ResolvedPolicy] = {}
         owners: dict[str, ObjectId] = {}
@@ -331,6 +340,7 @@ class ManifestResolver:
                 rate_limits={
                     oid.name: r for oid, r in rate_limits.items() if oid.namespace == namespace
                 },
+                overrides=[o for oid, o in overrides.items() if oid.namespace == namespace],
             )
             team = (
                 None

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from llmquota.pricing import PriceTable
+from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
@@ -18,6 +19,7 @@ from llmquota.sidecar.standalone import StandaloneStatus
 from llmquota.store import QuotaStore
 
 __all__ = [
+    "BUDGET_GAUGES",
     "CREDENTIAL",
     "IN_FLIGHT",
     "METRICS",
@@ -37,6 +39,7 @@ STORE = web.AppKey("store", QuotaStore)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 POLICIES = web.AppKey("policies", PolicyCache)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+BUDGET_GAUGES = web.AppKey("budget_gauges", BudgetGauges)
 # Standalone mode's readiness: manifests loaded without problems, store not wiped (always
 # ready otherwise).
 STANDALONE = web.AppKey("standalone", StandaloneStatus)

@@ -253,7 +253,7 @@ def test_problems_name_the_file_the_object_is_written_in() -> None:
         pytest.param(
             "apiVersion: llmquota.dev/v1alpha1\nkind: Budgett\nmetadata: {name: x}\n",
             "file0.yaml: kind: 'Budgett' is not a kind of llmquota.dev (Team, ApiKey, Budget, "
-            "RateLimit)",
+            "RateLimit, BudgetOverride)",
             id="unknown-kind",
         ),
         pytest.param(
