@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +72,22 @@ def test_top_sorts_and_filters_by_kind(seeded: PluginRunner) -> None:
     assert [row["NAME"] for row in rows][:2] == ["apikey/chatty", "apikey/lab"]
     _, rows = table(seeded.ok("top", "teams"))
     assert [row["NAME"] for row in rows] == ["team/qa", "team/research"]
+
+
+def test_top_shows_the_forecast(seeded: PluginRunner) -> None:
+    exhausts_at = (datetime.now(UTC) + timedelta(hours=1, minutes=30)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    forecast = {"burnRateUsdPerHour": 0.25, "exhaustsAt": exhausts_at}
+    seeded.patch_status("apikeys", "lab", status_of(2, None, timedelta(hours=3), forecast=forecast))
+    _, rows = table(seeded.ok("top", "--sort", "forecast"))
+    lab = rows[0]
+    assert lab["NAME"] == "apikey/lab"
+    assert lab["BURN/H"] == "0.25"
+    assert lab["EXHAUSTS IN"] in {"89m", "90m"}
+    assert all(row["EXHAUSTS IN"] == "-" for row in rows[1:])
+    item = next(item for item in seeded.json("top")["items"] if item["name"] == "lab")
+    assert item["forecast"] == forecast
 
 
 def test_top_all_namespaces(seeded: PluginRunner, kube_apiserver: KubeAPIServer) -> None:
@@ -167,6 +183,9 @@ def test_why_names_the_refusing_team_and_what_lifts_it(seeded: PluginRunner) -> 
     assert override["kind"] == "BudgetOverride"
     assert override["spec"]["target"] == {"kind": "Team", "name": "qa"}
     assert override["metadata"]["namespace"] == seeded.namespace
+    # The suggested override is a valid BudgetOverride, as the API server sees it.
+    applied = seeded.kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
+    assert applied.returncode == 0, applied.stderr
 
 
 def test_why_json_and_a_key_that_is_not_refused(seeded: PluginRunner) -> None:
