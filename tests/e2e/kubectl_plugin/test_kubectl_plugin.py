@@ -23,6 +23,7 @@ from tests.e2e.kubectl_plugin.plugin_bed import (
     seed,
     status_of,
 )
+from tests.support.kube_apiserver import REPO_ROOT, cache_dir
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
@@ -343,3 +344,46 @@ def test_seed_helper_writes_what_the_crd_keeps(plugin: PluginRunner) -> None:
         "get", "team", "qa", "-n", plugin.namespace, "-o", "json", check=True
     ).stdout
     assert json.loads(shown)["status"]["memberSpend"] == {"ishaan": 20}
+
+
+def test_a_reader_bound_to_the_chart_viewer_role(
+    seeded: PluginRunner, kube_apiserver: KubeAPIServer, kubeconfig_with: Callable[..., Path]
+) -> None:
+    """Someone who may only read one namespace (the chart's viewer ClusterRole, bound there):
+    top and why work; the operator's Deployment cannot be listed, which why says and goes
+    on; -A is refused by the API server, in one line."""
+    namespace = seeded.namespace
+    release = f"pv-{namespace[-6:]}"
+    rendered = subprocess.run(
+        [str(cache_dir() / "bin" / "helm"), "template", release, str(REPO_ROOT / "charts/llmquota"),
+         "-s", "templates/approver-rbac.yaml"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    viewer = f"{release}-llmquota-viewer"
+    kube_apiserver.kubectl("apply", "-f", "-", input=rendered, check=True)
+    try:
+        kube_apiserver.kubectl("create", "serviceaccount", "reader", "-n", namespace, check=True)
+        kube_apiserver.kubectl(
+            "create", "rolebinding", "reader", "-n", namespace, f"--clusterrole={viewer}",
+            f"--serviceaccount={namespace}:reader", check=True,
+        )  # fmt: skip
+        token = kube_apiserver.kubectl(
+            "create", "token", "reader", "-n", namespace, check=True
+        ).stdout.strip()
+        env = seeded.env(KUBECONFIG=str(kubeconfig_with(namespace=namespace, token=token)))
+
+        top = seeded("top", env=env, namespace=False)
+        assert top.returncode == 0, top.stderr
+        assert table(top.stdout)[1][0]["NAME"] == "team/qa"
+
+        why = seeded("why", "apikey/qa-bot", env=env, namespace=False)
+        assert why.returncode == 0, why.stderr
+        assert "is REFUSED" in why.stdout
+        assert why.stderr.startswith("warning: Deployments may not be listed")
+
+        everywhere = seeded("top", "-A", env=env, namespace=False)
+        assert everywhere.returncode == 1
+        assert everywhere.stderr.startswith("error: Forbidden (403): ")
+        assert everywhere.stderr.count("\n") == 1
+    finally:
+        kube_apiserver.kubectl("delete", "-f", "-", input=rendered)
