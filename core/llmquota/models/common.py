@@ -54,14 +54,17 @@ def _check_duration(value: Any) -> Any:
     return value
 
 
+# The pattern comes before the validator: pydantic puts a constraint given after a
+# validator outside the JSON schema, and the CRD (generated from it) would then let any
+# string through the API server.
 Duration = Annotated[
     str,
-    BeforeValidator(_check_duration),
     Field(
         pattern=DURATION_PATTERN,
         description=f"A window: {SPELLINGS}. `1w` is 7d; `1mo` is `monthly` (the 1st of "
         "each month, 00:00 UTC).",
     ),
+    BeforeValidator(_check_duration),
 ]
 
 

@@ -74,6 +74,14 @@ class SubjectSpec(WireModel):
         return self
 
 
+class ActiveOverride(WireModel):
+    """A BudgetOverride raising this subject's maxBudget now."""
+
+    name: str = Field(description="The BudgetOverride's name.")
+    increase: float = Field(description="USD it adds to maxBudget.")
+    expires: datetime = Field(description="When it stops applying.")
+
+
 class Forecast(WireModel):
     """Where spend is heading at its recent rate (the operator's --forecast-span)."""
 
@@ -102,6 +110,10 @@ class SubjectStatus(WireModel):
     )
     model_spend: dict[str, float] = Field(
         default_factory=dict, description="USD spent per model in the current window."
+    )
+    overrides: list[ActiveOverride] = Field(
+        default_factory=list,
+        description="Active BudgetOverrides; maxBudget and remaining include their increase.",
     )
     forecast: Forecast | None = Field(
         default=None,

@@ -90,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-namespace",
         default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
-        help="namespace of --sidecar-config-map and --upstream-secret, mirrored from there "
-        "into the namespaces of injected Pods (default: $POD_NAMESPACE)",
+        help="namespace of --sidecar-config-map, --upstream-secret and --sidecar-redis-secret, "
+        "mirrored from there into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
     add(
         "--upstream",
@@ -104,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("upstream-secret"),
         metavar="NAME:KEY",
         help="Secret and key with the upstream's credential",
+    )
+    add(
+        "--sidecar-redis-secret",
+        default=_env("sidecar-redis-secret"),
+        metavar="NAME:KEY",
+        help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
+        "it as an environment variable from the Secret; absent: --redis, as a plain value",
     )
     add(
         "--fail-open",
@@ -161,11 +168,14 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     if args.upstream_secret:
         secret_name, _, key = args.upstream_secret.partition(":")
         secret_key = key or secret_key
+    redis_secret, _, redis_key = (args.sidecar_redis_secret or "").partition(":")
     sidecar = None
     if args.sidecar_image:
         sidecar = SidecarConfig(
             image=args.sidecar_image,
             redis_url=args.redis,
+            redis_secret=redis_secret or None,
+            redis_secret_key=redis_key or "url",
             upstream=args.upstream,
             upstream_secret=secret_name,
             upstream_secret_key=secret_key,

@@ -18,7 +18,7 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.conditions import Observation, Transition, event_for
 from llmquota.operator.dependents import DependencyKind, keys_affected, subjects_referencing
 from llmquota.operator.keys import (
@@ -110,7 +110,11 @@ async def post_events(
 
 
 async def post_event(
-    state: OperatorState, obj: ApiKey | Team, type_: str, reason: str, message: str
+    state: OperatorState,
+    obj: ApiKey | Team | BudgetOverride,
+    type_: str,
+    reason: str,
+    message: str,
 ) -> None:
     """One Event about `obj` through the operator's own client (see `post_events`)."""
     try:

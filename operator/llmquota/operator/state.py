@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.forecast import SpendSample
 from llmquota.operator.kube import Kube
@@ -33,7 +33,7 @@ Gone = tuple[str, str, str]
 ScopeRef = tuple[str, str]
 """(hash tag, scope id) of one budget counter."""
 
-ModelT = TypeVar("ModelT", Team, ApiKey, Budget, RateLimit)
+ModelT = TypeVar("ModelT", Team, ApiKey, Budget, RateLimit, BudgetOverride)
 
 
 @dataclass(slots=True)
@@ -54,12 +54,13 @@ class _Grouped(Generic[ModelT]):
 
 @dataclass(slots=True)
 class Indexes:
-    """The kopf indexes (live views): the four kinds by namespace, and keys by team and Secret."""
+    """The kopf indexes (live views): the five kinds by namespace, and keys by team and Secret."""
 
     teams: _Grouped[Team]
     keys: _Grouped[ApiKey]
     budgets: _Grouped[Budget]
     rate_limits: _Grouped[RateLimit]
+    overrides: _Grouped[BudgetOverride]
     keys_by_team: Mapping[tuple[str, str], Iterable[ApiKey]]
     keys_by_secret: Mapping[tuple[str, str], Iterable[ApiKey]]
 
@@ -71,6 +72,7 @@ class Indexes:
             keys=_Grouped(kwargs["llmquota_apikeys"]),
             budgets=_Grouped(kwargs["llmquota_budgets"]),
             rate_limits=_Grouped(kwargs["llmquota_ratelimits"]),
+            overrides=_Grouped(kwargs["llmquota_budgetoverrides"]),
             keys_by_team=kwargs["llmquota_apikeys_by_team"],
             keys_by_secret=kwargs["llmquota_apikeys_by_secret"],
         )
@@ -96,6 +98,11 @@ class Indexes:
                 for r in self.rate_limits.of(namespace)
                 if without != ("RateLimit", namespace, r.metadata.name)
             },
+            overrides=[
+                o
+                for o in self.overrides.of(namespace)
+                if without != ("BudgetOverride", namespace, o.metadata.name)
+            ],
         )
 
 

@@ -82,7 +82,7 @@ def budget_view(limits: BudgetLimits, counter: BudgetCounter, now_ms: int) -> Bu
         window=window,
         spend_nanos=counter.spend_nanos if fresh else 0,
         model_spend_nanos=dict(counter.model_spend_nanos) if fresh else {},
-        max_nanos=None if limits.max_nanos < 0 else limits.max_nanos,
+        max_nanos=None if limits.max_nanos < 0 else limits.max_nanos_at(now_ms),
         soft_nanos=limits.soft_nanos,
         reserved_nanos=max(0, counter.reserved_nanos) if fresh else 0,
     )

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmquota.pricing.reported_usage import reported_token_count
+
 __all__ = [
     "CLIENT_KEY_HEADERS",
     "InvalidBodyError",
@@ -167,13 +169,10 @@ def client_response_headers(
     return headers
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def usage_of(usage: Any) -> Usage | None:
     """Chat/completions/embeddings usage (`prompt_tokens`, ...) or Responses usage
-    (`input_tokens`, ...) as one shape; None when absent."""
+    (`input_tokens`, ...) as one shape; None when absent or malformed (a count that is
+    negative, not an integer, or absurd), so the request is charged from its estimate."""
     if not isinstance(usage, Mapping):
         return None
     if "input_tokens" in usage or "output_tokens" in usage:
@@ -185,7 +184,11 @@ def usage_of(usage: Any) -> Usage | None:
     else:
         return None
     cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
-    return Usage(_count(prompt), _count(completion), _count(cached))
+    counts = [reported_token_count(value) for value in (prompt, completion, cached)]
+    if None in counts:
+        return None
+    prompt_count, completion_count, cached_count = (count or 0 for count in counts)
+    return Usage(prompt_count, completion_count, cached_count)
 
 
 def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:
