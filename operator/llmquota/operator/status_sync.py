@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, RateLimit, Team
-from llmquota.operator import service
+from llmquota.operator import overrides, service
 from llmquota.operator.conditions import Observation
 from llmquota.operator.forecast import (
     Forecast,
@@ -411,6 +411,7 @@ async def sync_once(state: OperatorState) -> None:
         await asyncio.sleep(0)  # let watch events in between batches
     for gone in state.spend_samples.keys() - sampled:  # subjects deleted or without budget
         del state.spend_samples[gone]
+    await overrides.record_expiries(state, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
     references: list[tuple[Budget | RateLimit, str]] = [
         *((budget, "budgets") for budget in indexes.budgets.everywhere()),
         *((limit, "ratelimits") for limit in indexes.rate_limits.everywhere()),
