@@ -12,7 +12,8 @@ iptables chains with DROP rules, mounts under /var/lib/kubelet). So the whole
 cluster, control plane included, runs inside one mount and network namespace made
 here (``unshare --mount --net``): the three /proc/sys files the kubelet writes are
 covered by copies of their own, its state directories are tmpfs, and the network
-namespace holds only loopback (with the node's address) and the Pods' bridge: every
+namespace holds only loopback, a bridge with no ports (the node's address) and the
+Pods' bridge: every
 address the cluster uses lives in it, and nothing in it routes anywhere else. The
 API server is relayed to a 127.0.0.1 port of the host over a unix socket (socat),
 for kubectl and helm; whatever must reach a Pod or Service IP runs inside the
@@ -37,6 +38,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,12 +76,16 @@ NODE_IP = "10.77.0.1"
 POD_CIDR = "10.88.0.0/16"
 _POD_GATEWAY = "10.88.0.1"
 _SERVICE_CIDR = "10.96.0.0/16"
+_KUBERNETES_SERVICE_IP = "10.96.0.1"
 _API_PORT = 6443
+_CLUSTER_DOMAIN = "cluster.local"
+_SERVICE_POLL_S = 0.5
 _ADMIN_USER = "llmquota-admin"
 _CGROUP_PREFIX = "llmquota-node-"
 _CGROUP_MOUNT = Path("/sys/fs/cgroup")
 _CNI_BIN = Path("/usr/lib/cni")
 _HOST_TOOLS = (
+    "dnsmasq",
     "containerd",
     "containerd-shim-runc-v2",
     "runc",
@@ -123,8 +129,13 @@ _FENCE_SCRIPT = textwrap.dedent(
       mount --bind "$decoy" "$file"
     done
     ip link set lo up
-    # The node's address, on loopback: no device leads out of this namespace.
-    ip addr add {NODE_IP}/32 dev lo
+    # The node's "uplink": a bridge with no ports, so nothing sent there goes anywhere.
+    # The default route through it lets the node's processes connect to Service IPs
+    # (routed first, then rewritten by kube-proxy's rules).
+    ip link add node0 type bridge
+    ip addr add {NODE_IP}/32 dev node0
+    ip link set node0 up
+    ip route add default dev node0
     sysctl -qw net.ipv4.ip_forward=1
     touch "$1"
     exec sleep infinity
@@ -316,16 +327,27 @@ def _sweep(holder: int | None, root_name: str) -> None:
 
 
 def sweep_leftovers() -> None:
-    """Clean up after runs that were killed before their own cleanup ran."""
+    """Clean up after runs whose process died before their own cleanup could run.
+
+    A run whose owner still lives (another test session on this machine) is left alone.
+    """
+    live: set[str] = set()
     for state_file in sorted(_state_dir().glob("*.json")):
-        state = json.loads(state_file.read_text())
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if _start_time(state["owner"]) == state["owner_start_time"]:
+            live.add(state["cgroup"])
+            continue
         holder = state["holder"]
         alive = _start_time(holder) == state["start_time"]
         _sweep(holder if alive else None, state["cgroup"])
-        state_file.unlink()
+        state_file.unlink(missing_ok=True)
     for hierarchy in _CGROUP_MOUNT.iterdir():
         for stale in hierarchy.glob(f"{_CGROUP_PREFIX}*"):
-            _sweep(None, stale.name)
+            if stale.name not in live:
+                _sweep(None, stale.name)
 
 
 # Starting --------------------------------------------------------------------------------
@@ -359,7 +381,6 @@ def _wait_for(
 
 
 def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:
-    # `tls-server-name`: the host reaches the server through a relay on another address.
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -369,7 +390,6 @@ def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:
                 "cluster": {
                     "server": server,
                     "certificate-authority": str(ca_file),
-                    "tls-server-name": "kubernetes.default.svc",
                 },
             }
         ],
@@ -388,6 +408,29 @@ def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:
     }
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
+
+
+def _serving_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the API server, its own CA: (certificate, key).
+
+    The server's own would not name 127.0.0.1, where the host reaches it (the relay);
+    this one names every address the server is called at, inside and outside.
+    """
+    certificate, key = workdir / "apiserver.crt", workdir / "apiserver.key"
+    names = ",".join(
+        [f"IP:{address}" for address in ("127.0.0.1", NODE_IP, _KUBERNETES_SERVICE_IP)]
+        + [f"DNS:{name}" for name in ("localhost", "kubernetes", "kubernetes.default",
+                                      "kubernetes.default.svc")]
+    )  # fmt: skip
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=llmquota-test-apiserver", "-keyout", str(key), "-out", str(certificate),
+        "-addext", f"subjectAltName={names}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
+        "-addext", "extendedKeyUsage=serverAuth",
+    )  # fmt: skip
+    return certificate, key
 
 
 def _containerd_config(workdir: Path, images: ClusterImages) -> Path:
@@ -477,6 +520,9 @@ def _kubelet_config(workdir: Path, cgroup_root: str) -> Path:
             "nodefs.inodesFree": "0%",
             "imagefs.available": "0%",
         },
+        # Cluster DNS: dnsmasq on the node's address, with a record per Service.
+        "clusterDNS": [NODE_IP],
+        "clusterDomain": _CLUSTER_DOMAIN,
         "resolvConf": "",
         "oomScoreAdj": 0,
         "nodeStatusUpdateFrequency": "4s",
@@ -512,6 +558,52 @@ def _kube_proxy_config(workdir: Path, kubeconfig: Path) -> Path:
     path = workdir / "kube-proxy.json"
     path.write_text(json.dumps(config, indent=2))
     return path
+
+
+class _ServiceRecords(threading.Thread):
+    """Cluster DNS's data: every Service's ClusterIP, written as a hosts file for dnsmasq.
+
+    The chart reaches its Redis and the sidecars their upstream by Service name, as in
+    any cluster; this is the smallest DNS that makes those names resolve: dnsmasq
+    (no upstream servers, so nothing is forwarded anywhere) re-reads the file when it
+    changes, and this thread rewrites it when the Services change.
+    """
+
+    def __init__(self, api: KubeAPIServer, hosts_file: Path) -> None:
+        super().__init__(name="cluster-dns-records", daemon=True)
+        self._api, self._hosts_file = api, hosts_file
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+    def records(self) -> str | None:
+        """The hosts file for the Services now, or None when the API did not answer."""
+        try:
+            status, body = self._api.request("GET", "/api/v1/services", timeout=5)
+        except OSError:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        lines = []
+        for service in body.get("items", []):
+            address = service.get("spec", {}).get("clusterIP")
+            if not address or address == "None":
+                continue
+            name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+            fqdn = f"{name}.{namespace}.svc"
+            lines.append(f"{address} {fqdn}.{_CLUSTER_DOMAIN} {fqdn}")
+        return "".join(f"{line}\n" for line in sorted(lines))
+
+    def run(self) -> None:
+        written = None
+        while not self._stopped.is_set():
+            records = self.records()
+            if records is not None and records != written:
+                self._hosts_file.write_text(records)
+                written = records
+            self._stopped.wait(_SERVICE_POLL_S)
 
 
 _KUBERNETES_ENDPOINTS = {
@@ -577,7 +669,13 @@ def run_kube_cluster(
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(
             json.dumps(
-                {"holder": holder_pid, "start_time": _start_time(holder_pid), "cgroup": cgroup_root}
+                {
+                    "owner": os.getpid(),
+                    "owner_start_time": _start_time(os.getpid()),
+                    "holder": holder_pid,
+                    "start_time": _start_time(holder_pid),
+                    "cgroup": cgroup_root,
+                }
             )
         )
 
@@ -620,17 +718,20 @@ def run_kube_cluster(
                 "--log-level=warn",
             ],
         )
-        cert_dir = workdir / "certs"
+        ca_file, serving_key = _serving_certificate(workdir)
         apiserver = inside(
             "kube-apiserver",
             [
                 str(binaries.kube_apiserver),
                 "--etcd-servers=http://127.0.0.1:2379",
-                f"--cert-dir={cert_dir}",
+                f"--tls-cert-file={ca_file}",
+                f"--tls-private-key-file={serving_key}",
                 "--bind-address=0.0.0.0",
                 f"--advertise-address={NODE_IP}",
                 f"--secure-port={_API_PORT}",
                 "--endpoint-reconciler-type=none",
+                # The node's name resolves nowhere: the API server calls the kubelet by IP.
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-cluster-ip-range={_SERVICE_CIDR}",
                 f"--token-auth-file={tokens}",
                 "--authorization-mode=RBAC",
@@ -659,10 +760,8 @@ def run_kube_cluster(
             )
         )
         _wait_for(api_socket.exists, "the API relay", deadline, etcd)
-        ca_file = cert_dir / "apiserver.crt"
         server = f"https://127.0.0.1:{host_port}"
         kubeconfig, inner_kubeconfig = workdir / "kubeconfig", workdir / "kubeconfig-inside"
-        _wait_for(ca_file.exists, "the API server's certificate", deadline, apiserver)
         _kubeconfig(kubeconfig, server, ca_file, token)
         _kubeconfig(inner_kubeconfig, f"https://127.0.0.1:{_API_PORT}", ca_file, token)
         api = KubeAPIServer(
@@ -766,6 +865,30 @@ def run_kube_cluster(
             return ready.stdout.strip() == "True"
 
         _wait_for(node_ready, "the node Ready", deadline, kubelet)
+        dns_dir = workdir / "dns"
+        dns_dir.mkdir()
+        records = _ServiceRecords(api, dns_dir / "services")
+        first = records.records()
+        assert first is not None
+        (dns_dir / "services").write_text(first)
+        inside(
+            "dnsmasq",
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--log-facility=-",
+                f"--pid-file={workdir / 'dnsmasq.pid'}",
+                "--user=root",
+                "--no-resolv",
+                "--no-hosts",
+                f"--hostsdir={dns_dir}",
+                f"--local=/{_CLUSTER_DOMAIN}/",
+                f"--listen-address={NODE_IP}",
+                "--bind-interfaces",
+            ],
+        )
+        records.start()
+        stack.callback(records.stop)
         kube_proxy = inside(
             "kube-proxy",
             [
