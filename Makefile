@@ -62,8 +62,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# mypy strict over every module of the three source roots (one namespace package, so
+# each root's package is named), then the tests and benchmarks. The count check fails
+# when mypy silently skipped a module (as `-p llmquota` alone once skipped two roots).
+MYPY_PACKAGES := -p llmquota -p llmquota.operator -p llmquota.sidecar
 typecheck: install
-	$(BIN)/mypy -p llmquota
+	@$(BIN)/mypy -v $(MYPY_PACKAGES) 2>$(VENV)/mypy-sources.log; rc=$$?; \
+	  seen=$$(grep -o "BuildSource(path='[^']*[.]py'" $(VENV)/mypy-sources.log | sort -u | wc -l); \
+	  want=$$(find core operator sidecar -name '*.py' | wc -l); \
+	  echo "mypy saw $$seen of $$want modules in core/, operator/, sidecar/"; \
+	  [ "$$rc" = 0 ] && [ "$$seen" = "$$want" ]
 	$(BIN)/mypy tests bench
 
 crds: install
@@ -73,7 +81,11 @@ crds: install
 testbed: install
 	PYTHON=$(CURDIR)/$(BIN)/python bash testbed/build.sh
 
+# bench/floors.py drives its load with Debian's wrk.
 bench: install
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py
 
 clean:

@@ -37,6 +37,7 @@ __all__ = [
     "llmquota_sidecars",
     "pin_others",
     "pinning",
+    "processes",
     "redis_server",
 ]
 
@@ -127,7 +128,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _processes(
+def processes(
     commands: Sequence[list[str]],
     ready_urls: Sequence[str],
     logs: Sequence[Path],
@@ -170,7 +171,7 @@ def fake_upstream(folder: Path, *, prompt_tokens: int, completion_tokens: int) -
         "--prompt-tokens", str(prompt_tokens), "--completion-tokens", str(completion_tokens),
     ]  # fmt: skip
     base = f"http://{listen}"
-    with _processes([command], [f"{base}/v1/models"], [folder / "fake-upstream.log"]):
+    with processes([command], [f"{base}/v1/models"], [folder / "fake-upstream.log"]):
         yield base
 
 
@@ -252,7 +253,7 @@ def litellm_proxies(
         for port in ports
     ]  # fmt: skip
     bases = [f"http://127.0.0.1:{port}" for port in ports]
-    with _processes(
+    with processes(
         commands,
         [f"{base}/health/liveliness" for base in bases],
         [folder / f"litellm-{index}.log" for index in range(count)],
@@ -340,7 +341,7 @@ def llmquota_sidecars(
         for port in ports
     ]  # fmt: skip
     bases = [f"http://127.0.0.1:{port}" for port in ports]
-    with _processes(
+    with processes(
         commands,
         [f"{base}/readyz" for base in bases],
         [folder / f"sidecar-{index}.log" for index in range(count)],

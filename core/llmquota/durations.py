@@ -1,4 +1,4 @@
-"""Budget windows: parsing `30s|10m|1h|30d|monthly` and finding the window around a time.
+"""Budget windows: parsing `30s|10m|1h|30d|1w|1mo|monthly` and finding the window around a time.
 
 Windows are a pure function of (duration, anchor, now), so every replica that agrees on
 `now` (Redis TIME) agrees on the boundary, and a budget resets at its boundary whatever
@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 __all__ = [
+    "MONTHLY_ALIASES",
     "NEVER",
+    "SPELLINGS",
     "Window",
     "WindowSpec",
     "month_start_ms",
@@ -25,8 +27,12 @@ __all__ = [
     "window_at",
 ]
 
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^([1-9][0-9]{0,8})([smhd])$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+_DURATION = re.compile(r"^([1-9][0-9]{0,8})([smhdw])$")
+_MONTHS = re.compile(r"^([1-9][0-9]{0,8})mo$")
+MONTHLY_ALIASES = ("monthly", "1mo")
+"""`1mo` is LiteLLM's spelling of a month; LiteLLM resets it on the 1st, as `monthly` does."""
+SPELLINGS = "<int>s|m|h|d|w (e.g. 30s, 10m, 1h, 30d, 1w), 1mo or monthly"
 
 NEVER = -1
 """`Window.end_ms` of a budget without budgetDuration: it never resets."""
@@ -57,11 +63,18 @@ def parse_duration(text: str | None) -> WindowSpec:
     """Parse a budgetDuration; None (absent) means the budget never resets."""
     if text is None:
         return WindowSpec("none")
-    if text == "monthly":
+    if text in MONTHLY_ALIASES:
         return WindowSpec("monthly")
+    if _MONTHS.match(text):
+        # Windows of several calendar months have no arithmetic in the scripts (yet).
+        msg = (
+            f"budgetDuration {text!r}: windows of several months are not supported; write "
+            "1mo (or monthly) for calendar months, or days, e.g. 90d"
+        )
+        raise ValueError(msg)
     match = _DURATION.match(text)
     if match is None:
-        msg = f"budgetDuration {text!r} is not <int>s|m|h|d (e.g. 30s, 10m, 1h, 30d) or monthly"
+        msg = f"budgetDuration {text!r} is not {SPELLINGS}"
         raise ValueError(msg)
     return WindowSpec("fixed", int(match.group(1)) * _UNIT_MS[match.group(2)])
 

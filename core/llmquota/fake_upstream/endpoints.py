@@ -14,9 +14,9 @@ from aiohttp import web
 
 from llmquota.fake_upstream import replies
 from llmquota.fake_upstream.faults import FaultPlan
+from llmquota.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
 from llmquota.fake_upstream.settings import FakeUpstreamSettings
 from llmquota.fake_upstream.transmit import send_events, send_json
-from llmquota.pricing.estimate import estimate_request
 
 __all__ = [
     "Exchange",
@@ -81,7 +81,7 @@ async def embeddings(request: web.Request, exchange: Exchange) -> web.StreamResp
     """`POST /v1/embeddings`, float vectors or `encoding_format: base64`."""
     settings = exchange.settings
     prompt_tokens = (
-        estimate_request("embeddings", exchange.body).prompt_tokens
+        prompt_tokens_of("embeddings", exchange.body)
         if settings.prompt_tokens is None
         else settings.prompt_tokens
     )

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from llmquota.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
 from llmquota.fake_upstream.settings import FakeUpstreamSettings
-from llmquota.pricing.estimate import estimate_request, requested_max_completion_tokens
+from llmquota.pricing.estimate import requested_max_completion_tokens
 
 __all__ = [
     "Reply",
@@ -73,7 +74,7 @@ def plan_reply(
 ) -> Reply:
     """Token counts and text for `body`: deterministic, so tests know exact costs.
 
-    Prompt tokens are `settings.prompt_tokens` or the pricing estimate of the request;
+    Prompt tokens are `settings.prompt_tokens` or counted as OpenAI bills them;
     completion tokens are `settings.completion_tokens`, or the request's cap if smaller.
     """
     cap = requested_max_completion_tokens(endpoint, body)
@@ -81,7 +82,7 @@ def plan_reply(
         settings.completion_tokens if cap is None else min(cap, settings.completion_tokens)
     )
     prompt_tokens = (
-        estimate_request(endpoint, body).prompt_tokens
+        prompt_tokens_of(endpoint, body)
         if settings.prompt_tokens is None
         else settings.prompt_tokens
     )

@@ -26,7 +26,7 @@ class FakeUpstreamSettings:
     chunk_delay_ms: float = 0.0
     # Every reply generates this many tokens, or the request's cap when that is smaller.
     completion_tokens: int = 16
-    # None: prompt tokens are estimated from the request (llmquota.pricing.estimate).
+    # None: prompt tokens are counted from the request (fake_upstream.prompt_tokens).
     prompt_tokens: int | None = None
     # Content events in a stream; the reply's tokens are spread over them.
     chunks: int = 4

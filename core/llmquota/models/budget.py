@@ -47,9 +47,9 @@ class BudgetSpec(WireModel):
     )
     budget_duration: Duration | None = Field(
         default=None,
-        description="Window after which spend resets to zero: `30s`, `10m`, `1h`, `30d` or "
-        "`monthly` (1st of the month, 00:00 UTC). Windows are anchored at the subject's "
-        "creation. Absent: spend never resets.",
+        description="Window after which spend resets to zero: `30s`, `10m`, `1h`, `30d`, "
+        "`1w` (7d), or `monthly` (also `1mo`: the 1st of the month, 00:00 UTC). Fixed "
+        "windows are cut from the subject's creation. Absent: spend never resets.",
     )
     model_max_budget: dict[str, Money] = Field(
         default_factory=dict,

@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
+
+from llmquota.durations import SPELLINGS, parse_duration
 
 __all__ = [
     "API_GROUP",
@@ -31,8 +33,9 @@ __all__ = [
 API_GROUP = "llmquota.dev"
 API_VERSION = "v1alpha1"
 
-# `<int>s|m|h|d` or `monthly`; zero-length windows make no sense, so no leading zero.
-DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhd]|monthly)$"
+# `<int>s|m|h|d|w`, `1mo` or `monthly`; zero-length windows make no sense, so no leading
+# zero. `1w` is 7d and `1mo` is `monthly`: the spellings LiteLLM users bring.
+DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhdw]|1mo|monthly)$"
 
 CONDITIONS_LIST: dict[str, JsonValue] = {
     "x-kubernetes-list-type": "map",
@@ -41,13 +44,27 @@ CONDITIONS_LIST: dict[str, JsonValue] = {
 """Conditions are a list-map keyed on `type` (Kubernetes API conventions)."""
 
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _check_duration(value: Any) -> Any:
+    """Refuse a bad duration saying what to write (the parser's message), before the
+    pattern would refuse it quoting a regular expression."""
+    if isinstance(value, str):
+        parse_duration(value)
+    return value
+
+
+# The pattern comes before the validator: pydantic puts a constraint given after a
+# validator outside the JSON schema, and the CRD (generated from it) would then let any
+# string through the API server.
 Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
-        description="A window: `<int>s`, `<int>m`, `<int>h`, `<int>d` (e.g. 30s, 10m, 1h, 30d) "
-        "or `monthly` (the 1st of each month, 00:00 UTC).",
+        description=f"A window: {SPELLINGS}. `1w` is 7d; `1mo` is `monthly` (the 1st of "
+        "each month, 00:00 UTC).",
     ),
+    BeforeValidator(_check_duration),
 ]
 
 

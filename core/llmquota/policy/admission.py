@@ -2,6 +2,11 @@
 
 The order of checks is the order of scopes (global, team, member, key, end users), so a
 refusal names the widest scope that is exhausted.
+
+Every budget but the key's own is shared with other keys, and there one key may hold in
+flight at most `KEY_SHARE` of what the spend and the other keys' reservations leave
+(docs/architecture.md, "Reservations"): a key cannot lock its teammates, or everyone under
+the global budget, out with reservations while real spend is far below the limit.
 """
 
 from __future__ import annotations
@@ -11,11 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import RateLimits, ResolvedPolicy, Scope
+from llmquota.policy.resolved import BudgetLimits, RateLimits, ResolvedPolicy, Scope
 
-__all__ = ["AdmissionCall", "RequestEstimate", "admission_call", "dynamic_group", "scopes_for"]
+__all__ = [
+    "KEY_SHARE",
+    "MAX_AMOUNT",
+    "AdmissionCall",
+    "RequestEstimate",
+    "admission_call",
+    "counter_amount",
+    "dynamic_group",
+    "scopes_for",
+]
 
 NO_LIMIT = -1
+KEY_SHARE = 0.5
+"""Of what a shared budget has left beside the other keys' reservations, the most one key
+may hold in flight there."""
+MAX_AMOUNT = 10**15
+"""The most nano-USD ($1M) or tokens one admission or settlement adds to a counter (the
+scripts' MAX_AMOUNT): sums stay exact integers in Lua and in Redis."""
+KEY_FIELD_PREFIX = "k:"
 UNLISTED_PRIORITY = "_default"
 SHARED_POOL = "_all"
 
@@ -73,8 +94,21 @@ def dynamic_group(rate: RateLimits, priority: str | None) -> tuple[str, float]:
     return UNLISTED_PRIORITY, max(0.0, 1.0 - sum(reservation.values()))
 
 
+def _increases(budget: BudgetLimits) -> dict[str, list[list[int]]]:
+    """The budget's BudgetOverrides as `inc` pairs [nano-USD, expires ms], when it has any."""
+    if not budget.increases:
+        return {}
+    return {"inc": [[increase.nanos, increase.expires_ms] for increase in budget.increases]}
+
+
 def _or_none(value: int | None) -> int:
     return NO_LIMIT if value is None else value
+
+
+def counter_amount(value: int) -> int:
+    """`value` held to what a counter takes in one step, [0, MAX_AMOUNT]: a reservation of
+    more than $1M is refused by any budget below that anyway."""
+    return min(max(value, 0), MAX_AMOUNT)
 
 
 def admission_call(
@@ -100,6 +134,8 @@ def admission_call(
                     "w": scope.budget.window,
                     "a": scope.budget.anchor_ms,
                     "mm": scope.budget.model_max_nanos.get(model, NO_LIMIT),
+                    "sh": scope.kind != "key",
+                    **_increases(scope.budget),
                 }
             )
         rate = scope.rate
@@ -146,8 +182,10 @@ def admission_call(
         "id": request_id,
         "lease_ms": lease_ms,
         "model": model,
-        "cost": estimate.cost_nanos,
-        "tokens": estimate.tokens,
+        "cost": counter_amount(estimate.cost_nanos),
+        "tokens": counter_amount(estimate.tokens),
+        "kf": KEY_FIELD_PREFIX + policy.key_hash,
+        "share": KEY_SHARE,
         "checks": checks,
     }
     return AdmissionCall(

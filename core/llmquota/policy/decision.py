@@ -78,7 +78,17 @@ def _retry_after(milliseconds: int) -> dict[str, str]:
 
 
 def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
-    """Refusals that need no counters: blocked, expired, model not allowed."""
+    """Refusals that need no counters: incomplete policy, blocked, expired, model."""
+    if policy.refusal is not None:
+        # A known key whose limits cannot be applied: a configuration problem on the
+        # server's side (503), not a wrong key (401).
+        return Refused(
+            503,
+            "service_unavailable",
+            "policy_incomplete",
+            f"Key {policy.key_name} cannot be used until its limits resolve: "
+            f"{policy.refusal.message} ({policy.refusal.reason}).",
+        )
     if policy.blocked:
         return Refused(
             401,
@@ -152,6 +162,10 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
             scope_label=scope.label,
             headers={} if retry_ms < 0 else _retry_after(retry_ms),
         )
+    if limit == "key_share":
+        return _key_share_refusal(
+            scope.label, held=current, allowed=maximum, retry_ms=retry_ms, cost=int(result[6])
+        )
     return Refused(
         429,
         "rate_limit_exceeded",
@@ -160,5 +174,28 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
         f"is {maximum}, used {current}; retry in {format_wait(retry_ms)}",
         limit=limit,
         scope_label=scope.label,
+        headers=_retry_after(retry_ms),
+    )
+
+
+def _key_share_refusal(label: str, *, held: int, allowed: int, retry_ms: int, cost: int) -> Refused:
+    """A request that does not fit in the share of a shared budget one key may hold, while
+    that key already holds some of it, or another request holds less than its worst case
+    (admission.KEY_SHARE; docs/architecture.md, "Reservations")."""
+    why = (
+        f"this key already holds {format_money(usd(held))} in flight there"
+        if held
+        else "another request there already holds less than its worst case"
+    )
+    return Refused(
+        402,
+        "budget_exceeded",
+        "budget_exceeded",
+        f"Budget of {label} cannot reserve this request now: it may cost up to "
+        f"{format_money(usd(cost))} (its max_tokens, or the model's output limit, times n), "
+        f"more than the {format_money(usd(max(allowed - held, 0)))} one key may hold in flight "
+        f"there (half of what is left), and {why}; retry shortly, or lower max_tokens or n",
+        limit="key_share",
+        scope_label=label,
         headers=_retry_after(retry_ms),
     )

@@ -7,7 +7,7 @@ turns into a condition and an Event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -16,6 +16,7 @@ from llmquota.durations import parse_duration
 from llmquota.models import (
     ApiKey,
     Budget,
+    BudgetOverride,
     BudgetSpec,
     ObjectRef,
     RateLimit,
@@ -24,8 +25,10 @@ from llmquota.models import (
     Team,
     check_models_within_team,
 )
+from llmquota.models.budgetoverride import OverrideTargetKind
 from llmquota.models.subject import SubjectSpec
 from llmquota.policy.resolved import (
+    BudgetIncrease,
     BudgetLimits,
     EndUserTemplate,
     LimitSet,
@@ -41,8 +44,11 @@ __all__ = [
     "NamespaceObjects",
     "ResolutionError",
     "budget_limits",
+    "increases_for",
     "key_scope_id",
     "member_scope_id",
+    "pool_scope_id",
+    "raised",
     "rate_limits",
     "resolve_key_policy",
     "team_scope_id",
@@ -68,10 +74,45 @@ class ResolutionError(ValueError):
 
 @dataclass(frozen=True)
 class NamespaceObjects:
-    """The Budgets and RateLimits of one namespace, by name, that references resolve to."""
+    """The objects of one namespace that a key's policy depends on: the Budgets and
+    RateLimits its references resolve to, by name, and the BudgetOverrides that raise
+    its own or its team's budget."""
 
     budgets: Mapping[str, Budget]
     rate_limits: Mapping[str, RateLimit]
+    overrides: Sequence[BudgetOverride] = ()
+
+
+def increases_for(
+    kind: OverrideTargetKind, name: str, overrides: Sequence[BudgetOverride]
+) -> list[BudgetIncrease]:
+    """The increases the overrides grant to one ApiKey or Team, in name order.
+
+    Expired ones are kept: the admit script ignores an increase from its `expires` on,
+    by Redis' clock, so the end of an override never waits for the operator.
+    """
+    return [
+        BudgetIncrease(
+            name=override.metadata.name,
+            nanos=nanos(override.spec.increase),
+            expires_ms=int(override.spec.expires.timestamp() * 1000),
+        )
+        for override in sorted(overrides, key=lambda o: o.metadata.name)
+        if override.spec.target.kind == kind and override.spec.target.name == name
+    ]
+
+
+def raised(limits: BudgetLimits, increases: list[BudgetIncrease]) -> BudgetLimits:
+    """`limits` with the increases on it; a count-only budget is not raised."""
+    if not increases or limits.max_nanos < 0:
+        return limits
+    return limits.model_copy(update={"increases": increases})
+
+
+def _raised(scope: Scope, increases: list[BudgetIncrease]) -> Scope:
+    if scope.budget is None:
+        return scope
+    return scope.model_copy(update={"budget": raised(scope.budget, increases)})
 
 
 def team_scope_id(namespace: str, team: str) -> str:
@@ -82,6 +123,11 @@ def team_scope_id(namespace: str, team: str) -> str:
 def key_scope_id(namespace: str, key_name: str) -> str:
     """An ApiKey's identity in counters and statuses."""
     return f"key/{namespace}/{key_name}"
+
+
+def pool_scope_id(namespace: str, rate_limit: str) -> str:
+    """A referenced Dynamic RateLimit's identity in counters: one pool per object."""
+    return f"ratelimit/{namespace}/{rate_limit}"
 
 
 def _anchor_ms(created: datetime | None) -> int:
@@ -135,17 +181,21 @@ def _subject_budget(
     return spec.budget
 
 
-def _subject_rate(
-    spec: SubjectSpec, namespace: str, objects: NamespaceObjects
-) -> RateLimitSpec | None:
-    if spec.rate_limit_ref is not None:
-        ref = spec.rate_limit_ref
-        found = objects.rate_limits
-        return _referenced("RateLimit", ref, "spec.rateLimitRef", namespace, found).spec
-    return spec.rate_limit
+def _pool_scope(rate_limit: RateLimit, subject_label: str) -> Scope:
+    """The counters of a Dynamic RateLimit, shared by every Team and ApiKey referencing it
+    (whatever their teams, so under a hash tag of its own); named after the subject that
+    drew on it, so that a refusal says whose share ran out."""
+    namespace, name = rate_limit.metadata.namespace, rate_limit.metadata.name
+    return Scope(
+        kind="pool",
+        id=pool_scope_id(namespace, name),
+        tag=f"{namespace}/ratelimit/{name}",
+        label=f"{subject_label} (Dynamic RateLimit {name})",
+        rate=rate_limits(rate_limit.spec),
+    )
 
 
-def _subject_scope(
+def _subject_scopes(
     kind: ScopeKind,
     *,
     scope_id: str,
@@ -155,10 +205,22 @@ def _subject_scope(
     anchor_ms: int,
     namespace: str,
     objects: NamespaceObjects,
-) -> Scope:
+) -> list[Scope]:
+    """The subject's own scope, followed by the pool scope of a referenced Dynamic
+    RateLimit: that pool is one per RateLimit object, not one per subject."""
     budget = _subject_budget(spec, namespace, objects)
-    rate = _subject_rate(spec, namespace, objects)
-    return Scope(
+    rate = spec.rate_limit
+    pools: list[Scope] = []
+    if spec.rate_limit_ref is not None:
+        found = objects.rate_limits
+        referenced = _referenced(
+            "RateLimit", spec.rate_limit_ref, "spec.rateLimitRef", namespace, found
+        )
+        if referenced.spec.allocation == "Dynamic":
+            pools.append(_pool_scope(referenced, label))
+        else:
+            rate = referenced.spec
+    own = Scope(
         kind=kind,
         id=scope_id,
         tag=tag,
@@ -166,6 +228,7 @@ def _subject_scope(
         budget=COUNT_ONLY if budget is None else budget_limits(budget, anchor_ms),
         rate=None if rate is None else rate_limits(rate),
     )
+    return [own, *pools]
 
 
 def _end_user_template(
@@ -265,7 +328,7 @@ def resolve_key_policy(
             raise ResolutionError(error.field, "ModelsOutsideTeam", error.message) from error
         models = models or list(team.spec.models)
         team_anchor = _anchor_ms(team.metadata.creation_timestamp)
-        team_scope = _subject_scope(
+        team_scope, *team_pools = _subject_scopes(
             "team",
             scope_id=team_scope_id(namespace, team.metadata.name),
             tag=f"{namespace}/{team.metadata.name}",
@@ -276,14 +339,15 @@ def resolve_key_policy(
             objects=objects,
         )
         key_tag = team_scope.tag
-        scopes.append(team_scope)
+        team_increases = increases_for("Team", team.metadata.name, objects.overrides)
+        scopes.extend([_raised(team_scope, team_increases), *team_pools])
         if key.spec.user is not None:
             scopes.append(_member_scope(key.spec.user, team, team_scope))
         team_end_users = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
         if team_end_users is not None:
             end_users.append(team_end_users)
     key_anchor = _anchor_ms(key.metadata.creation_timestamp)
-    key_scope = _subject_scope(
+    key_scope, *key_pools = _subject_scopes(
         "key",
         scope_id=key_scope_id(namespace, key.metadata.name),
         tag=key_tag,
@@ -293,7 +357,10 @@ def resolve_key_policy(
         namespace=namespace,
         objects=objects,
     )
-    scopes.append(key_scope)
+    counted = {scope.id for scope in scopes}  # a pool the team draws on already
+    key_increases = increases_for("ApiKey", key.metadata.name, objects.overrides)
+    scopes.append(_raised(key_scope, key_increases))
+    scopes.extend(pool for pool in key_pools if pool.id not in counted)
     key_end_users = _end_user_template(key.spec, key_scope, key_anchor, namespace, objects)
     if key_end_users is not None:
         end_users.append(key_end_users)

@@ -28,7 +28,10 @@ def catalog_price(model: str, provider_id: str | None) -> ModelPrice | None:
     With `provider_id` None the library guesses the provider from the model name.
     """
     try:
-        input_price = _probe(model, provider_id, Usage(input_tokens=_PROBE_TOKENS))
+        input_calculation = calc_price(
+            Usage(input_tokens=_PROBE_TOKENS), model_ref=model, provider_id=provider_id
+        )
+        input_price = input_calculation.total_price * _PROBE_SCALE
         output_price = _probe(model, provider_id, Usage(output_tokens=_PROBE_TOKENS))
         cached_price = _probe(
             model,
@@ -41,6 +44,7 @@ def catalog_price(model: str, provider_id: str | None) -> ModelPrice | None:
         input_per_million=float(input_price),
         output_per_million=float(output_price),
         cached_input_per_million=float(cached_price),
+        context_window=input_calculation.model.context_window or None,
     )
 
 

@@ -4,11 +4,13 @@ YAML or JSON (JSON is valid YAML), all keys optional::
 
     provider: openai                # genai-prices provider tried first; null = guess per model
     models:                         # exact model names as clients send them
-      my-llama: {inputPerMillion: 0.2, outputPerMillion: 0.4}
+      my-llama: {inputPerMillion: 0.2, outputPerMillion: 0.4, contextWindow: 131072}
       gpt-4o-mini: {inputPerMillion: 0.15, outputPerMillion: 0.6, cachedInputPerMillion: 0.075}
     unknownModel: refuse            # default; or a price: {inputPerMillion: 1, outputPerMillion: 2}
 
-Prices are USD per million tokens. Unknown keys are errors, so a typo cannot silently
+Prices are USD per million tokens; `contextWindow` (optional, tokens of prompt and output)
+bounds what a request to the model reserves, 128000 when neither it nor the library says.
+Unknown keys are errors, so a typo cannot silently
 leave a model unpriced. Without a file, only `genai-prices` prices models and unknown
 models are refused.
 """
@@ -42,12 +44,14 @@ class _PriceEntry(_FileModel):
     input_per_million: _Rate
     output_per_million: _Rate
     cached_input_per_million: _Rate | None = None
+    context_window: Annotated[int, Field(gt=0)] | None = None
 
     def to_model_price(self) -> ModelPrice:
         return ModelPrice(
             input_per_million=self.input_per_million,
             output_per_million=self.output_per_million,
             cached_input_per_million=self.cached_input_per_million,
+            context_window=self.context_window,
         )
 
 
@@ -98,10 +102,23 @@ def _parse(path: Path) -> _PricingFile:
         raise PricingFileError(f"pricing file {path}: {_describe(error)}") from error
 
 
+def _keys(model: type[_FileModel]) -> str:
+    return ", ".join(field.alias or name for name, field in model.model_fields.items())
+
+
+def _expected_keys(location: tuple[int | str, ...]) -> str:
+    """The keys allowed where an unknown one was found (`models.x.typo`: a price's)."""
+    return _keys(_PricingFile) if len(location) == 1 else _keys(_PriceEntry)
+
+
 def _describe(error: ValidationError) -> str:
-    """One line per problem, each led by its dotted field path (`models.x.inputPerMillion`)."""
+    """Every problem on one line, each led by its dotted field path
+    (`models.x.inputPerMillion`); an unknown key says which keys are expected there."""
     problems = []
     for detail in error.errors():
         field = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        problems.append(f"{field}: {detail['msg']}")
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = f"unknown key; expected one of {_expected_keys(detail['loc'])}"
+        problems.append(f"{field}: {message}")
     return "; ".join(problems)

@@ -19,12 +19,14 @@ class ModelPrice:
     """USD per million tokens for one model.
 
     `cached_input_per_million` is the rate for prompt tokens the provider served from its
-    prompt cache; None means they cost the same as other input tokens.
+    prompt cache; None means they cost the same as other input tokens. `context_window`
+    is the most tokens (prompt and output) one request may hold, None when not known.
     """
 
     input_per_million: float
     output_per_million: float
     cached_input_per_million: float | None = None
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse prices that would make a budget meaningless (negative, NaN, infinite)."""
@@ -36,6 +38,8 @@ class ModelPrice:
         for name, rate in rates.items():
             if rate is not None and not (math.isfinite(rate) and rate >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {rate!r}")
+        if self.context_window is not None and self.context_window <= 0:
+            raise ValueError(f"context_window must be > 0, got {self.context_window!r}")
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0

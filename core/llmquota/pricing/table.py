@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 from llmquota.pricing.catalog import catalog_price
+from llmquota.pricing.estimate import DEFAULT_CONTEXT_WINDOW
 from llmquota.pricing.model_names import fallback_names
 from llmquota.pricing.model_price import ModelPrice, UnknownModelError, UnknownModelPolicy
 
@@ -50,6 +51,14 @@ class PriceTable:
     def knows(self, model: str) -> bool:
         """Whether `model` has a price of its own (not the unknown-model default)."""
         return self._known_price(model) is not None
+
+    def context_window(self, model: str) -> int:
+        """The most tokens one request to `model` holds: its price entry's (an override's,
+        then the library's), else `DEFAULT_CONTEXT_WINDOW`."""
+        price = self._known_price(model) or self.unknown_model.default_price
+        if price is None or price.context_window is None:
+            return DEFAULT_CONTEXT_WINDOW
+        return price.context_window
 
     def cost(
         self,

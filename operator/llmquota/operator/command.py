@@ -15,6 +15,7 @@ import kopf
 from llmquota.operator.config import OperatorConfig, SidecarConfig, parse_host_port
 from llmquota.operator.handlers import build_registry
 from llmquota.operator.metrics import HealthServer, free_loopback_port
+from llmquota.store import check_redis
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -30,7 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
-        help="Redis URL (also REDIS_URL), e.g. redis://redis:6379/0",
+        help="Redis URL (also REDIS_URL), e.g. redis://redis:6379/0 or "
+        "redis+sentinel://HOST:PORT,.../SERVICE[/DB]",
+    )
+    add(
+        "--redis-password-file",
+        type=Path,
+        default=_env("redis-password-file"),
+        metavar="PATH",
+        help="file holding the Redis password (a mounted Secret), so that none is on a "
+        "command line",
     )
     add(
         "--global-budget",
@@ -116,6 +126,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often statuses are synced from Redis (default 5)",
     )
     add(
+        "--orphan-interval",
+        type=float,
+        default=float(_env("orphan-interval", "60") or 60),
+        metavar="SECONDS",
+        help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
+    )
+    add(
+        "--forecast-span",
+        type=float,
+        default=float(_env("forecast-span", "3600") or 3600),
+        metavar="SECONDS",
+        help="recent spend the forecast's burn rate is measured over (default 3600)",
+    )
+    add(
         "--peering",
         default=_env("peering"),
         metavar="NAME",
@@ -128,6 +152,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     if not args.redis:
         msg = "--redis (or REDIS_URL) is required"
         raise ValueError(msg)
+    password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    check_redis(args.redis, password_file)  # RedisUrlError is a ValueError
     global_budget = None
     if args.global_budget:
         namespace, sep, name = args.global_budget.partition("/")
@@ -158,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         )
     return OperatorConfig(
         redis_url=args.redis,
+        redis_password_file=password_file,
         global_budget=global_budget,
         namespaces=tuple(ns.strip() for ns in namespaces),
         health_listen=parse_host_port(args.health_listen),
@@ -165,6 +192,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
         sidecar=sidecar,
         status_interval=args.status_interval,
+        orphan_interval=args.orphan_interval,
+        forecast_span=args.forecast_span,
         peering=args.peering,
         config_namespace=args.config_namespace or None,
     )

@@ -55,6 +55,8 @@ class OperatorConfig:
     """Everything `llmquota operator` was told on its command line."""
 
     redis_url: str
+    redis_password_file: Path | None = None
+    """The Redis password, read from this file (a mounted Secret) rather than the URL."""
     global_budget: tuple[str, str] | None = None
     namespaces: tuple[str, ...] = ()
     health_listen: HostPort = HostPort("0.0.0.0", 8080)  # noqa: S104 (probes come from the kubelet)
@@ -64,5 +66,9 @@ class OperatorConfig:
     status_interval: float = 5.0
     peering: str | None = None
     recovery_interval: float = 1.0
+    orphan_interval: float = 60.0
+    """Seconds between sweeps for policies no ApiKey owns (one also runs at start)."""
+    forecast_span: float = 3600.0
+    """Seconds of recent spend the burn rate is measured over (see `forecast`)."""
     config_namespace: str | None = None
     """Where the sidecar's ConfigMap and credential Secret are (the operator's namespace)."""

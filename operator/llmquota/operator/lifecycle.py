@@ -1,9 +1,9 @@
 """The operator's life: kopf settings, login, and what startup opens and cleanup closes.
 
 Startup puts the clients (Redis, Kubernetes) and the bookkeeping into kopf's `memo` and
-starts the status sync, the Redis watchdog and the mirroring of the sidecar's
-configuration; cleanup stops and closes them. Login hands kopf an API session with a
-connection limit.
+starts the status sync, the Redis watchdog, the sweep for orphaned policies and the
+mirroring of the sidecar's configuration; cleanup stops and closes them. Login hands
+kopf an API session with a connection limit.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 import kopf
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.kube import Kube
 from llmquota.operator.mirroring import keep_mirrors, mirror_sources
+from llmquota.operator.orphans import keep_policies_owned
 from llmquota.operator.recovery import watch_store
 from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
 from llmquota.operator.status_sync import sync_statuses
@@ -32,7 +32,6 @@ __all__ = [
     "cleanup",
     "configure_settings",
     "login",
-    "redis_pool",
     "startup",
 ]
 
@@ -46,6 +45,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
+    # No handler needs a finalizer (deletions are watched, and `orphans` catches those
+    # missed), so kopf adds none and removes the one older versions added.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -61,12 +62,28 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.admission.managed = None
 
 
+REDIS_CONNECTIONS = 32
+REDIS_POOL_TIMEOUT_S = 30.0
+REDIS_SOCKET_TIMEOUT_S = 10.0
+
+
 async def startup(
     config: OperatorConfig, settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """Clients into memo; the status sync and the Redis watchdog started."""
     configure_settings(settings, config)
-    store = QuotaStore(Redis.from_pool(redis_pool(config.redis_url)))  # closes the pool too
+    store = QuotaStore.from_url(
+        config.redis_url,
+        password_file=config.redis_password_file,
+        max_connections=REDIS_CONNECTIONS,
+        # Thousands of handlers run together at a cold start: callers wait for a free
+        # connection instead of failing with "Too many connections".
+        pool_timeout=REDIS_POOL_TIMEOUT_S,
+        # A primary that stops answering (a failover, a partition) fails the call, to be
+        # retried by kopf or the next sync, instead of hanging the operator on it.
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+    )
     state = OperatorState(
         config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
     )
@@ -74,22 +91,9 @@ async def startup(
     loop = asyncio.get_running_loop()
     state.background.append(loop.create_task(watch_store(state)))
     state.background.append(loop.create_task(sync_statuses(state)))
+    state.background.append(loop.create_task(keep_policies_owned(state)))
     if mirror_sources(config):
         state.background.append(loop.create_task(keep_mirrors(state)))
-
-
-REDIS_CONNECTIONS = 32
-
-
-def redis_pool(url: str) -> BlockingConnectionPool:
-    """A pool that makes callers wait for a connection instead of failing.
-
-    Thousands of handlers run together at a cold start; redis-py's default pool raises
-    "Too many connections" past 100 instead of queueing them.
-    """
-    return BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=30, health_check_interval=10
-    )
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from llmquota.event_loop import new_event_loop
+from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
-from llmquota.sidecar.settings import DEFAULT_MAX_BODY_BYTES, SidecarSettings
+from llmquota.sidecar.serving import serve
+from llmquota.sidecar.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    SidecarSettings,
+)
+from llmquota.sidecar.spend_snapshot import default_state_file
+from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
 
@@ -54,7 +61,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
-        help="the shared Redis (also REDIS_URL); without one, an embedded redis-server",
+        help="the shared Redis (also REDIS_URL): redis://, rediss://, unix:// or "
+        "redis+sentinel://HOST:PORT,.../SERVICE[/DB]; without one, an embedded redis-server",
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        type=Path,
+        default=_env("redis-password-file"),
+        metavar="PATH",
+        help="file holding the Redis password (a mounted Secret; read for every new "
+        "connection), so that no password is on a command line",
+    )
+    parser.add_argument(
+        "--redis-wait-replicas",
+        type=int,
+        default=int(_env("redis-wait-replicas", "0") or 0),
+        metavar="N",
+        help="each settle waits until N replicas hold it (Redis WAIT), so that a failover "
+        "loses no settled spend (default: %(default)s, no wait)",
+    )
+    parser.add_argument(
+        "--redis-wait-timeout",
+        type=float,
+        default=float(_env("redis-wait-timeout", "0.1") or 0.1),
+        metavar="SECONDS",
+        help="longest wait for --redis-wait-replicas; past it the settle stands on the "
+        "primary alone and a warning is logged (default: %(default)s)",
     )
     parser.add_argument(
         "--manifests",
@@ -68,6 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("global-budget"),
         metavar="NS/NAME",
         help="standalone mode: a Budget every request counts against",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("state-file"),
+        metavar="PATH",
+        help="standalone mode: where spend and first-load times are kept, to restore a "
+        "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
+        "~/.local/state/llmquota; never in DIR, which kubectl apply -f reads whole)",
     )
     parser.add_argument(
         "--fail-open",
@@ -102,6 +143,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(_env("header-timeout", "20") or 20),
+        help="seconds a connection may take to send its next request's headers (from its "
+        "start or the previous response); idle or slower ones are closed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("max-connections", str(DEFAULT_MAX_CONNECTIONS)) or 0),
+        help="client connections held at once; past it the oldest idle one is closed, or "
+        "the new one gets 503 when all are busy (default: %(default)s)",
+    )
+    parser.add_argument(
         "--upstream-timeout",
         type=float,
         default=float(_env("upstream-timeout", "600") or 600),
@@ -121,6 +176,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if args.max_connections < 1 or args.header_timeout <= 0:
+        raise SystemExit("--max-connections and --header-timeout must be positive")
     health_listen = None
     if args.health_listen not in {"", "off"}:
         health_host, _, health_port = args.health_listen.rpartition(":")
@@ -131,6 +188,17 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         health_listen = (health_host.strip("[]"), int(health_port))
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    state_file = args.state_file
+    if state_file is None and args.manifests is not None:
+        state_file = default_state_file(Path(args.manifests))
+    password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
+        raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
+    if args.redis:
+        try:
+            check_redis(args.redis, password_file)
+        except RedisUrlError as error:
+            raise SystemExit(f"llmquota sidecar: {error}") from None
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
@@ -138,31 +206,61 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,
+        redis_password_file=password_file,
+        redis_wait_replicas=args.redis_wait_replicas,
+        redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
+        state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
         upstream_timeout=args.upstream_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
 
 
+def _refuse(problem: object) -> int:
+    """A configuration error: one line, no traceback, exit status 2."""
+    print(f"llmquota sidecar: {problem}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _manifest_problems(settings: SidecarSettings) -> list[str]:
+    """What `llmquota check` would print for --manifests (and --global-budget)."""
+    if settings.manifests is None:
+        return []
+    global_budget = parse_global_budget_ref(settings.global_budget)
+    problems = check_manifest_dir(settings.manifests, global_budget).problems
+    return [f"--manifests {settings.manifests}: {problem}" for problem in problems]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations."""
+    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations.
+
+    Refuses to start, one line per problem and no traceback, on a configuration error:
+    a bad flag, pricing file or store URL, or any problem in --manifests.
+    """
     configure_logging(args.log_level)
-    settings = settings_from_args(args)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,  # one structured line per request comes from the proxy instead
-        shutdown_timeout=settings.shutdown_timeout,
-        handler_cancellation=True,  # a client that hangs up frees its reservation at once
-        loop=new_event_loop(),
-        print=lambda _: print(
+    try:
+        settings = settings_from_args(args)
+        problems = _manifest_problems(settings)
+        if problems:
+            for problem in problems[:-1]:
+                _refuse(problem)
+            return _refuse(problems[-1])
+        app = create_app(settings)
+    except ValueError as error:  # PricingFileError, a bad --global-budget, ...
+        return _refuse(error)
+    serve(
+        app,
+        settings,
+        new_event_loop(),
+        ready=lambda: print(
             f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
         ),
     )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from llmquota.sidecar import probes
-from llmquota.sidecar.state import MANIFESTS_LOADED, METRICS, POLICIES, SETTINGS, STORE
+from llmquota.sidecar.state import METRICS, POLICIES, SETTINGS, STANDALONE, STORE
 
 __all__ = ["health_listener_ctx"]
 
@@ -27,7 +27,7 @@ def _health_app(app: web.Application) -> web.Application:
     health = web.Application()
     health[STORE] = app[STORE]
     health[POLICIES] = app[POLICIES]
-    health[MANIFESTS_LOADED] = app[MANIFESTS_LOADED]
+    health[STANDALONE] = app[STANDALONE]
     health[METRICS] = app[METRICS]
     health.router.add_get("/healthz", probes.healthz)
     health.router.add_get("/readyz", probes.readyz)

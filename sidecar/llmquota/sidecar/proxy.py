@@ -19,7 +19,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
@@ -27,9 +29,10 @@ from llmquota.policy.decision import Refused, check_key, interpret_admit
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
-from llmquota.pricing.estimate import requested_max_completion_tokens
+from llmquota.pricing.tokenizer import output_token_counter
 from llmquota.sidecar.metrics import ModelLabels
 from llmquota.sidecar.state import (
+    BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
     METRICS,
@@ -234,6 +237,16 @@ async def _read_body(request: web.Request) -> ParsedBody:
                 raw = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise _too_large(settings.max_body_bytes) from error
+    except (web.RequestPayloadError, BadHttpMessage) as error:
+        # e.g. a body that does not decode as its Content-Encoding says
+        raise Refusal(
+            400,
+            f"The request body could not be read: {error}",
+            "invalid_request_error",
+            None,
+            outcome="invalid_request",
+            close_connection=True,
+        ) from error
     except TimeoutError as error:
         raise Refusal(
             408,
@@ -272,11 +285,23 @@ def _estimate(
     request: web.Request, exchange: Exchange, parsed: ParsedBody
 ) -> tuple[TokenEstimate, int]:
     """Tokens the request may use and the cost to reserve, in nano-USD."""
-    tokens = estimate_request(exchange.endpoint, parsed.body)
+    prices = request.app[PRICES]
     try:
-        cost = request.app[PRICES].cost(
-            parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens
+        tokens = estimate_request(
+            exchange.endpoint, parsed.body, context_window=prices.context_window(parsed.model)
         )
+    except (TypeError, ValueError, RecursionError) as error:
+        # The body is the client's, unchecked beyond `model`: a field of a type no API
+        # accepts (a list as a content part's `type`) is its error, not the sidecar's.
+        raise Refusal(
+            400,
+            f"The request body has a field of the wrong type or shape: {error}",
+            "invalid_request_error",
+            None,
+            outcome="invalid_request",
+        ) from error
+    try:
+        cost = prices.cost(parsed.model, tokens.prompt_tokens, tokens.max_completion_tokens)
     except UnknownModelError as error:
         pricing = request.app[SETTINGS].pricing
         where = f"the --pricing file {pricing}" if pricing else "a --pricing file"
@@ -307,7 +332,7 @@ async def _admit(
         RequestEstimate(
             parsed.model,
             cost_nanos,
-            tokens.prompt_tokens + tokens.max_completion_tokens,
+            tokens.total,
             parsed.end_user,
         ),
         exchange.request_id,
@@ -315,6 +340,21 @@ async def _admit(
     )
     try:
         raw = await request.app[STORE].admit(call)
+    except ResponseError as error:
+        # The store ran the script and refused its arguments: nothing was reserved.
+        logger.warning(
+            "quota store refused the admission: %s",
+            error,
+            extra={"request_id": exchange.request_id, "reserve_nanos": cost_nanos},
+        )
+        raise Refusal(
+            503,
+            "The quota store could not count this request; retry, or ask for less "
+            "(a smaller max_tokens or n).",
+            "service_unavailable",
+            "store_refused",
+            outcome="store_unavailable",
+        ) from error
     except _STORE_DOWN as error:
         if not settings.fail_open:
             raise _store_unavailable(error) from error
@@ -325,45 +365,21 @@ async def _admit(
         )
         exchange.outcome = "fail_open"
         return tokens, {}
+    request.app[BUDGET_GAUGES].watch(call.scopes)
     decision = interpret_admit(raw, call)
     if isinstance(decision, Refused):
         _note_refusal(request, policy, decision)
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id)
-    _note_remaining(request, policy, decision.budget_left_nanos)
     return tokens, decision.headers
 
 
 def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:
-    metrics = request.app[METRICS]
-    namespace = policy.namespace
     if refused.status == 429:
-        metrics.rate_limited.labels(
-            namespace, policy.team or "", policy.key_name, refused.limit
+        request.app[METRICS].rate_limited.labels(
+            policy.namespace, policy.team or "", policy.key_name, refused.limit
         ).inc()
-    elif refused.limit == "max_budget":
-        for scope in policy.scopes:
-            if scope.label == refused.scope_label and scope.kind != "end_user":
-                metrics.remaining_budget.labels(namespace, scope.kind, _scope_name(scope.id)).set(0)
-
-
-def _scope_name(scope_id: str) -> str:
-    """`team/ns/qa-bot` -> `qa-bot`; `member/ns/team/user` -> `team/user`."""
-    return scope_id.split("/", 2)[-1]
-
-
-def _note_remaining(request: web.Request, policy: ResolvedPolicy, left_nanos: int | None) -> None:
-    """The remaining budget, when it is clear which scope it belongs to: the admit script
-    reports the tightest of all, so only a policy with a single limited budget can name it."""
-    if left_nanos is None:
-        return
-    limited = [s for s in policy.scopes if s.budget is not None and s.budget.max_nanos >= 0]
-    if len(limited) == 1:
-        scope = limited[0]
-        request.app[METRICS].remaining_budget.labels(
-            policy.namespace, scope.kind, _scope_name(scope.id)
-        ).set(left_nanos / 1e9)
 
 
 async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamResponse:
@@ -377,7 +393,6 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         and not stream_asks_usage(parsed.body)
     )
     payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else None
-    capped = requested_max_completion_tokens(exchange.endpoint, parsed.body) is not None
     meter: StreamMeter | None = None
     usage: Usage | None = None
     try:
@@ -386,8 +401,12 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
             if upstream.status >= 400 or not parsed.stream:
                 response, usage = await _relay_whole(request, exchange, upstream, own_headers)
             else:
-                meter = StreamMeter(hide_usage_chunk=hide_usage)
-                response = await _relay_stream(request, exchange, upstream, own_headers, meter)
+                meter = StreamMeter(
+                    hide_usage_chunk=hide_usage, tokens=output_token_counter(parsed.model)
+                )
+                response = await _relay_stream(
+                    request, exchange, upstream, own_headers, meter, tokens=tokens
+                )
     except BaseException:
         # Cut off (client gone, shutdown, upstream unreachable): charge what was
         # streamed, or nothing when nothing was.
@@ -396,7 +415,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
             request,
             exchange,
             parsed.model,
-            _stream_usage(meter, tokens, capped=capped) if streamed else None,
+            _stream_usage(meter, tokens) if streamed else None,
         )
         raise
     if upstream.status >= 400:
@@ -404,7 +423,7 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
         _finish(request, exchange, parsed.model, None)
         return response
     if meter is not None:
-        usage = _stream_usage(meter, tokens, capped=capped)
+        usage = _stream_usage(meter, tokens)
     elif usage is None:
         logger.warning(
             "upstream reported no usage; charging the estimate",
@@ -415,19 +434,17 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
     return response
 
 
-def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate, *, capped: bool) -> Usage:
+def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
     """The stream's reported usage, or the prompt estimate plus the text streamed.
 
-    `capped`: the request set its own output cap, which the upstream cannot exceed, so
-    an estimate from text (4 characters a token, a guess) is held to it and a cut
-    stream never costs more than was reserved for it.
+    The output reserved is a bound the stream cannot pass (the upstream stops at the
+    request's cap, the sidecar at the model's), so an estimate from text (an upper bound
+    itself) is held to it: a cut stream never costs more than was reserved for it.
     """
     if meter is not None and meter.usage is not None:
         return meter.usage
     streamed = 0 if meter is None else meter.completion_tokens_streamed
-    if capped:
-        streamed = min(streamed, tokens.max_completion_tokens)
-    return Usage(tokens.prompt_tokens, streamed)
+    return Usage(tokens.prompt_tokens, min(streamed, tokens.max_completion_tokens))
 
 
 async def _send_upstream(
@@ -496,9 +513,13 @@ async def _relay_stream(
     upstream: aiohttp.ClientResponse,
     own_headers: dict[str, str],
     meter: StreamMeter,
+    *,
+    tokens: TokenEstimate,
 ) -> web.StreamResponse:
     """Pass events on as they arrive; a cut on either side ends the relay, not the
-    accounting (the caller charges what was streamed)."""
+    accounting (the caller charges what was streamed). A stream whose output passes what
+    was reserved for it (the model's limit, when the request asked more or set none) is
+    cut, so that it cannot spend past its reservation."""
     response = web.StreamResponse(
         status=upstream.status,
         headers=client_response_headers(upstream.headers.items(), own_headers),
@@ -522,10 +543,21 @@ async def _relay_stream(
         forward = meter.feed(chunk)
         if forward and not await _write(response, forward, exchange):
             return response
+        if (
+            tokens.capped_by_model
+            and meter.completion_tokens_streamed > tokens.max_completion_tokens
+        ):
+            exchange.outcome = "reservation_exhausted"
+            logger.warning(
+                "stream passed the %d output tokens reserved for it; cut",
+                tokens.max_completion_tokens,
+                extra={"request_id": exchange.request_id},
+            )
+            break
     tail = meter.flush()
     if tail and not await _write(response, tail, exchange):
         return response
-    if exchange.outcome == "upstream_cut":
+    if exchange.outcome in ("upstream_cut", "reservation_exhausted"):
         # Cut the client off too: a cleanly ended stream would pass a truncated answer off
         # as a whole one.
         if request.transport is not None:
@@ -558,6 +590,7 @@ def _finish(request: web.Request, exchange: Exchange, model: str, usage: Usage |
         exchange.usage, exchange.cost_usd = usage, cost
         charge = (nanos(cost), usage.total)
     request.app[IN_FLIGHT].finish(exchange.request_id, charge)
+    request.app[BUDGET_GAUGES].touch()
 
 
 def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:

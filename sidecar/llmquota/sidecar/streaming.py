@@ -3,7 +3,9 @@
 The sidecar forwards each event as soon as it is complete, never the whole stream at
 once. On the way it picks up the usage the upstream reports at the end (chat and
 completions: a chunk with `usage` and no choices; Responses: `response.completed`),
-counts the generated text (to charge a stream cut off before usage came), and drops
+counts the generated text in tokens (the model's tokenizer, else UTF-8 bytes: never
+fewer than were generated), to charge a stream cut off before usage came and to stop one
+that runs past its reservation, and drops
 the usage-only chunk when it was the sidecar, not the client, that asked for it.
 """
 
@@ -13,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from llmquota.pricing.estimate import CHARS_PER_TOKEN
+from llmquota.pricing.tokenizer import TextMeter
 from llmquota.sidecar.wire import Usage, usage_of
 
 __all__ = ["StreamMeter"]
@@ -25,17 +27,19 @@ _TERMINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "respo
 class StreamMeter:
     """Splits a byte stream into events, reads them, and says which bytes to forward."""
 
-    def __init__(self, *, hide_usage_chunk: bool) -> None:
-        """`hide_usage_chunk`: drop the usage-only chunk (the client did not ask for it)."""
+    def __init__(self, *, hide_usage_chunk: bool, tokens: TextMeter | None = None) -> None:
+        """`hide_usage_chunk`: drop the usage-only chunk (the client did not ask for it);
+        `tokens` counts the generated text (default: its UTF-8 bytes)."""
         self.hide_usage_chunk = hide_usage_chunk
         self.usage: Usage | None = None
         self.text_chars = 0
+        self.completion_tokens_streamed = 0
+        self._tokens = tokens or TextMeter(None)
         self._pending = b""
 
-    @property
-    def completion_tokens_streamed(self) -> int:
-        """Output tokens estimated from the text streamed so far."""
-        return -(-self.text_chars // CHARS_PER_TOKEN)
+    def _streamed(self, text: str) -> None:
+        self.text_chars += len(text)
+        self.completion_tokens_streamed += self._tokens.count(text)
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the upstream; return the complete events to pass on."""
@@ -74,7 +78,7 @@ class StreamMeter:
         event_type = payload.get("type")
         if isinstance(event_type, str):  # the Responses API names its events
             if event_type == "response.output_text.delta":
-                self.text_chars += _length(payload.get("delta"))
+                self._streamed(_text(payload.get("delta")))
             elif event_type in _TERMINAL_RESPONSE_EVENTS:
                 response = payload.get("response")
                 if isinstance(response, Mapping):
@@ -83,7 +87,8 @@ class StreamMeter:
         choices = payload.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                self.text_chars += _choice_chars(choice)
+                for text in _choice_texts(choice):
+                    self._streamed(text)
         usage = usage_of(payload.get("usage"))
         if usage is None:
             return True
@@ -99,22 +104,22 @@ def _data_of(event: bytes) -> bytes | None:
     return b"\n".join(lines) if lines else None
 
 
-def _length(text: Any) -> int:
-    return len(text) if isinstance(text, str) else 0
+def _text(text: Any) -> str:
+    return text if isinstance(text, str) else ""
 
 
-def _choice_chars(choice: Any) -> int:
-    """Generated characters in one chat or completions choice of a chunk."""
+def _choice_texts(choice: Any) -> list[str]:
+    """Generated texts in one chat or completions choice of a chunk."""
     if not isinstance(choice, Mapping):
-        return 0
+        return []
     delta = choice.get("delta")
     if not isinstance(delta, Mapping):
-        return _length(choice.get("text"))
-    chars = _length(delta.get("content")) + _length(delta.get("refusal"))
+        return [_text(choice.get("text"))]
+    texts = [_text(delta.get("content")), _text(delta.get("refusal"))]
     tool_calls = delta.get("tool_calls")
     if isinstance(tool_calls, list):
         for call in tool_calls:
             function = call.get("function") if isinstance(call, Mapping) else None
             if isinstance(function, Mapping):
-                chars += _length(function.get("arguments")) + _length(function.get("name"))
-    return chars
+                texts += [_text(function.get("arguments")), _text(function.get("name"))]
+    return texts

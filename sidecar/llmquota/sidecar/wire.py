@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmquota.pricing.reported_usage import reported_token_count
+
 __all__ = [
     "CLIENT_KEY_HEADERS",
     "InvalidBodyError",
@@ -104,18 +106,30 @@ def parse_body(raw: bytes) -> ParsedBody:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidBodyError(f"The request body is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise InvalidBodyError("The request body is nested too deeply.") from error
     if not isinstance(body, dict):
         raise InvalidBodyError("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidBodyError("You must provide a model parameter.", param="model")
     user = body.get("user")
-    return ParsedBody(
-        body=body,
-        model=model,
-        stream=body.get("stream") is True,
-        end_user=user if isinstance(user, str) and user else None,
-    )
+    end_user = user if isinstance(user, str) and user else None
+    # Both name counters in the store: JSON's `\ud800` (a lone surrogate) is text Python
+    # accepts but no store key or Lua string can hold.
+    for param, name in (("model", model), ("user", end_user)):
+        if name is not None and not _is_unicode_text(name):
+            raise InvalidBodyError(f"`{param}` must be valid Unicode text.", param=param)
+    return ParsedBody(body=body, model=model, stream=body.get("stream") is True, end_user=end_user)
+
+
+def _is_unicode_text(text: str) -> bool:
+    """False for strings holding lone surrogates (they have no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def stream_asks_usage(body: Mapping[str, Any]) -> bool:
@@ -155,13 +169,10 @@ def client_response_headers(
     return headers
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def usage_of(usage: Any) -> Usage | None:
     """Chat/completions/embeddings usage (`prompt_tokens`, ...) or Responses usage
-    (`input_tokens`, ...) as one shape; None when absent."""
+    (`input_tokens`, ...) as one shape; None when absent or malformed (a count that is
+    negative, not an integer, or absurd), so the request is charged from its estimate."""
     if not isinstance(usage, Mapping):
         return None
     if "input_tokens" in usage or "output_tokens" in usage:
@@ -173,7 +184,11 @@ def usage_of(usage: Any) -> Usage | None:
     else:
         return None
     cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
-    return Usage(_count(prompt), _count(completion), _count(cached))
+    counts = [reported_token_count(value) for value in (prompt, completion, cached)]
+    if None in counts:
+        return None
+    prompt_count, completion_count, cached_count = (count or 0 for count in counts)
+    return Usage(prompt_count, completion_count, cached_count)
 
 
 def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:

@@ -37,6 +37,7 @@ INVALID_MESSAGES = {
     "invalid-typo.yaml": "additional properties 'replicaCont' not allowed",
     "invalid-redis-both.yaml": "not both",
     "invalid-global-budget.yaml": "/globalBudget",
+    "invalid-redis-cluster.yaml": "/redis/external/url",
 }
 
 Manifest = dict[str, Any]
@@ -207,7 +208,14 @@ def test_health_port_is_a_value(helm_bin: Path, chart_dir: Path) -> None:
 
 def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir)
-    rules = [rule for role in find(manifests, "ClusterRole") for rule in role["rules"]]
+    # The roles the chart ships for people (approving overrides, reading) are not the
+    # operator's; they are checked in test_roles_for_people_grant_what_they_say.
+    operator_roles = [
+        role
+        for role in find(manifests, "ClusterRole")
+        if role["metadata"]["name"] not in {f"{RELEASE}-llmquota-{r}" for r in PEOPLE_ROLES}
+    ]
+    rules = [rule for role in operator_roles for rule in role["rules"]]
     rules += [rule for role in find(manifests, "Role") for rule in role["rules"]]
 
     def verbs(group: str, resource: str) -> set[str]:
@@ -218,7 +226,7 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
             for verb in rule["verbs"]
         }
 
-    for resource in ("teams", "apikeys", "budgets", "ratelimits"):
+    for resource in ("teams", "apikeys", "budgets", "ratelimits", "budgetoverrides"):
         assert verbs("llmquota.dev", resource) == {"get", "list", "watch", "patch"}
         assert verbs("llmquota.dev", f"{resource}/status") == {"get", "patch", "update"}
     assert verbs("", "secrets") == {"get", "list", "watch", "create", "patch"}
@@ -231,6 +239,31 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         assert "delete" not in rule["verbs"], rule
+
+
+PEOPLE_ROLES = ("budget-approver", "viewer")
+READ = ["get", "list", "watch"]
+
+
+def test_roles_for_people_grant_what_they_say(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir)
+    approver = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-budget-approver")
+    assert approver["rules"] == [
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["budgetoverrides"],
+            "verbs": [*READ, "create", "update", "patch", "delete"],
+        },
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["apikeys", "teams", "budgets"],
+            "verbs": READ,
+        },
+    ]
+    viewer = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert all(rule["verbs"] == READ for rule in viewer["rules"])
+    assert "secrets" not in str(viewer["rules"])
 
 
 def test_self_signed_webhook_certificate(helm_bin: Path, chart_dir: Path, tmp_path: Path) -> None:
@@ -352,6 +385,28 @@ def test_external_redis(helm_bin: Path, chart_dir: Path) -> None:
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "llmquota-redis", "key": "url"}
     assert "--sidecar-redis-secret=llmquota-redis:url" in operator_container(manifests)["args"]
     assert not find(manifests, "Secret", f"{RELEASE}-llmquota-redis-url")
+
+
+def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir, VALUES_DIR / "external-sentinel.yaml")
+    assert not find(manifests, "StatefulSet")
+    container = operator_container(manifests)
+    # The URL, like every Redis URL, reaches the operator (and its sidecars) from a Secret.
+    url_secret = env_var(container, "LLMQUOTA_REDIS")["valueFrom"]["secretKeyRef"]
+    assert url_secret == {"name": f"{RELEASE}-llmquota-redis-url", "key": "url"}
+    assert one(manifests, "Secret", url_secret["name"])["stringData"]["url"] == (
+        "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis/llmquota/1"
+    )
+    password_file = env_var(container, "LLMQUOTA_REDIS_PASSWORD_FILE")["value"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "redis-password"]
+    assert password_file == f"{mount['mountPath']}/password"
+    volumes = one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [volume] = [v for v in volumes if v["name"] == "redis-password"]
+    assert volume["secret"] == {
+        "secretName": "llmquota-redis-password",
+        "items": [{"key": "redis-password", "path": "password"}],
+    }
+    assert not any("password" in arg for arg in container["args"])
 
 
 def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:

@@ -68,8 +68,9 @@ def test_rate_limit_429_and_headers(sidecar: Sidecar, clients: ClientFactory) ->
         ),
         key,
     )
+    # max_tokens: without it the reservation is the model's output limit (128k tokens).
     served = clients(key).chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=MESSAGES
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=16
     )
     headers = served.headers
     assert headers["x-ratelimit-limit-requests"] == "1"

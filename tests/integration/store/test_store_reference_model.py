@@ -1,16 +1,22 @@
 """The admit/settle/abort scripts against a plain-Python reference of the same rules.
 
-Random sequences of admissions, settlements, aborts and clock moves run both on the Lua
-(real Redis, injected clock) and on a dict-based model written from the documented
-rules: a budget refuses once spend plus reservations reach its max, counters count one
-window and stale ones are zero, rpm/tpm count per minute, settlement replaces the
-estimate with the real cost in the current window. Outcomes (which request is admitted,
-which scope and limit refuse it) and the budget counters must agree at every step.
+Random sequences of admissions (by two keys of one team), settlements, aborts and clock
+moves run both on the Lua (real Redis, injected clock) and on a dict-based model written
+from the documented rules: a budget refuses once spend plus reservations reach its max; at
+a budget shared with the other key (the team's) one key may hold in flight at most
+KEY_SHARE of what the spend and the other key's reservations leave, a request that does
+not fit holding just that when the key holds nothing there and no other capped request
+is in flight there, and refused otherwise; amounts are held to
+MAX_AMOUNT; counters count one window and stale ones are zero, rpm/tpm count per minute,
+settlement replaces the estimate with the real cost in the current window. Outcomes (which
+request is admitted, which scope and limit refuse it) and the budget counters must agree
+at every step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +29,7 @@ from tests.integration.store.scenario import CENT, ManualClock, api_key, policy_
 from tests.support.redis_server import RedisEndpoint, flush
 
 from llmquota.durations import WindowSpec, window_at
-from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.admission import KEY_SHARE, MAX_AMOUNT, RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, interpret_admit
 from llmquota.policy.resolved import ResolvedPolicy, Scope
 from llmquota.store import QuotaStore
@@ -45,31 +51,41 @@ class Counter:
     resv: int = 0
     req: int = 0
     tok: int = 0
+    held: dict[str, int] = field(default_factory=dict)  # key hash -> its reservations
+    capped: bool = False  # a request holding less than its worst case is in flight
 
     def roll(self, win: int) -> None:
         if self.win != win:
             self.win, self.spend, self.resv, self.req, self.tok = win, 0, 0, 0, 0
+            self.held, self.capped = {}, False
 
 
 @dataclass
 class Lease:
     """What an admitted request holds in the reference model."""
 
+    key: str
     cost: int
     tokens: int
-    budget_windows: dict[int, int] = field(default_factory=dict)  # scope index -> win
-    rate_windows: dict[int, int] = field(default_factory=dict)
-    parallel: list[int] = field(default_factory=list)
+    budget_windows: dict[str, int] = field(default_factory=dict)  # scope id -> win
+    budget_holds: dict[str, int] = field(default_factory=dict)  # scope id -> nano-USD held
+    capped: list[str] = field(default_factory=list)
+    rate_windows: dict[str, int] = field(default_factory=dict)
+    parallel: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)  # scope ids where `key` holds its share
 
 
 class Reference:
-    """The admission rules over dicts, written from the documentation, not the Lua."""
+    """The admission rules over dicts, written from the documentation, not the Lua.
 
-    def __init__(self, scopes: list[Scope]) -> None:
-        self.scopes = scopes
-        self.budgets = {index: Counter() for index in range(len(scopes))}
-        self.rates = {index: Counter() for index in range(len(scopes))}
-        self.in_flight = dict.fromkeys(range(len(scopes)), 0)
+    Counters are kept by scope id, so the team's are the same for both keys.
+    """
+
+    def __init__(self) -> None:
+        self.scopes: dict[str, Scope] = {}
+        self.budgets: dict[str, Counter] = {}
+        self.rates: dict[str, Counter] = {}
+        self.in_flight: dict[str, int] = {}
         self.leases: dict[str, Lease] = {}
 
     def _window(self, scope: Scope, now: int) -> tuple[int, int]:
@@ -77,40 +93,67 @@ class Reference:
         window = window_at(_window_spec(scope.budget.window), scope.budget.anchor_ms, now)
         return window.start_ms, window.end_ms
 
-    def admit(self, request_id: str, cost: int, tokens: int, now: int) -> tuple[Any, ...]:
+    def admit(
+        self, policy: ResolvedPolicy, request_id: str, cost: int, tokens: int, now: int
+    ) -> tuple[Any, ...]:
+        cost, tokens = min(cost, MAX_AMOUNT), min(tokens, MAX_AMOUNT)
+        key = policy.key_hash
         minute = now // MINUTE_MS
-        for index, scope in enumerate(self.scopes):
+        holds: dict[str, int] = {}
+        capped: list[str] = []
+        for index, scope in enumerate(policy.scopes):
+            self.scopes[scope.id] = scope
+            self.budgets.setdefault(scope.id, Counter())
+            self.rates.setdefault(scope.id, Counter())
+            self.in_flight.setdefault(scope.id, 0)
             if scope.budget is not None and scope.budget.max_nanos >= 0:
                 start, _ = self._window(scope, now)
-                counter = self.budgets[index]
-                used = counter.spend + counter.resv if counter.win == start else 0
-                if used >= scope.budget.max_nanos:
+                counter = self.budgets[scope.id]
+                current = counter.win == start
+                spend, resv = (counter.spend, counter.resv) if current else (0, 0)
+                held = counter.held.get(key, 0) if current else 0
+                if spend + resv >= scope.budget.max_nanos:
                     return (index, "max_budget")
+                others_leave = scope.budget.max_nanos - spend - (resv - held)
+                share = math.floor(KEY_SHARE * others_leave)
+                holds[scope.id] = cost
+                if scope.kind != "key" and held + cost > share:
+                    if held > 0 or (current and counter.capped):
+                        return (index, "key_share")
+                    holds[scope.id] = share
+                    capped.append(scope.id)
             if scope.rate is not None:
-                rate = self.rates[index]
+                rate = self.rates[scope.id]
                 req, tok = (rate.req, rate.tok) if rate.win == minute else (0, 0)
                 if scope.rate.rpm is not None and req >= scope.rate.rpm:
                     return (index, "rpm")
                 if scope.rate.tpm is not None and tok >= scope.rate.tpm:
                     return (index, "tpm")
                 limit = scope.rate.max_parallel
-                if limit is not None and self.in_flight[index] >= limit:
+                if limit is not None and self.in_flight[scope.id] >= limit:
                     return (index, "max_parallel_requests")
-        lease = Lease(cost, tokens)
-        for index, scope in enumerate(self.scopes):
+        lease = Lease(key, cost, tokens, capped=capped)
+        for scope in policy.scopes:
             if scope.budget is not None:
                 start, _ = self._window(scope, now)
-                self.budgets[index].roll(start)
-                self.budgets[index].resv += cost
-                lease.budget_windows[index] = start
+                counter = self.budgets[scope.id]
+                counter.roll(start)
+                hold = holds.get(scope.id, cost)  # a count-only budget holds the cost
+                counter.resv += hold
+                counter.capped = counter.capped or scope.id in capped
+                lease.budget_windows[scope.id] = start
+                lease.budget_holds[scope.id] = hold
+                if scope.kind != "key" and hold > 0:
+                    counter.held[key] = counter.held.get(key, 0) + hold
+                    lease.shared.append(scope.id)
             if scope.rate is not None:
-                self.rates[index].roll(minute)
-                self.rates[index].req += 1
-                self.rates[index].tok += tokens
-                lease.rate_windows[index] = minute
+                self.rates[scope.id].roll(minute)
+                self.rates[scope.id].req += 1
+                self.rates[scope.id].tok += tokens
+                lease.rate_windows[scope.id] = minute
                 if scope.rate.max_parallel is not None:
-                    self.in_flight[index] += 1
-                    lease.parallel.append(index)
+                    self.in_flight[scope.id] += 1
+                    lease.parallel.append(scope.id)
         self.leases[request_id] = lease
         return ("admitted",)
 
@@ -118,24 +161,32 @@ class Reference:
         lease = self.leases.pop(request_id, None)
         if lease is None:
             return 0
-        for index, win in lease.budget_windows.items():
-            start, _ = self._window(self.scopes[index], now)
-            counter = self.budgets[index]
+        cost, tokens = min(cost, MAX_AMOUNT), min(tokens, MAX_AMOUNT)
+        for scope_id, win in lease.budget_windows.items():
+            start, _ = self._window(self.scopes[scope_id], now)
+            counter = self.budgets[scope_id]
             if win == start and counter.win == win:
-                counter.resv -= lease.cost
+                hold = lease.budget_holds[scope_id]
+                counter.resv -= hold
+                if scope_id in lease.shared:
+                    counter.held[lease.key] -= hold
+                    if counter.held[lease.key] <= 0:
+                        del counter.held[lease.key]
+                if scope_id in lease.capped:
+                    counter.capped = False
             if cost > 0:
                 counter.roll(start)
                 counter.spend += cost
         minute = now // MINUTE_MS
-        for index, win in lease.rate_windows.items():
-            rate = self.rates[index]
+        for scope_id, win in lease.rate_windows.items():
+            rate = self.rates[scope_id]
             if win == minute and rate.win == win:
                 rate.tok += tokens - lease.tokens
             elif tokens > 0:
                 rate.roll(minute)
                 rate.tok += tokens
-        for index in lease.parallel:
-            self.in_flight[index] = max(0, self.in_flight[index] - 1)
+        for scope_id in lease.parallel:
+            self.in_flight[scope_id] = max(0, self.in_flight[scope_id] - 1)
         return 1
 
 
@@ -173,8 +224,9 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(
             st.just("admit"),
-            st.integers(min_value=0, max_value=3),  # cents
+            st.sampled_from([0, 1, 2, 3, 10**9]),  # cents; 1e16 nano-USD is past MAX_AMOUNT
             st.integers(min_value=0, max_value=60),  # tokens
+            st.integers(min_value=0, max_value=1),  # which key
         ),
         st.tuples(
             st.sampled_from(["settle", "abort"]),
@@ -191,12 +243,13 @@ OPERATIONS = st.lists(
 )
 
 
-def _policy(
+def _policies(
     team_budget: dict[str, Any] | None,
     team_rate: dict[str, Any] | None,
     key_budget: dict[str, Any] | None,
     key_rate: dict[str, Any] | None,
-) -> ResolvedPolicy:
+) -> list[ResolvedPolicy]:
+    """Two keys of team t with the same limits each."""
     team_spec: dict[str, Any] = {}
     if team_budget is not None:
         team_spec["budget"] = team_budget
@@ -207,14 +260,15 @@ def _policy(
         key_spec["budget"] = key_budget
     if key_rate is not None:
         key_spec["rateLimit"] = key_rate
-    return policy_for(
-        api_key("k", created=CREATED, **key_spec), team("t", created=CREATED, **team_spec)
-    )
+    shared_team = team("t", created=CREATED, **team_spec)
+    return [
+        policy_for(api_key(name, created=CREATED, **key_spec), shared_team) for name in ("k", "k2")
+    ]
 
 
-async def _run(url: str, policy: ResolvedPolicy, operations: list[tuple[Any, ...]]) -> None:
+async def _run(url: str, policies: list[ResolvedPolicy], operations: list[tuple[Any, ...]]) -> None:
     clock = ManualClock(START)
-    reference = Reference(list(policy.scopes))
+    reference = Reference()
     store = QuotaStore.from_url(url, clock_ms=clock)
     issued: list[str] = []
     try:
@@ -225,6 +279,7 @@ async def _run(url: str, policy: ResolvedPolicy, operations: list[tuple[Any, ...
                 continue
             if name == "admit":
                 request_id = uuid.uuid4().hex
+                policy = policies[operation[3]]
                 call = admission_call(
                     policy,
                     RequestEstimate("m", operation[1] * CENT, operation[2]),
@@ -238,7 +293,9 @@ async def _run(url: str, policy: ResolvedPolicy, operations: list[tuple[Any, ...
                     if isinstance(decision, Admitted)
                     else (int(raw[1]), decision.limit)
                 )
-                expected = reference.admit(request_id, operation[1] * CENT, operation[2], clock())
+                expected = reference.admit(
+                    policy, request_id, operation[1] * CENT, operation[2], clock()
+                )
                 issued.append(request_id)
             else:
                 if not issued:
@@ -252,19 +309,18 @@ async def _run(url: str, policy: ResolvedPolicy, operations: list[tuple[Any, ...
                     got = (await store.abort(request_id),)
                     expected = (reference.release(request_id, 0, 0, clock()),)
             assert got == expected, f"step {step} {operation}"
-            await _compare_budgets(store, policy, reference, step)
+            await _compare_budgets(store, reference, step)
     finally:
         await store.close()
 
 
-async def _compare_budgets(
-    store: QuotaStore, policy: ResolvedPolicy, reference: Reference, step: int
-) -> None:
-    counters = await store.read_budgets([(scope.tag, scope.id) for scope in policy.scopes])
-    for index, counter in enumerate(counters):
-        model = reference.budgets[index]
+async def _compare_budgets(store: QuotaStore, reference: Reference, step: int) -> None:
+    scopes = list(reference.scopes.values())
+    counters = await store.read_budgets([(scope.tag, scope.id) for scope in scopes])
+    for scope, counter in zip(scopes, counters, strict=True):
+        model = reference.budgets[scope.id]
         got = (counter.window_start_ms, counter.spend_nanos, counter.reserved_nanos)
-        assert got == (model.win, model.spend, model.resv), f"step {step}, scope {index}"
+        assert got == (model.win, model.spend, model.resv), f"step {step}, scope {scope.id}"
 
 
 @settings(
@@ -288,5 +344,5 @@ def test_lua_admission_matches_the_reference_model(
     operations: list[tuple[Any, ...]],
 ) -> None:
     flush(redis_server.url)
-    policy = _policy(team_budget, team_rate, key_budget, key_rate)
-    asyncio.run(_run(redis_server.url, policy, operations))
+    policies = _policies(team_budget, team_rate, key_budget, key_rate)
+    asyncio.run(_run(redis_server.url, policies, operations))

@@ -30,9 +30,13 @@ async def spend(
     model: str = "gpt-4o-mini",
     end_user: str | None = None,
 ) -> None:
-    """Admit and settle `times` one-cent requests."""
+    """Admit and settle `times` requests charged a cent each.
+
+    Each reserves half a cent, so that the last cent of a shared budget fits within the
+    half of what is left that one key may hold there (`admission.KEY_SHARE`).
+    """
     for _ in range(times):
-        outcome = await attempt(store, policy, model=model, end_user=end_user)
+        outcome = await attempt(store, policy, model=model, end_user=end_user, cost_nanos=CENT // 2)
         assert outcome.admitted
         assert await store.settle(outcome.request_id, CENT, 100) == 1
 

@@ -47,6 +47,9 @@ HOSTILE_CASES = [
         "bad-duration", "Budget", {"maxBudget": 5, "budgetDuration": "10x"}, "budgetDuration"
     ),
     HostileCase(
+        "several-months", "Budget", {"maxBudget": 5, "budgetDuration": "3mo"}, "budgetDuration"
+    ),
+    HostileCase(
         "zero-duration", "Budget", {"maxBudget": 5, "budgetDuration": "0s"}, "budgetDuration"
     ),
     HostileCase(

@@ -56,6 +56,8 @@ def test_an_unknown_field_is_pruned_when_client_validation_is_off(
         pytest.param({"maxBudget": 0}, id="zero-budget"),
         pytest.param({"maxBudget": 5, "softBudget": 5}, id="soft-equals-max"),
         pytest.param({"maxBudget": 0.0001, "budgetDuration": "monthly"}, id="monthly"),
+        pytest.param({"maxBudget": 1, "budgetDuration": "1w"}, id="litellm-week"),
+        pytest.param({"maxBudget": 1, "budgetDuration": "1mo"}, id="litellm-month"),
     ],
 )
 def test_budget_edge_cases_are_accepted(

@@ -5,11 +5,13 @@ crashes, and never charges a key other than the one presented."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ from tests.e2e.sidecar.processes import Process, start_sidecar
 from tests.reliability.harness import policies_from_yaml
 from tests.reliability.rig import UPSTREAM_KEY, Rig
 from tests.reliability.sidecar.raw_http import RawResponse, build_request, exchange
+from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
 from llmquota.policy.resolved import ResolvedPolicy
@@ -344,8 +347,195 @@ async def test_a_surrogate_in_a_model_name_does_not_break_metrics(rig: Rig) -> N
     body = b'{"model": "gpt-4o-mini\\ud800", "messages": [{"role": "user", "content": "hi"}]}'
     auth = (b"Authorization", b"Bearer " + KEY.encode())
     answer = exchange(port, build_request("POST", b"/v1/chat/completions", [auth], body))
-    assert_sidecar_kept_its_head(answer)
+    assert_refused_in_the_envelope(answer)
+    assert json.loads(answer.body)["error"]["param"] == "model"
     metrics = exchange(port, build_request("GET", b"/metrics"))
     assert metrics.status == 200
-    # A name that is neither allowed nor priced is counted, as `other`, not as itself.
-    assert b'model="other"' in metrics.body
+    assert b"gpt-4o-mini\\ud800" not in metrics.body
+
+
+def assert_refused_in_the_envelope(answer: RawResponse, status: int = 400) -> None:
+    """The sidecar's own refusal: `status`, JSON, OpenAI's four error fields."""
+    assert answer.status == status, (answer.status, answer.head, answer.body[:300])
+    assert b"content-type: application/json" in answer.head.lower(), answer.head
+    error = json.loads(answer.body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    if status in {400, 413}:
+        assert error["type"] == "invalid_request_error", error
+
+
+def _chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+def _deep(depth: int, opener: str) -> bytes:
+    closer = {"[": "]", "{": "}"}[opener]
+    inner = opener * depth if opener == "[" else '{"a":' * depth
+    tail = closer * depth
+    return (
+        '{"model": "gpt-4o-mini", "messages": ' + inner + "1" * (opener == "{") + tail + "}"
+    ).encode()
+
+
+def _gzip_broken(data: bytes) -> bytes:
+    whole = gzip.compress(json.dumps(_chat()).encode())
+    return whole[: len(whole) // 2] + data
+
+
+def _with_surrogate(field: str, junk: str) -> bytes:
+    return json.dumps(_chat(**{field: "id" + junk + "\ud800"})).encode()
+
+
+def _huge_reservation(n: int, max_tokens: float, prompts: int) -> bytes:
+    body = _chat(prompt=["tell me a story"] * prompts, n=n, max_tokens=max_tokens)
+    return json.dumps(body).encode()
+
+
+def _typed_part(part_type: Any) -> bytes:
+    content = [{"role": "user", "content": [{"type": part_type}]}]
+    return json.dumps({"model": "gpt-4o-mini", "input": content, "messages": content}).encode()
+
+
+NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+ENCODINGS = [((b"Content-Encoding", b"gzip"),), ((b"Content-Encoding", b"deflate"),)]
+# Each class of input that once made the sidecar answer 500 (#17): (path, headers, body).
+HOSTILE_BODIES = st.one_of(
+    st.tuples(
+        st.just(b"/v1/chat/completions"),
+        st.just(NO_HEADERS),
+        st.builds(_deep, st.integers(1000, 20_000), st.sampled_from(["[", "{"])),
+    ),
+    st.tuples(
+        st.just(b"/v1/chat/completions"),
+        st.just(NO_HEADERS),
+        st.builds(_with_surrogate, st.sampled_from(["user", "model"]), st.text(max_size=5)),
+    ),
+    st.tuples(
+        st.just(b"/v1/chat/completions"),
+        st.sampled_from(ENCODINGS),
+        st.one_of(st.binary(min_size=1, max_size=200), st.binary(max_size=50).map(_gzip_broken)),
+    ),
+    st.tuples(
+        st.sampled_from([b"/v1/completions", b"/v1/chat/completions"]),
+        st.just(NO_HEADERS),
+        st.builds(
+            _huge_reservation,
+            st.integers(1, 128),
+            st.sampled_from([10**7, 10**9, 10**12, 1e7, 10**18]),
+            st.integers(1, 2000),
+        ),
+    ),
+    st.tuples(
+        st.sampled_from([b"/v1/chat/completions", b"/v1/responses"]),
+        st.just(NO_HEADERS),
+        st.builds(
+            _typed_part,
+            st.one_of(
+                st.lists(st.text(max_size=5), max_size=3),
+                st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+            ),
+        ),
+    ),
+)
+
+
+@FUZZ_SETTINGS
+@given(case=HOSTILE_BODIES)
+def test_hostile_bodies_never_get_a_500_of_the_sidecars_own(
+    target: Target, case: tuple[bytes, tuple[tuple[bytes, bytes], ...], bytes]
+) -> None:
+    path, headers, body = case
+    logged_before = len(target.sidecar.log_text())
+    answer = target.post(path, body, *headers)
+    assert_sidecar_kept_its_head(answer)
+    new_lines = target.sidecar.log_text()[logged_before:]
+    assert '"level":"error"' not in new_lines, new_lines[-2000:]
+    assert "Traceback" not in new_lines, new_lines[-2000:]
+    if answer.status >= 400 and b"x-request-id" in answer.head.lower():
+        assert b"content-type: application/json" in answer.head.lower(), answer.head
+        error = json.loads(answer.body)["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        pytest.param(_deep(5000, "["), None, id="nested-5000-deep"),
+        pytest.param(_with_surrogate("user", ""), "user", id="surrogate-user"),
+        pytest.param(_with_surrogate("model", "gpt-4o-mini"), "model", id="surrogate-model"),
+    ],
+)
+def test_bodies_that_broke_the_sidecar_are_400(
+    target: Target, body: bytes, param: str | None
+) -> None:
+    answer = target.post(b"/v1/chat/completions", body)
+    assert_refused_in_the_envelope(answer)
+    assert json.loads(answer.body)["error"]["param"] == param
+
+
+def test_a_broken_gzip_body_is_400(target: Target) -> None:
+    answer = target.post(
+        b"/v1/chat/completions", _gzip_broken(b"\x00garbage"), (b"Content-Encoding", b"gzip")
+    )
+    assert_refused_in_the_envelope(answer)
+
+
+def test_a_content_part_whose_type_is_a_list_is_not_a_500(target: Target) -> None:
+    body = _chat(messages=[{"role": "user", "content": [{"type": ["image_url"]}]}])
+    assert_sidecar_kept_its_head(target.post(b"/v1/chat/completions", json.dumps(body).encode()))
+
+
+def test_an_absurd_reservation_is_not_a_500(target: Target) -> None:
+    body = {"model": "gpt-4o-mini", "prompt": ["tell me a story"] * 2000, "n": 128,
+            "max_tokens": 10**7}  # fmt: skip
+    assert_sidecar_kept_its_head(target.post(b"/v1/completions", json.dumps(body).encode()))
+
+
+PARSER_ERRORS = [
+    pytest.param(b"GE\x01T /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", id="bad-method"),
+    pytest.param(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", id="no-colon"),
+    pytest.param(b"GET /v1/models HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", id="long-line"),
+    pytest.param(b"GET /v1/models HTTP/9.9\r\nHost: x\r\n\r\n", id="bad-version"),
+    pytest.param(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        id="cl-and-te",
+    ),
+    pytest.param(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        id="negative-length",
+    ),
+]
+
+
+@pytest.mark.parametrize("raw", PARSER_ERRORS)
+def test_requests_aiohttp_cannot_parse_get_the_envelope_and_one_quiet_log_line(
+    target: Target, raw: bytes
+) -> None:
+    before = target.sidecar.log_text()
+    answer = target.send(raw)
+    assert_refused_in_the_envelope(answer)
+
+    def logged() -> bool:
+        return "invalid HTTP request" in target.sidecar.log_text()[len(before) :]
+
+    wait_for(logged, timeout_s=5)
+    new_lines = target.sidecar.log_text()[len(before) :].splitlines()
+    parser_lines = [line for line in new_lines if "invalid HTTP request" in line]
+    assert len(parser_lines) == 1, new_lines
+    entry = json.loads(parser_lines[0])
+    assert entry["level"] in {"info", "warning"}
+    assert "exc" not in entry
+    assert "Traceback" not in "\n".join(new_lines)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    """The synchronous twin of tests.support.waiting.wait_until, for these sync tests."""
+    asyncio.run(wait_until(_as_async(condition), timeout_s))
+
+
+def _as_async(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return condition()
+
+    return check

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from llmquota.durations import (
     NEVER,
@@ -19,9 +20,10 @@ from llmquota.durations import (
     parse_duration,
     window_at,
 )
+from llmquota.models import BudgetSpec
 from llmquota.models.common import DURATION_PATTERN
 
-UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 # 1970 .. 2200, in ms: a window computation never sees times outside this.
 TIMES = st.integers(min_value=0, max_value=7_258_118_400_000)
 FIXED = st.builds(
@@ -47,6 +49,7 @@ def test_valid_durations_round_trip(count: int, unit: str) -> None:
 
 def test_monthly_and_absent() -> None:
     assert parse_duration("monthly") == WindowSpec("monthly")
+    assert parse_duration("1mo") == WindowSpec("monthly")
     assert parse_duration("monthly").wire == "monthly"
     assert parse_duration(None) == WindowSpec("none")
     assert parse_duration(None).wire == "none"
@@ -54,12 +57,30 @@ def test_monthly_and_absent() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0s", "01m", "1w", "1.5h", "-1s", " 1s", "1s ", "1", "m", "Monthly", "1000000000s",
-     "1 h", "1H", "1sm", "monthly1"],
+    ["", "0s", "01m", "0w", "1.5h", "0mo", "1month", "1y", "1M", "-1s", " 1s", "1s ", "1", "m",
+     "Monthly", "1000000000s", "1 h", "1H", "1sm", "monthly1"],
 )  # fmt: skip
 def test_invalid_durations_raise_naming_the_field(text: str) -> None:
     with pytest.raises(ValueError, match="budgetDuration"):
         parse_duration(text)
+
+
+def test_litellm_spellings_are_aliases() -> None:
+    """`1w` and `1mo` come from LiteLLM configs; `24h` and `7d` always worked."""
+    assert parse_duration("1w") == parse_duration("7d")
+    assert parse_duration("2w").length_ms == 14 * UNIT_MS["d"]
+    assert parse_duration("1mo") == parse_duration("monthly")
+
+
+@pytest.mark.parametrize("text", ["2mo", "3mo", "12mo"])
+def test_several_months_are_refused_saying_what_to_write(text: str) -> None:
+    with pytest.raises(ValueError, match=r"budgetDuration .*write 1mo \(or monthly\).*90d"):
+        parse_duration(text)
+
+
+def test_the_error_lists_every_spelling() -> None:
+    with pytest.raises(ValueError, match=r"30d, 1w\), 1mo or monthly"):
+        parse_duration("1y")
 
 
 @given(st.text(max_size=12))
@@ -117,3 +138,12 @@ def test_december_rolls_into_the_next_year() -> None:
     now = int(datetime(2026, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC).timestamp() * 1000)
     window = window_at(WindowSpec("monthly"), 0, now)
     assert as_datetime(window.end_ms) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_a_manifest_with_a_bad_duration_is_refused_saying_what_to_write() -> None:
+    with pytest.raises(ValidationError) as refused:
+        BudgetSpec.model_validate({"maxBudget": 1, "budgetDuration": "1y"})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("budgetDuration",)
+    assert "1w), 1mo or monthly" in error["msg"]
+    assert BudgetSpec.model_validate({"maxBudget": 1, "budgetDuration": "1w"}).budget_duration

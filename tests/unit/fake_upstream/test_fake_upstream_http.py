@@ -24,11 +24,15 @@ async def test_with_and_without_the_v1_prefix(fake: TestClient[Any, Any], path: 
     assert (await models.json())["object"] == "list"
 
 
-async def test_prompt_tokens_are_estimated_from_the_request(start_fake: Any) -> None:
+async def test_prompt_tokens_are_counted_as_openai_bills_them(start_fake: Any) -> None:
     fake = await start_fake()
     response = await fake.post("/v1/chat/completions", json=CHAT)
-    # "hi": 1 token, 4 per message, 3 to prime the reply
-    assert (await response.json())["usage"]["prompt_tokens"] == 8
+    # "hi": 1 token, 3 per message, 3 to prime the reply
+    assert (await response.json())["usage"]["prompt_tokens"] == 7
+    chinese = {**CHAT, "messages": [{"role": "user", "content": "人工智能的发展历史"}]}
+    response = await fake.post("/v1/chat/completions", json=chinese)
+    # 9 characters, 4 tokens in o200k_base (the 4-characters rule would say 3)
+    assert (await response.json())["usage"]["prompt_tokens"] == 4 + 3 + 3
 
 
 async def test_requests_are_recorded_and_cleared(fake: TestClient[Any, Any]) -> None:

@@ -32,7 +32,7 @@ def test_reply_is_deterministic_and_capped_by_the_request() -> None:
     settings = FakeUpstreamSettings(completion_tokens=16, prompt_tokens=None, chunks=4)
     body = {"model": "m", "messages": [{"role": "user", "content": "abcd"}], "max_tokens": 3}
     reply = plan_reply(settings, "chat/completions", body, include_usage=True)
-    assert (reply.prompt_tokens, reply.completion_tokens) == (8, 3)
+    assert (reply.prompt_tokens, reply.completion_tokens) == (1 + 3 + 3, 3)
     assert reply.finish_reason == "length"
     assert len(reply.pieces) == 4
     assert reply.text == "Hello from the"

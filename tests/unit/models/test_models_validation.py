@@ -57,7 +57,7 @@ def test_soft_budget_above_max_budget_names_both() -> None:
     assert "softBudget (2.0) must be less than or equal to maxBudget (1.0)" in message
 
 
-@pytest.mark.parametrize("duration", ["1w", "0s", "1.5h", "monthy", "30", ""])
+@pytest.mark.parametrize("duration", ["1y", "2mo", "0s", "1.5h", "monthy", "30", ""])
 def test_bad_budget_duration_names_the_field(duration: str) -> None:
     message = refusal("Budget", {"maxBudget": 1, "budgetDuration": duration})
     assert "spec.budgetDuration" in message

@@ -10,8 +10,11 @@ from tests.integration.store.scenario import api_key, budget, policy_for, rate_l
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import (
+    KEY_SHARE,
+    MAX_AMOUNT,
     RequestEstimate,
     admission_call,
+    counter_amount,
     dynamic_group,
     scopes_for,
 )
@@ -128,3 +131,20 @@ def test_dynamic_group_by_priority(
 ) -> None:
     rate = RateLimits(rpm=10, dynamic=True, priority_reservation=reservation)
     assert dynamic_group(rate, priority) == expected
+
+
+def test_every_budget_but_the_keys_own_is_shared() -> None:
+    policy = full_policy()
+    call = admission_call(policy, RequestEstimate("gpt-4o", nanos(0.02), 300, "cust-1"), "r1", 900)
+    spec = json.loads(call.spec_json)
+    shared = [(check["s"], check["sh"]) for check in spec["checks"] if check["t"] == "b"]
+    assert shared == [(0, True), (1, True), (2, True), (3, False), (4, True)]
+    assert (spec["kf"], spec["share"]) == (f"k:{policy.key_hash}", KEY_SHARE)
+
+
+def test_amounts_are_held_to_what_a_redis_counter_takes() -> None:
+    """A batch /v1/completions with n=128 and max_tokens=1e7 reserved more than 1e17 nano-USD."""
+    huge = RequestEstimate("gpt-4o", 10**20, 10**18)
+    spec = json.loads(admission_call(full_policy(), huge, "r1", 900).spec_json)
+    assert (spec["cost"], spec["tokens"]) == (MAX_AMOUNT, MAX_AMOUNT)
+    assert counter_amount(-3) == 0

@@ -19,6 +19,7 @@ from tests.integration.store.scenario import (
 
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
+from llmquota.policy.resolve import rate_limits as rate_limits_of
 from llmquota.policy.resolved import BudgetLimits, LimitSet, RateLimits, nanos
 
 TEAM_CREATED = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -155,3 +156,44 @@ def test_key_models_outside_the_team_are_a_resolution_error() -> None:
         policy_for(api_key("bot", team="qa", models=["gpt-4o"]), qa)
     assert (caught.value.field, caught.value.reason) == ("spec.models", "ModelsOutsideTeam")
     assert "gpt-4o not among team qa's models (gpt-4o-mini)" in caught.value.message
+
+
+def test_a_referenced_dynamic_rate_limit_is_one_pool_for_all_its_keys() -> None:
+    pool = rate_limit("shared", rpm=10, allocation="Dynamic", priorityReservation={"prod": 0.9})
+    red, blue = team("red"), team("blue")
+    spec: dict[str, Any] = {"rateLimitRef": {"name": "shared"}}
+    policies = [
+        policy_for(api_key("a", team="red", **spec), red, rate_limits=[pool]),
+        policy_for(api_key("b", team="blue", **spec), blue, rate_limits=[pool]),
+        policy_for(api_key("c", **spec), rate_limits=[pool]),
+    ]
+    pools = [policy.scopes[-1] for policy in policies]
+    assert {(scope.kind, scope.id, scope.tag) for scope in pools} == {
+        ("pool", "ratelimit/quota/shared", "quota/ratelimit/shared")
+    }
+    assert pools[0].label == "key a (Dynamic RateLimit shared)"
+    assert pools[0].rate == rate_limits_of(pool.spec)
+    # team a, key a, team b, key b, key c: none counts the limit on its own
+    assert [scope.rate for policy in policies for scope in policy.scopes[:-1]] == [None] * 5
+
+
+def test_a_pool_the_team_and_its_key_both_reference_is_counted_once() -> None:
+    pool = rate_limit("shared", rpm=10, allocation="Dynamic")
+    qa = team("qa", rateLimitRef={"name": "shared"})
+    key = api_key("bot", team="qa", rateLimitRef={"name": "shared"})
+    policy = policy_for(key, qa, rate_limits=[pool])
+    assert [(scope.kind, scope.label) for scope in policy.scopes] == [
+        ("team", "team qa"),
+        ("pool", "team qa (Dynamic RateLimit shared)"),
+        ("key", "key bot"),
+    ]
+
+
+def test_a_referenced_static_rate_limit_stays_each_subjects_own() -> None:
+    standard = rate_limit("standard", rpm=60)
+    spec: dict[str, Any] = {"rateLimitRef": {"name": "standard"}}
+    first = policy_for(api_key("a", **spec), rate_limits=[standard])
+    second = policy_for(api_key("b", **spec), rate_limits=[standard])
+    assert [scope.kind for scope in first.scopes] == ["key"]
+    assert first.scopes[0].rate == second.scopes[0].rate == RateLimits(rpm=60)
+    assert first.scopes[0].id != second.scopes[0].id

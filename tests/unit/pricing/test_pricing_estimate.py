@@ -1,4 +1,4 @@
-"""Token estimates before sending: the documented heuristic, and no crash on any body."""
+"""Token estimates before sending: bounds that real prompts never pass, no crash on any body."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmquota.fake_upstream.prompt_tokens import prompt_tokens
 from llmquota.pricing.estimate import (
     MAX_COMPLETION_TOKENS_CAP,
     REPLY_PRIMING_TOKENS,
@@ -17,14 +18,56 @@ from llmquota.pricing.estimate import (
     estimate_request,
     requested_max_completion_tokens,
 )
+from llmquota.pricing.tokenizer import TOKENIZED_CHARS_PER_REQUEST
 
 CHAT = "/v1/chat/completions"
+CONTEXT = 1000
+# 420 characters: Chinese, emoji, mixed scripts. Each is several tokens per 4 characters.
+REAL_PROMPTS = [
+    "我们今天讨论一下人工智能的发展历史以及未来的趋势。" * 17 + "人工智能的发展",
+    "🚀🔥👍🏽 " * 84,
+    "Привет, 世界! ¿Qué tal? नमस्ते 😀 " * 14,
+]
 
 
-def test_chat_counts_four_chars_a_token_rounded_up_plus_overheads() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 7}
-    expected_prompt = 2 + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS
-    assert estimate_request(CHAT, body) == TokenEstimate(expected_prompt, 7)
+def chat(content: str, model: str = "gpt-4o-mini", **fields: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **fields}
+
+
+def test_chat_counts_the_models_tokens_plus_overheads() -> None:
+    expected_prompt = 1 + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS  # "hello" is one token
+    assert estimate_request(CHAT, chat("hello", max_tokens=7)) == TokenEstimate(expected_prompt, 7)
+
+
+def test_a_model_of_unknown_encoding_counts_utf8_bytes() -> None:
+    expected_prompt = len("héllo".encode()) + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS
+    assert estimate_request(CHAT, chat("héllo", "my-llama")).prompt_tokens == expected_prompt
+
+
+@pytest.mark.parametrize("text", REAL_PROMPTS)
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4", "claude-3-5-sonnet", "my-llama"])
+def test_real_prompts_are_never_under_counted(text: str, model: str) -> None:
+    """The upstream bills o200k tokens (fake_upstream counts them as OpenAI does)."""
+    body = chat(text, model)
+    estimated = estimate_request(CHAT, body).prompt_tokens
+    assert estimated >= prompt_tokens(CHAT, body)
+    assert estimated > len(text) / 4  # what the old rule of thumb said
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=300), model=st.sampled_from(["gpt-4o", "o3-mini", "llama3"]))
+def test_no_text_is_under_counted(text: str, model: str) -> None:
+    body = chat(text, model)
+    assert estimate_request(CHAT, body).prompt_tokens >= prompt_tokens(CHAT, body)
+
+
+def test_past_the_cpu_budget_bytes_bound_the_rest() -> None:
+    tokenized = "a b " * (TOKENIZED_CHARS_PER_REQUEST // 4)
+    bounded = "c d " * 100
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": tokenized}, bounded]}
+    estimate = estimate_request(CHAT, body)
+    exact = estimate_request(CHAT, chat(tokenized, "gpt-4o")).prompt_tokens
+    assert estimate.prompt_tokens == exact + len(bounded) + TOKENS_PER_MESSAGE
 
 
 def test_max_completion_tokens_wins_over_max_tokens_and_n_multiplies() -> None:
@@ -32,12 +75,25 @@ def test_max_completion_tokens_wins_over_max_tokens_and_n_multiplies() -> None:
     assert estimate_request("chat/completions", body).max_completion_tokens == 30
 
 
-def test_default_cap_when_the_request_sets_none() -> None:
-    body = {"messages": [{"role": "user", "content": "x"}]}
-    assert estimate_request(CHAT, body).max_completion_tokens == 256
-    assert (
-        estimate_request(CHAT, body, default_max_completion_tokens=50).max_completion_tokens == 50
-    )
+def test_without_a_cap_the_output_is_what_the_context_window_leaves() -> None:
+    estimate = estimate_request(CHAT, chat("hello"), context_window=CONTEXT)
+    assert estimate.max_completion_tokens == CONTEXT - 1
+    assert estimate.capped_by_model
+
+
+def test_an_absurd_cap_and_n_reserve_the_models_limit_per_choice() -> None:
+    body = chat("hello", max_tokens=10**7, n=128)
+    estimate = estimate_request(CHAT, body, context_window=CONTEXT)
+    assert estimate == TokenEstimate(8, 128 * (CONTEXT - 1), capped_by_model=True)
+    assert not estimate_request(
+        CHAT, chat("hi", max_tokens=10), context_window=CONTEXT
+    ).capped_by_model
+
+
+def test_a_completions_batch_reserves_each_prompt_and_choice() -> None:
+    body = {"model": "gpt-4o", "prompt": ["hello", "hello world"], "n": 3, "max_tokens": 10**7}
+    estimate = estimate_request("/v1/completions", body, context_window=CONTEXT)
+    assert estimate == TokenEstimate(1 + 2, 3 * (CONTEXT - 1) + 3 * (CONTEXT - 2), True)
 
 
 def test_multi_part_content_counts_text_and_images_not_image_bytes() -> None:
@@ -55,7 +111,7 @@ def test_multi_part_content_counts_text_and_images_not_image_bytes() -> None:
             }
         ]
     }
-    expected = 2 + TOKENS_PER_IMAGE + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS
+    expected = 8 + TOKENS_PER_IMAGE + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS
     assert estimate_request(CHAT, body).prompt_tokens == expected
 
 
@@ -80,8 +136,8 @@ def test_tools_and_tool_calls_count() -> None:
 @pytest.mark.parametrize(
     ("prompt", "tokens", "prompts"),
     [
-        ("abcdefgh", 2, 1),
-        (["abcd", "abcdefgh"], 3, 2),
+        ("abcdefgh", 8, 1),
+        (["abcd", "abcdefgh"], 12, 2),
         ([1, 2, 3], 3, 1),
         ([[1, 2], [3]], 3, 2),
     ],
@@ -93,7 +149,7 @@ def test_completions_prompt_shapes(prompt: Any, tokens: int, prompts: int) -> No
 
 @pytest.mark.parametrize(
     ("embedding_input", "tokens"),
-    [("abcdefgh", 2), (["abcd", "abcde"], 3), ([5, 6, 7, 8], 4), ([[1], [2, 3]], 3)],
+    [("abcdefgh", 8), (["abcd", "abcde"], 9), ([5, 6, 7, 8], 4), ([[1], [2, 3]], 3)],
 )
 def test_embeddings_have_no_completion(embedding_input: Any, tokens: int) -> None:
     assert estimate_request("/embeddings", {"input": embedding_input}) == TokenEstimate(tokens, 0)
@@ -101,7 +157,7 @@ def test_embeddings_have_no_completion(embedding_input: Any, tokens: int) -> Non
 
 def test_responses_string_and_items() -> None:
     as_string = estimate_request("/v1/responses", {"input": "abcdefgh", "max_output_tokens": 9})
-    assert as_string == TokenEstimate(2 + TOKENS_PER_MESSAGE, 9)
+    assert as_string == TokenEstimate(8 + TOKENS_PER_MESSAGE, 9)
     items = {
         "instructions": "abcd",
         "input": [
@@ -109,8 +165,8 @@ def test_responses_string_and_items() -> None:
             {"type": "function_call_output", "call_id": "c", "output": "abcdefgh"},
         ],
     }
-    assert estimate_request("/v1/responses", items) == TokenEstimate(
-        1 + (1 + TOKENS_PER_MESSAGE) + (2 + TOKENS_PER_MESSAGE), 256
+    assert estimate_request("/v1/responses", items, context_window=CONTEXT) == TokenEstimate(
+        4 + (4 + TOKENS_PER_MESSAGE) + (8 + TOKENS_PER_MESSAGE), CONTEXT, capped_by_model=True
     )
 
 

@@ -7,10 +7,14 @@ import math
 import pytest
 
 from llmquota.pricing import ModelPrice, PriceTable, UnknownModelError, UnknownModelPolicy
+from llmquota.pricing.estimate import DEFAULT_CONTEXT_WINDOW
 from llmquota.pricing.model_names import fallback_names
 
 GPT_4O_MINI = ModelPrice(
-    input_per_million=0.15, output_per_million=0.6, cached_input_per_million=0.075
+    input_per_million=0.15,
+    output_per_million=0.6,
+    cached_input_per_million=0.075,
+    context_window=128_000,
 )
 
 
@@ -105,3 +109,13 @@ def test_model_price_refuses_nonsense_rates(rate: float) -> None:
 def test_negative_usage_never_refunds() -> None:
     price = ModelPrice(input_per_million=1, output_per_million=1)
     assert price.cost(-5, -5, cached_prompt_tokens=-3) == 0
+
+
+def test_context_windows_come_from_the_library_an_override_or_the_default() -> None:
+    overrides = {"my-llama": ModelPrice(1, 2, context_window=8192), "my-other": ModelPrice(1, 2)}
+    table = PriceTable(overrides, UnknownModelPolicy.charge(ModelPrice(1, 2)))
+    assert table.context_window("gpt-4.1") == 1_000_000
+    assert table.context_window("openai/gpt-4o-mini-2024-07-18") == 128_000
+    assert table.context_window("my-llama") == 8192
+    assert table.context_window("my-other") == DEFAULT_CONTEXT_WINDOW
+    assert table.context_window("never-heard-of") == DEFAULT_CONTEXT_WINDOW

@@ -15,6 +15,7 @@ from llmquota.fake_upstream.replies import (
     text_completion_chunks,
 )
 from llmquota.fake_upstream.settings import FakeUpstreamSettings
+from llmquota.pricing.tokenizer import exact_counter, output_token_counter
 from llmquota.sidecar.streaming import StreamMeter
 from llmquota.sidecar.wire import Usage
 
@@ -64,7 +65,17 @@ def test_text_is_counted_for_streams_cut_before_usage() -> None:
     feed_in_pieces(meter, raw[: len(raw) // 2], 50)
     assert meter.usage is None
     assert meter.text_chars > 0
-    assert meter.completion_tokens_streamed == -(-meter.text_chars // 4)
+    # Without the model's tokenizer, UTF-8 bytes: never fewer than the tokens generated.
+    assert meter.completion_tokens_streamed == meter.text_chars
+
+
+def test_chinese_text_is_counted_in_the_models_tokens_not_by_characters() -> None:
+    text = "人工智能的发展历史" * 10
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+    meter = StreamMeter(hide_usage_chunk=True, tokens=output_token_counter("gpt-4o-mini"))
+    meter.feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    assert meter.completion_tokens_streamed == exact_counter("o200k_base").count(text)
+    assert meter.completion_tokens_streamed > len(text) / 4
 
 
 def test_crlf_events_are_read() -> None:

@@ -125,7 +125,9 @@ def test_response_headers_carry_own_limits_instead_of_the_upstreams() -> None:
             {"input_tokens": 3, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}},
             Usage(3, 2, 1),
         ),
-        ({"prompt_tokens": -5, "completion_tokens": True}, Usage(0, 0)),
+        # Malformed counts are no usage (charged from the estimate), never a free request.
+        ({"prompt_tokens": -5, "completion_tokens": True}, None),
+        ({"prompt_tokens": 5, "completion_tokens": 1e308}, None),
         (None, None),
         ({"total_tokens": 3}, None),
     ],

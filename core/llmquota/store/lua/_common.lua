@@ -6,6 +6,22 @@
 
 local LEASES = 'llmquota:leases'
 local EXPIRED_LEASE_KEEP_MS = 86400000
+-- The largest amount (nano-USD or tokens) one call may add: 1e15 nano-USD is $1M, and
+-- sums of such stay exact in Lua's doubles (2^53) and Redis' 64-bit integers.
+local MAX_AMOUNT = 1000000000000000
+
+-- A caller's amount as an integer in [0, MAX_AMOUNT], or nil. Scripts check every input
+-- with it before their first write: Redis does not roll a script back, so an error after
+-- a write would leave half an operation behind.
+local function amount(value)
+  local n = tonumber(value)
+  if n and n >= 0 and n <= MAX_AMOUNT and n == math.floor(n) then return n end
+  return nil
+end
+
+local function bad_input(what)
+  return redis.error_reply('ERR llmquota: ' .. what .. ' must be an integer in [0, 1e15]; nothing was written')
+end
 
 local function now_ms(override)
   local o = tonumber(override)
@@ -88,7 +104,12 @@ local function release(lease, cost, tokens, now, freed)
     if held and b.cost > 0 then
       redis.call('HINCRBY', b.key, 'resv', -b.cost)
       if b.model ~= '' then redis.call('HINCRBY', b.key, 'r:' .. b.model, -b.cost) end
+      -- The key's own share of a shared scope; the field goes when nothing is held.
+      if b.kf and b.kf ~= '' and tonumber(redis.call('HINCRBY', b.key, b.kf, -b.cost)) <= 0 then
+        redis.call('HDEL', b.key, b.kf)
+      end
     end
+    if held and b.capped then redis.call('HDEL', b.key, 'cap') end
     if cost > 0 then
       roll(b.key, start)
       budget_ttl(b.key, window_end, now)

@@ -1,28 +1,51 @@
 -- admit: check every scope of one request and, when all allow it, reserve its estimated
 -- cost and tokens and take its parallel slots, all in one atomic step.
 -- KEYS: the counters the checks name (by index `k`).
--- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, checks: [...]}, where a
---   check is one of
---     {t='b', s, k, max, w, a, mm}   budget: max nano-USD (-1 = only count), window `w`
---                                    anchored at `a` ms, model cap `mm` (-1 = none)
+-- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, kf, share, checks: [...]},
+--   where a check is one of
+--     {t='b', s, k, max, w, a, mm, sh, inc}  budget: max nano-USD (-1 = only count),
+--                                    window `w` anchored at `a` ms, model cap `mm` (-1 =
+--                                    none); `sh`: shared with other keys (see below);
+--                                    optional BudgetOverrides `inc`: {{nano-USD, expires
+--                                    ms}, ...} raising `max` while now < expires
 --     {t='r', s, k, rpm, tpm, mrpm, mtpm}            per-minute limits (-1 = none)
 --     {t='d', s, k, rpm, tpm, member, group, weight} this key's share of a Dynamic pool
 --     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
 --   `s` is the scope's index, echoed back on refusal.
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
+-- At a shared budget one key may hold in flight (field `kf`) at most `share` of what the
+-- spend and the other keys' reservations leave. A request that does not fit there is
+-- admitted holding only that share when the key holds nothing there yet and no other
+-- such capped request is in flight there (field `cap`); otherwise it is refused with
+-- `key_share`. So at most one request at a time holds less than its worst case.
 -- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms} (-1 = no
--- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}.
+-- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
+-- error, with nothing written, when cost or tokens are not integers in [0, 1e15].
 
 local spec = cjson.decode(ARGV[1])
+if not amount(spec.cost) then return bad_input('cost') end
+if not amount(spec.tokens) then return bad_input('tokens') end
 local now = now_ms(ARGV[2])
 sweep(now, 20)
 local model = spec.model
 local minute = minute_of(now)
 local reset_ms = (minute + 1) * 60000 - now
 local windows = {}
+local reserve, capped = {}, {}  -- per budget check: nano-USD to hold, whether capped
 local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
 
 local function num(v) return tonumber(v) or 0 end
+
+-- A budget's max in force now: raised by its BudgetOverrides that have not expired
+-- (BudgetLimits.max_nanos_at in Python); a count-only budget stays count-only.
+local function raised_max(check, at)
+  local max = check.max
+  if max < 0 or check.inc == nil then return max end
+  for _, increase in ipairs(check.inc) do
+    if at < increase[2] then max = max + increase[1] end
+  end
+  return max
+end
 
 local function tighter(limit, used, extra, cur_limit, cur_left)
   if limit < 0 then return cur_limit, cur_left end
@@ -44,23 +67,37 @@ end
 for i, c in ipairs(spec.checks) do
   local key = KEYS[c.k]
   if c.t == 'b' then
+    local max = raised_max(c, now)
     local start, window_end = budget_window(c.w, c.a, now)
     windows[i] = {start, window_end}
-    local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model)
-    local spend, resv, mspend, mresv = 0, 0, 0, 0
+    local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
+      spec.kf, 'cap')
+    local spend, resv, mspend, mresv, held, cap = 0, 0, 0, 0, 0, 0
     if tonumber(v[1]) == start then
       spend, resv, mspend, mresv = num(v[2]), num(v[3]), num(v[4]), num(v[5])
+      held, cap = num(v[6]), num(v[7])
     end
     local retry = -1
     if window_end >= 0 then retry = window_end - now end
-    if c.max >= 0 and spend + resv >= c.max then
-      return {0, c.s, 'max_budget', spend, c.max, retry, resv}
+    if max >= 0 and spend + resv >= max then
+      return {0, c.s, 'max_budget', spend, max, retry, resv}
     end
     if c.mm >= 0 and mspend + mresv >= c.mm then
       return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
     end
-    if c.max >= 0 then
-      local left = c.max - spend - resv - spec.cost
+    reserve[i] = spec.cost
+    if c.sh and max >= 0 then
+      local allowed = math.floor(spec.share * (max - spend - (resv - held)))
+      if held + spec.cost > allowed then
+        if held > 0 or cap > 0 then
+          -- Wait for this key's own requests there, or for the one capped request.
+          return {0, c.s, 'key_share', held, allowed, 1000, spec.cost}
+        end
+        reserve[i], capped[i] = allowed, true
+      end
+    end
+    if max >= 0 then
+      local left = max - spend - resv - spec.cost
       if left < 0 then left = 0 end
       if budget_left < 0 or left < budget_left then budget_left = left end
     end
@@ -112,9 +149,17 @@ for i, c in ipairs(spec.checks) do
     local start, window_end = windows[i][1], windows[i][2]
     roll(key, start)
     budget_ttl(key, window_end, now)
-    redis.call('HINCRBY', key, 'resv', spec.cost)
-    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, spec.cost) end
-    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = spec.cost, model = model})
+    local cost = reserve[i]
+    redis.call('HINCRBY', key, 'resv', cost)
+    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, cost) end
+    local kf = ''
+    if c.sh and cost > 0 then
+      kf = spec.kf
+      redis.call('HINCRBY', key, kf, cost)
+    end
+    if capped[i] then redis.call('HSET', key, 'cap', 1) end
+    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = cost,
+      model = model, kf = kf, capped = capped[i] or false})
   elseif c.t == 'r' then
     roll(key, minute)
     redis.call('HINCRBY', key, 'req', 1)

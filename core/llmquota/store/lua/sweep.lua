@@ -3,4 +3,6 @@
 -- KEYS: none. ARGV[1]: clock override ms (0 = TIME), ARGV[2]: most leases to free.
 -- Returns how many expired leases were freed.
 
-return sweep(now_ms(ARGV[1]), tonumber(ARGV[2]))
+local limit = amount(ARGV[2])
+if not limit then return bad_input('limit') end
+return sweep(now_ms(ARGV[1]), limit)

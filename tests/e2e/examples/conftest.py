@@ -1,0 +1,69 @@
+"""Processes for the examples' tests: the fake upstream (one per session) and a sidecar
+per example, started the way examples/README.md tells a user to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from tests.e2e.examples.promises import Reach
+from tests.e2e.sidecar.processes import Process, free_port, start
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+StartSidecar = Callable[..., Process]
+"""`start_sidecar(*flags)`: `llmquota sidecar` on a free port with these flags."""
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("fake") / "fake-upstream.log"
+    process = start(
+        ["fake-upstream", "--listen", f"127.0.0.1:{port}"],
+        log,
+        f"http://127.0.0.1:{port}",
+        "/_fake/requests",
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_sidecar(fake_upstream: Process, tmp_path: Path) -> Iterator[StartSidecar]:
+    started: list[Process] = []
+
+    def start_one(*flags: str) -> Process:
+        port = free_port()
+        process = start(
+            ["sidecar", "--listen", f"127.0.0.1:{port}", "--upstream", fake_upstream.url, *flags],
+            tmp_path / f"sidecar-{len(started)}.log",
+            f"http://127.0.0.1:{port}",
+            "/readyz",
+        )
+        started.append(process)
+        return process
+
+    yield start_one
+    for process in started:
+        process.stop()
+
+
+def clients_of(sidecar: Process, made: list[openai.OpenAI]) -> Reach:
+    """Official clients for `sidecar`, remembered in `made` to be closed."""
+
+    def reach(key: str) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=f"{sidecar.url}/v1", api_key=key, max_retries=0)
+        made.append(client)
+        return client
+
+    return reach
+
+
+@pytest.fixture
+def opened_clients() -> Iterator[list[openai.OpenAI]]:
+    made: list[openai.OpenAI] = []
+    yield made
+    for client in made:
+        client.close()
