@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from kopf.testing import KopfRunner
-from tests.integration.operator.conftest import operator_config
-from tests.integration.operator.operator_helpers import Cluster
+from tests.integration.operator.operator_helpers import Cluster, operator_config
 from tests.reliability.harness import admit_once
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.redis_server import SentinelGroup
