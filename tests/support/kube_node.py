@@ -337,11 +337,14 @@ def sweep_leftovers() -> None:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
             continue
-        if _start_time(state["owner"]) == state["owner_start_time"]:
-            live.add(state["cgroup"])
-            continue
         holder = state["holder"]
         alive = _start_time(holder) == state["start_time"]
+        # Written without its owner (an older version of this module): a live holder
+        # may belong to a running session, so only a dead one's leftovers are swept.
+        owner = state.get("owner")
+        if (_start_time(owner) == state["owner_start_time"]) if owner else alive:
+            live.add(state["cgroup"])
+            continue
         _sweep(holder if alive else None, state["cgroup"])
         state_file.unlink(missing_ok=True)
     for hierarchy in _CGROUP_MOUNT.iterdir():
