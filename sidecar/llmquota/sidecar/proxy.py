@@ -337,6 +337,8 @@ async def _admit(
         exchange.request_id,
         settings.lease_ms,
     )
+    # A client's next request after an answer must not meet that answer's reservation.
+    await request.app[IN_FLIGHT].settled(policy.key_hash)
     try:
         raw = await request.app[STORE].admit(call)
     except ResponseError as error:
@@ -369,7 +371,7 @@ async def _admit(
         _note_refusal(request, policy, decision)
         raise Refusal.of(decision)
     exchange.reserved = True
-    request.app[IN_FLIGHT].add(exchange.request_id)
+    request.app[IN_FLIGHT].add(exchange.request_id, policy.key_hash)
     _note_remaining(request, policy, decision.budget_left_nanos)
     return tokens, decision.headers
 

@@ -74,3 +74,29 @@ async def test_a_store_that_is_down_is_logged_not_raised() -> None:
     tracked.finish("r1", None)
     await tracked.abort_all()
     assert tracked.request_ids == set()
+
+
+async def test_a_keys_next_admission_waits_for_its_settles_only() -> None:
+    store = SlowStore()
+    tracked = in_flight(store)
+    tracked.add("r1", "key-a")
+    tracked.finish("r1", (1000, 7))
+    waiting = asyncio.create_task(tracked.settled("key-a"))
+    await tracked.settled("key-b")  # another key's settles are not waited for
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    store.release.set()
+    await asyncio.wait_for(waiting, timeout=1)
+    assert store.calls == [("settle", "r1", 1000, 7)]
+    await tracked.settled("key-a")  # nothing left to wait for
+
+
+async def test_a_stuck_settle_is_waited_for_briefly() -> None:
+    store = SlowStore()
+    tracked = in_flight(store)
+    tracked.add("r1", "key-a")
+    tracked.finish("r1", (1000, 7))
+    await asyncio.wait_for(tracked.settled("key-a"), timeout=1)
+    assert tracked.request_ids == {"r1"}
+    store.release.set()
+    await tracked.abort_all()
