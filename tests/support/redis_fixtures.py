@@ -11,6 +11,9 @@ Fixtures:
     A :class:`~tests.support.redis_server.SentinelGroup` (primary, replica, three
     Sentinels) started for the test and stopped after it; ``url`` is its
     ``redis+sentinel://`` URL.
+``cluster_group`` (function)
+    A :class:`~tests.support.redis_server.ClusterGroup` (three Cluster primaries)
+    started for the test and stopped after it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import pytest
 
 from llmquota.store import QuotaStore
 
-from .redis_server import RedisEndpoint, SentinelGroup, flush, session_redis
+from .redis_server import ClusterGroup, RedisEndpoint, SentinelGroup, flush, session_redis
 
-__all__ = ["redis_server", "sentinel_group", "store"]
+__all__ = ["cluster_group", "redis_server", "sentinel_group", "store"]
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,18 @@ async def sentinel_group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
     """A primary, a replica and three Sentinels of its own for one test (which may kill
     the primary); every process stopped by its pid afterwards, however the test ended."""
     group = SentinelGroup(tmp_path / "sentinel")
+    await group.start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+async def cluster_group(tmp_path: Path) -> AsyncIterator[ClusterGroup]:
+    """Three Redis Cluster primaries of its own for one test; every process stopped by
+    its pid afterwards."""
+    group = ClusterGroup(tmp_path / "cluster")
     await group.start()
     try:
         yield group

@@ -104,12 +104,55 @@ nothing; fails the render with a message naming the values when both or neither
 are set.
 */}}
 {{- define "llmquota.validateRedis" -}}
-{{- $external := or .Values.redis.external.url .Values.redis.external.existingSecret.name -}}
+{{- $external := or .Values.redis.external.url .Values.redis.external.existingSecret.name .Values.redis.external.sentinel.hosts -}}
 {{- if and $external .Values.redis.internal.enabled -}}
-{{- fail "redis: set either redis.external.url / redis.external.existingSecret.name or redis.internal.enabled, not both (add --set redis.internal.enabled=false)" -}}
+{{- fail "redis: set either redis.external.url / redis.external.existingSecret.name / redis.external.sentinel.hosts or redis.internal.enabled, not both (add --set redis.internal.enabled=false)" -}}
 {{- end -}}
 {{- if not (or $external .Values.redis.internal.enabled) -}}
-{{- fail "redis: set redis.external.url, redis.external.existingSecret.name or redis.internal.enabled=true" -}}
+{{- fail "redis: set redis.external.url, redis.external.existingSecret.name, redis.external.sentinel.hosts or redis.internal.enabled=true" -}}
+{{- end -}}
+{{- if and .Values.redis.external.sentinel.hosts (or .Values.redis.external.url .Values.redis.external.existingSecret.name) -}}
+{{- fail "redis: redis.external.sentinel.hosts builds the URL; leave redis.external.url and redis.external.existingSecret.name empty" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The redis+sentinel:// URL of redis.external.sentinel. */}}
+{{- define "llmquota.sentinelRedisUrl" -}}
+{{- with .Values.redis.external.sentinel -}}
+{{- printf "%s://%s/%s/%d" (ternary "rediss+sentinel" "redis+sentinel" .tls) (join "," .hosts) .service (int .db) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret (name and key) holding the Redis URL: the user's `existingSecret`, else
+the chart's own (redis-url.yaml). The operator reads it as an environment variable and
+hands it on to injected sidecars the same way, never as a command-line argument.
+*/}}
+{{- define "llmquota.redisSecretName" -}}
+{{- if .Values.redis.external.existingSecret.name -}}
+{{- .Values.redis.external.existingSecret.name -}}
+{{- else -}}
+{{- include "llmquota.componentName" (dict "context" . "component" "redis-url") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmquota.redisSecretKey" -}}
+{{- if .Values.redis.external.existingSecret.name -}}
+{{- .Values.redis.external.existingSecret.key -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* The Redis URL the chart's own Secret holds: the external URL, else a Sentinel
+group's, else the internal Redis'. */}}
+{{- define "llmquota.redisUrl" -}}
+{{- if .Values.redis.external.url -}}
+{{- .Values.redis.external.url -}}
+{{- else if .Values.redis.external.sentinel.hosts -}}
+{{- include "llmquota.sentinelRedisUrl" . -}}
+{{- else -}}
+{{- include "llmquota.internalRedisUrl" . -}}
 {{- end -}}
 {{- end -}}
 

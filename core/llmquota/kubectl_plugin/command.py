@@ -24,7 +24,8 @@ from llmquota.kubectl_plugin.usage import (
     usage_document,
     usage_table,
 )
-from llmquota.kubectl_plugin.why import GlobalBudget, why_key
+from llmquota.kubectl_plugin.why import why_key
+from llmquota.kubectl_plugin.why_report import GlobalBudget
 from llmquota.kubectl_plugin.why_text import why_text
 
 __all__ = ["build_parser", "main"]
@@ -109,8 +110,8 @@ async def _subjects(
     lists = await asyncio.gather(
         *(cluster.list_objects(_PLURALS[kind], namespace) for kind in kinds)
     )
-    return [subject_view(obj, kind) for kind, found in zip(kinds, lists, strict=True)
-            for obj in found]  # fmt: skip
+    pairs = zip(kinds, lists, strict=True)
+    return [subject_view(obj, kind) for kind, found in pairs for obj in found]
 
 
 def _nothing_found(namespace: str | None) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "format_usd",
     "iso_time",
     "time_until",
+    "until",
 ]
 
 OutputFormat = Literal["table", "json", "yaml"]
@@ -52,19 +53,29 @@ def format_usd(amount: float | None) -> str:
     return f"{amount:.2g}"
 
 
+def _pair(big: int, big_unit: str, small: int, small_unit: str) -> str:
+    return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
+
+
 def format_duration(seconds: float) -> str:
-    """A duration as kubectl shows ages: 45s, 12m, 3h20m, 5d4h, 40d."""
-    whole = int(seconds)
-    if whole < 120:
-        return f"{whole}s"
-    minutes = whole // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes}m" if minutes and hours < 8 else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours}h" if hours and days < 8 else f"{days}d"
+    """A duration exactly as kubectl prints ages (apimachinery's HumanDuration): 90s,
+    5m30s, 45m, 3h20m, 20h, 5d4h, 40d, 2y30d."""
+    whole = max(0, int(seconds))
+    minutes, second = divmod(whole, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    years, day = divmod(days, 365)
+    steps = (  # (applies, shown), in HumanDuration's order
+        (whole < 120, f"{whole}s"),
+        (minutes < 10, _pair(minutes, "m", second, "s")),
+        (minutes < 180, f"{minutes}m"),
+        (hours < 8, _pair(hours, "h", minute, "m")),
+        (hours < 48, f"{hours}h"),
+        (days < 8, _pair(days, "d", hour, "h")),
+        (days < 365 * 2, f"{days}d"),
+        (years < 8, _pair(years, "y", day, "d")),
+    )
+    return next((shown for applies, shown in steps if applies), f"{years}y")
 
 
 def time_until(moment: datetime | None, now: datetime) -> str:
@@ -73,6 +84,11 @@ def time_until(moment: datetime | None, now: datetime) -> str:
         return NONE
     seconds = (moment - now).total_seconds()
     return "now" if seconds <= 0 else format_duration(seconds)
+
+
+def until(moment: datetime, now: datetime) -> str:
+    """A moment and how far off it is: `2026-12-02T00:00:00Z (in 14h)`."""
+    return f"{iso_time(moment)} (in {time_until(moment, now)})"
 
 
 def iso_time(moment: datetime | None) -> str | None:

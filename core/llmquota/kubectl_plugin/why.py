@@ -1,162 +1,59 @@
-"""`kubectl llmquota why apikey/NAME`: which scope refuses a key, until when, and what
-would lift it, decided from the objects as read (pure: no I/O, `now` is given).
+"""`kubectl llmquota why apikey/NAME`: which scope refuses a key and until when, decided
+from the objects as read (pure: no I/O, `now` is given); `lifts` says what would lift it.
 
 A request is checked against every scope that applies, widest first, as the sidecar's
 admission does: the global budget, the key's team, the team member's cap, the key. A
 scope refuses when its status shows spend at or over its maxBudget (the operator's and
 the sidecar's rule), or when the key's own BudgetExceeded condition names it (the
-operator names the team or global scope that refuses a key there; its reason or message
-then mentions "global", "member" or "team").
+operator names the scope that refuses a key in the condition's reason).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from llmquota.kubectl_plugin.output import format_usd, iso_time, time_until
+from llmquota.kubectl_plugin.lifts import scope_lifts, state_lifts
+from llmquota.kubectl_plugin.output import format_usd, iso_time, until
 from llmquota.kubectl_plugin.subjects import (
     Allowance,
-    OverrideView,
     SubjectView,
     money,
     parse_time,
 )
-from llmquota.models import API_GROUP, API_VERSION
+from llmquota.kubectl_plugin.why_report import (
+    GlobalBudget,
+    KeyState,
+    Scope,
+    ScopeKind,
+    WhyReport,
+)
 
-__all__ = [
-    "GlobalBudget",
-    "KeyState",
-    "Lift",
-    "Scope",
-    "ScopeKind",
-    "WhyReport",
-    "key_state",
-    "override_manifest",
-    "why_key",
-]
+__all__ = ["REFUSAL_REASONS", "key_state", "why_key"]
 
-ScopeKind = Literal["global", "team", "member", "key"]
-OVERRIDE_DAYS = 7
-"""How long a suggested BudgetOverride lasts when the scope's window never resets."""
-
-
-@dataclass(frozen=True, slots=True)
-class GlobalBudget:
-    """The operator's --global-budget: where it is and the Budget (None: not found)."""
-
-    namespace: str
-    name: str
-    budget: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """One budget a request of the key counts against, and whether it refuses."""
-
-    kind: ScopeKind
-    label: str
-    allowance: Allowance
-    refuses: bool
-    overrides: tuple[OverrideView, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Lift:
-    """One way to lift a refusal: what to do, and the command, when there is one."""
-
-    text: str
-    command: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """The key's own state: expiry, blocked, and the models it may use."""
-
-    expires: datetime | None
-    expired: bool
-    blocked: bool
-    key_models: tuple[str, ...]
-    team_models: tuple[str, ...]
-
-    @property
-    def allowed_models(self) -> tuple[str, ...] | None:
-        """Models the key may use: its own within its team's; None means every model."""
-        if not self.key_models:
-            return self.team_models or None
-        if not self.team_models:
-            return self.key_models
-        return tuple(model for model in self.key_models if model in self.team_models)
-
-
-@dataclass(frozen=True, slots=True)
-class WhyReport:
-    """Everything `why` prints: the scopes, the key's state, problems and lifts."""
-
-    namespace: str
-    name: str
-    scopes: tuple[Scope, ...]
-    key_state: KeyState
-    problems: tuple[str, ...]
-    lifts: tuple[Lift, ...] = field(default=())
-
-    @property
-    def refused(self) -> bool:
-        """Whether anything refuses the key's requests now."""
-        return bool(self.problems)
-
-    def document(self) -> dict[str, Any]:
-        """What `why -o json|yaml` prints."""
-        return {
-            "apiKey": {"namespace": self.namespace, "name": self.name},
-            "refused": self.refused,
-            "problems": list(self.problems),
-            "scopes": [
-                {
-                    "kind": scope.kind,
-                    "scope": scope.label,
-                    "spend": scope.allowance.spend,
-                    "maxBudget": scope.allowance.max_budget,
-                    "remaining": scope.allowance.remaining,
-                    "resetAt": iso_time(scope.allowance.reset_at),
-                    "budgetDuration": scope.allowance.duration,
-                    "refuses": scope.refuses,
-                    "overrides": [
-                        {
-                            "name": item.name,
-                            "increase": item.increase,
-                            "expires": iso_time(item.expires),
-                        }
-                        for item in scope.overrides
-                    ],
-                }
-                for scope in self.scopes
-            ],
-            "key": {
-                "expires": iso_time(self.key_state.expires),
-                "expired": self.key_state.expired,
-                "blocked": self.key_state.blocked,
-                "models": list(self.key_state.key_models),
-                "teamModels": list(self.key_state.team_models),
-                "allowedModels": (
-                    None
-                    if self.key_state.allowed_models is None
-                    else list(self.key_state.allowed_models)
-                ),
-            },
-            "lifts": [{"text": lift.text, "command": lift.command} for lift in self.lifts],
-        }
+REFUSAL_REASONS: dict[str, ScopeKind] = {
+    "GlobalBudgetExhausted": "global",
+    "TeamBudgetExhausted": "team",
+    "MemberBudgetExhausted": "member",
+    "BudgetExhausted": "key",
+}
+"""The reasons of an ApiKey's BudgetExceeded condition, and the scope each names."""
 
 
 def _named_scope(key: SubjectView) -> ScopeKind | None:
-    """The scope the key's BudgetExceeded condition names, when it is True."""
+    """The scope the key's BudgetExceeded condition names, when it is True: by its reason
+    (`REFUSAL_REASONS`), else by a scope word in its reason or message (the key's and its
+    team's names left out: a team may be called global-ops)."""
     condition = key.conditions.get("BudgetExceeded")
     if condition is None or condition.status != "True":
         return None
+    if condition.reason in REFUSAL_REASONS:
+        return REFUSAL_REASONS[condition.reason]
     text = f"{condition.reason} {condition.message}".lower()
+    for name in (key.name, key.team):
+        if name:
+            text = text.replace(name.lower(), "")
     for kind in ("global", "member", "team"):
         if kind in text:
             return kind
@@ -200,7 +97,8 @@ def _subject_scopes(
         # A condition names the scope, not the window: it marks the main one unless a
         # window's own numbers say which.
         refuses = window.exhausted or (named and index == 0 and not _any_exhausted(windows))
-        scopes.append(Scope(kind, label, window, refuses, subject.overrides if index == 0 else ()))
+        overrides = subject.overrides if index == 0 else ()
+        scopes.append(Scope(kind, label, window, refuses, overrides, window=index))
     return scopes
 
 
@@ -233,7 +131,8 @@ def _member_scope(key: SubjectView, team: SubjectView, named: bool) -> Scope | N
         reset_at=team.allowance.reset_at,
         duration=team.allowance.duration,
     )
-    return Scope("member", f"member {user} of {team.ref}", allowance, allowance.exhausted or named)
+    label = f"member {user} of {team.ref}"
+    return Scope("member", label, allowance, allowance.exhausted or named, user=str(user))
 
 
 def _section(obj: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
@@ -280,12 +179,6 @@ def key_state(key: SubjectView, team: SubjectView | None, now: datetime) -> KeyS
     )
 
 
-def _until(moment: datetime | None, now: datetime) -> str:
-    if moment is None or moment <= now:
-        return "no reset (the window never resets)" if moment is None else "the next sync"
-    return f"{iso_time(moment)} (in {time_until(moment, now)})"
-
-
 def _refusal(scope: Scope, now: datetime) -> str:
     allowance = scope.allowance
     spent = (
@@ -293,109 +186,15 @@ def _refusal(scope: Scope, now: datetime) -> str:
         if allowance.spend is None
         else (f": spend {format_usd(allowance.spend)} of {format_usd(allowance.max_budget)} USD")
     )
-    if allowance.reset_at is None:
+    reset_at = allowance.reset_at
+    if reset_at is None:
         return f"budget exhausted at {scope.label}{spent}; it never resets"
-    return f"budget exhausted at {scope.label}{spent}, until {_until(allowance.reset_at, now)}"
-
-
-def _budget_field(subject: SubjectView, scope: Scope) -> tuple[str, str, str]:
-    """(field, kind, name) to raise for a Team's or ApiKey's window."""
-    ref = subject.spec.get("budgetRef")
-    index = next((i for i, window in enumerate(subject.windows) if window is scope.allowance), 0)
-    own = "maxBudget" if index == 0 else f"windows[{index - 1}].maxBudget"
-    if isinstance(ref, Mapping) and ref.get("name"):
-        return f"spec.{own}", "budget", str(ref["name"])
-    return f"spec.budget.{own}", subject.kind.lower(), subject.name
-
-
-def override_manifest(subject: SubjectView, scope: Scope, now: datetime) -> str:
-    """A BudgetOverride raising the subject's maxBudget until its window resets (or for a
-    week when it never does), as a `kubectl apply` heredoc to edit and run."""
-    allowance = scope.allowance
-    expires = allowance.reset_at
-    if expires is None or expires <= now:
-        expires = now + timedelta(days=OVERRIDE_DAYS)
-    increase = allowance.max_budget or 1.0
-    return "\n".join(
-        [
-            "kubectl apply -f - <<EOF",
-            f"apiVersion: {API_GROUP}/{API_VERSION}",
-            "kind: BudgetOverride",
-            "metadata:",
-            f"  name: {subject.name}-override",
-            f"  namespace: {subject.namespace}",
-            "spec:",
-            f"  target: {{kind: {subject.kind}, name: {subject.name}}}",
-            f"  increase: {increase:g}  # USD added to maxBudget while active",
-            f"  expires: {json.dumps(iso_time(expires))}",
-            '  reason: "<why this increase is approved>"',
-            "EOF",
-        ]
-    )
-
-
-def _lifts_for(
-    scope: Scope, owner: SubjectView | None, global_budget: GlobalBudget | None, now: datetime
-) -> list[Lift]:
-    """What would lift one refusing scope: waiting, raising the limit, an override."""
-    lifts = []
-    reset_at = scope.allowance.reset_at
-    if reset_at is not None and reset_at > now:
-        lifts.append(
-            Lift(f"wait until {_until(reset_at, now)}, when {scope.label}'s window resets")
+    if reset_at <= now:
+        return (
+            f"budget exhausted at {scope.label}{spent}; its window ended at "
+            f"{iso_time(reset_at)}, after the last status sync"
         )
-    if scope.kind == "global" and global_budget is not None:
-        namespace, name = global_budget.namespace, global_budget.name
-        lifts.append(
-            Lift(
-                f"raise spec.maxBudget of Budget {namespace}/{name} (the global budget: "
-                "every request through every sidecar counts against it)",
-                f"kubectl edit budget {name} -n {namespace}",
-            )
-        )
-    elif scope.kind == "member" and owner is not None:
-        user = scope.label.split(" ", 2)[1]
-        lifts.append(
-            Lift(
-                f"raise spec.members[user={user}].maxBudgetInTeam of {owner.ref}",
-                f"kubectl edit team {owner.name} -n {owner.namespace}",
-            )
-        )
-    elif owner is not None:
-        field_path, kind, name = _budget_field(owner, scope)
-        shared = " (a shared Budget: every subject that references it gets the new limit)"
-        lifts.append(
-            Lift(
-                f"raise {field_path} of {kind}/{name}{shared if kind == 'budget' else ''}",
-                f"kubectl edit {kind} {name} -n {owner.namespace}",
-            )
-        )
-        lifts.append(
-            Lift(
-                f"or create a BudgetOverride for {owner.ref} (whoever RBAC lets create it "
-                "approves the increase)",
-                override_manifest(owner, scope, now),
-            )
-        )
-    return lifts
-
-
-def _state_lifts(key: SubjectView, state: KeyState) -> tuple[list[str], list[Lift]]:
-    problems: list[str] = []
-    lifts: list[Lift] = []
-    patch = f"kubectl patch apikey {key.name} -n {key.namespace} --type merge -p"
-    if state.expired:
-        problems.append(f"the key expired at {iso_time(state.expires) or 'its spec.expires'}")
-        lifts.append(
-            Lift(
-                "set a later spec.expires, or remove it",
-                f'{patch} \'{{"spec":{{"expires":null}}}}\'',
-            )
-        )
-    if state.blocked:
-        problems.append("the key is blocked (spec.blocked is true)")
-        lifts.append(Lift("unblock it", f'{patch} \'{{"spec":{{"blocked":false}}}}\''))
-    return problems, lifts
+    return f"budget exhausted at {scope.label}{spent}, until {until(reset_at, now)}"
 
 
 def _missing_budgets(
@@ -447,12 +246,12 @@ def why_key(
     ]
 
     state = key_state(key, team, now)
-    state_problems, lifts = _state_lifts(key, state)
+    state_problems, lifts = state_lifts(key, state)
     problems += state_problems
     for scope, owner in scopes:
         if scope.refuses:
             problems.append(_refusal(scope, now))
-            lifts += _lifts_for(scope, owner, global_budget, now)
+            lifts += scope_lifts(scope, owner, global_budget, now)
     exceeded = key.conditions.get("BudgetExceeded")
     if exceeded is not None and exceeded.status == "True" and not any(s.refuses for s, _ in scopes):
         problems.append(f"BudgetExceeded: {exceeded.message or exceeded.reason}")

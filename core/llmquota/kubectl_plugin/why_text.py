@@ -13,7 +13,7 @@ from llmquota.kubectl_plugin.output import (
     iso_time,
     time_until,
 )
-from llmquota.kubectl_plugin.why import KeyState, Scope, WhyReport
+from llmquota.kubectl_plugin.why_report import KeyState, Scope, WhyReport
 
 __all__ = ["why_text"]
 

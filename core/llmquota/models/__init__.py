@@ -6,6 +6,12 @@ operator and the sidecar's standalone mode validate manifests with them.
 
 from llmquota.models.apikey import ApiKey, ApiKeySpec, ApiKeyStatus, check_models_within_team
 from llmquota.models.budget import Budget, BudgetSpec, BudgetStatus
+from llmquota.models.budgetoverride import (
+    BudgetOverride,
+    BudgetOverrideSpec,
+    BudgetOverrideStatus,
+    OverrideTarget,
+)
 from llmquota.models.common import (
     API_GROUP,
     API_VERSION,
@@ -27,12 +33,16 @@ __all__ = [
     "ApiKeySpec",
     "ApiKeyStatus",
     "Budget",
+    "BudgetOverride",
+    "BudgetOverrideSpec",
+    "BudgetOverrideStatus",
     "BudgetSpec",
     "BudgetStatus",
     "Condition",
     "ModelRateLimit",
     "ObjectMeta",
     "ObjectRef",
+    "OverrideTarget",
     "RateLimit",
     "RateLimitSpec",
     "RateLimitStatus",

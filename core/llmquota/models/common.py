@@ -22,6 +22,7 @@ __all__ = [
     "Condition",
     "CrdInfo",
     "Duration",
+    "FailurePolicy",
     "Money",
     "ObjectMeta",
     "ObjectRef",
@@ -44,6 +45,8 @@ CONDITIONS_LIST: dict[str, JsonValue] = {
 """Conditions are a list-map keyed on `type` (Kubernetes API conventions)."""
 
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FailurePolicy = Literal["Closed", "Open"]
+"""What a limit does while the store is unreachable: refuse (503) or admit uncounted."""
 
 
 def _check_duration(value: Any) -> Any:
@@ -54,14 +57,17 @@ def _check_duration(value: Any) -> Any:
     return value
 
 
+# The pattern comes before the validator: pydantic puts a constraint given after a
+# validator outside the JSON schema, and the CRD (generated from it) would then let any
+# string through the API server.
 Duration = Annotated[
     str,
-    BeforeValidator(_check_duration),
     Field(
         pattern=DURATION_PATTERN,
         description=f"A window: {SPELLINGS}. `1w` is 7d; `1mo` is `monthly` (the 1st of "
         "each month, 00:00 UTC).",
     ),
+    BeforeValidator(_check_duration),
 ]
 
 

@@ -7,17 +7,18 @@ from typing import Any
 
 from llmquota.models.apikey import ApiKey
 from llmquota.models.budget import Budget
+from llmquota.models.budgetoverride import BudgetOverride
 from llmquota.models.common import API_GROUP
 from llmquota.models.ratelimit import RateLimit
 from llmquota.models.team import Team
 
 __all__ = ["RESOURCE_KINDS", "AnyResource", "ResourceKind", "parse_resource"]
 
-AnyResource = Team | ApiKey | Budget | RateLimit
-ResourceKind = type[Team] | type[ApiKey] | type[Budget] | type[RateLimit]
+AnyResource = Team | ApiKey | Budget | RateLimit | BudgetOverride
+ResourceKind = type[Team] | type[ApiKey] | type[Budget] | type[RateLimit] | type[BudgetOverride]
 
 RESOURCE_KINDS: dict[str, ResourceKind] = {
-    model.crd.kind: model for model in (Team, ApiKey, Budget, RateLimit)
+    model.crd.kind: model for model in (Team, ApiKey, Budget, RateLimit, BudgetOverride)
 }
 
 

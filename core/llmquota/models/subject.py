@@ -11,7 +11,13 @@ from llmquota.models.budget import BudgetSpec
 from llmquota.models.common import CONDITIONS_LIST, Condition, ObjectRef, WireModel
 from llmquota.models.ratelimit import RateLimitSpec
 
-__all__ = ["SUBJECT_VALIDATIONS", "SubjectSpec", "SubjectStatus", "subject_printer_columns"]
+__all__ = [
+    "SUBJECT_VALIDATIONS",
+    "Forecast",
+    "SubjectSpec",
+    "SubjectStatus",
+    "subject_printer_columns",
+]
 
 
 def _exclusive(inline: str, ref: str) -> JsonValue:
@@ -68,6 +74,27 @@ class SubjectSpec(WireModel):
         return self
 
 
+class ActiveOverride(WireModel):
+    """A BudgetOverride raising this subject's maxBudget now."""
+
+    name: str = Field(description="The BudgetOverride's name.")
+    increase: float = Field(description="USD it adds to maxBudget.")
+    expires: datetime = Field(description="When it stops applying.")
+
+
+class Forecast(WireModel):
+    """Where spend is heading at its recent rate (the operator's --forecast-span)."""
+
+    burn_rate_usd_per_hour: float = Field(
+        description="USD spent per hour over the recent span of the current window."
+    )
+    exhausts_at: datetime | None = Field(
+        default=None,
+        description="When maxBudget is reached at that rate; absent without a maxBudget, "
+        "when nothing is spent, or when the budget is already exhausted.",
+    )
+
+
 class SubjectStatus(WireModel):
     """Spend and state of a Team or an ApiKey, written by the operator."""
 
@@ -84,13 +111,24 @@ class SubjectStatus(WireModel):
     model_spend: dict[str, float] = Field(
         default_factory=dict, description="USD spent per model in the current window."
     )
+    overrides: list[ActiveOverride] = Field(
+        default_factory=list,
+        description="Active BudgetOverrides; maxBudget and remaining include their increase.",
+    )
+    forecast: Forecast | None = Field(
+        default=None,
+        description="The burn rate and when, at that rate, the budget runs out; absent "
+        "until enough of the window has been measured.",
+    )
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation this status was computed from."
     )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra=CONDITIONS_LIST,
-        description="Ready, BudgetExceeded, SoftBudgetExceeded (and Expired, Blocked on keys).",
+        description="Ready, BudgetExceeded, SoftBudgetExceeded, BudgetAtRisk (and Expired, "
+        "Blocked on keys). A key refused by its team's or the global budget says so in its "
+        "BudgetExceeded.",
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import RateLimits, ResolvedPolicy, Scope
+from llmquota.policy.resolved import BudgetLimits, RateLimits, ResolvedPolicy, Scope
 
 __all__ = [
     "KEY_SHARE",
@@ -94,6 +94,13 @@ def dynamic_group(rate: RateLimits, priority: str | None) -> tuple[str, float]:
     return UNLISTED_PRIORITY, max(0.0, 1.0 - sum(reservation.values()))
 
 
+def _increases(budget: BudgetLimits) -> dict[str, list[list[int]]]:
+    """The budget's BudgetOverrides as `inc` pairs [nano-USD, expires ms], when it has any."""
+    if not budget.increases:
+        return {}
+    return {"inc": [[increase.nanos, increase.expires_ms] for increase in budget.increases]}
+
+
 def _or_none(value: int | None) -> int:
     return NO_LIMIT if value is None else value
 
@@ -128,6 +135,7 @@ def admission_call(
                     "a": scope.budget.anchor_ms,
                     "mm": scope.budget.model_max_nanos.get(model, NO_LIMIT),
                     "sh": scope.kind != "key",
+                    **_increases(scope.budget),
                 }
             )
         rate = scope.rate

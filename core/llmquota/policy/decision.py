@@ -78,7 +78,17 @@ def _retry_after(milliseconds: int) -> dict[str, str]:
 
 
 def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
-    """Refusals that need no counters: blocked, expired, model not allowed."""
+    """Refusals that need no counters: incomplete policy, blocked, expired, model."""
+    if policy.refusal is not None:
+        # A known key whose limits cannot be applied: a configuration problem on the
+        # server's side (503), not a wrong key (401).
+        return Refused(
+            503,
+            "service_unavailable",
+            "policy_incomplete",
+            f"Key {policy.key_name} cannot be used until its limits resolve: "
+            f"{policy.refusal.message} ({policy.refusal.reason}).",
+        )
     if policy.blocked:
         return Refused(
             401,

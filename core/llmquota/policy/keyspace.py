@@ -9,10 +9,12 @@ runs on one Redis primary, not on Cluster; see docs/architecture.md.)
 from __future__ import annotations
 
 __all__ = [
+    "GENERATION",
     "LEASES",
     "POLICY_CHANNEL",
     "POLICY_INDEX",
     "budget_key",
+    "created_key",
     "lease_key",
     "parallel_key",
     "policy_key",
@@ -25,6 +27,9 @@ POLICY_CHANNEL = f"{PREFIX}:policy-changes"
 """Pub/sub channel: a key hash whose policy changed, or `*` for all."""
 POLICY_INDEX = f"{PREFIX}:policies"
 """Set of the key hashes that have a policy."""
+GENERATION = f"{PREFIX}:generation"
+"""A random number written with the policies (standalone mode): a sidecar that finds it
+gone or changed knows the store was wiped or replaced."""
 LEASES = f"{PREFIX}:leases"
 """Sorted set of in-flight request ids, scored by lease expiry (ms); same name in Lua."""
 
@@ -32,6 +37,12 @@ LEASES = f"{PREFIX}:leases"
 def policy_key(key_hash: str) -> str:
     """The resolved policy (JSON) of one ApiKey, by the SHA-256 of its key."""
     return f"{PREFIX}:policy:{key_hash}"
+
+
+def created_key(subject: str) -> str:
+    """When a standalone manifest's object was first loaded (ms), e.g. `Team default/qa`:
+    its windows are cut from then, on every replica."""
+    return f"{PREFIX}:created:{subject}"
 
 
 def lease_key(request_id: str) -> str:

@@ -7,7 +7,7 @@ turns into a condition and an Event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -16,6 +16,7 @@ from llmquota.durations import parse_duration
 from llmquota.models import (
     ApiKey,
     Budget,
+    BudgetOverride,
     BudgetSpec,
     ObjectRef,
     RateLimit,
@@ -24,8 +25,10 @@ from llmquota.models import (
     Team,
     check_models_within_team,
 )
+from llmquota.models.budgetoverride import OverrideTargetKind
 from llmquota.models.subject import SubjectSpec
 from llmquota.policy.resolved import (
+    BudgetIncrease,
     BudgetLimits,
     EndUserTemplate,
     LimitSet,
@@ -41,9 +44,11 @@ __all__ = [
     "NamespaceObjects",
     "ResolutionError",
     "budget_limits",
+    "increases_for",
     "key_scope_id",
     "member_scope_id",
     "pool_scope_id",
+    "raised",
     "rate_limits",
     "resolve_key_policy",
     "team_scope_id",
@@ -69,10 +74,45 @@ class ResolutionError(ValueError):
 
 @dataclass(frozen=True)
 class NamespaceObjects:
-    """The Budgets and RateLimits of one namespace, by name, that references resolve to."""
+    """The objects of one namespace that a key's policy depends on: the Budgets and
+    RateLimits its references resolve to, by name, and the BudgetOverrides that raise
+    its own or its team's budget."""
 
     budgets: Mapping[str, Budget]
     rate_limits: Mapping[str, RateLimit]
+    overrides: Sequence[BudgetOverride] = ()
+
+
+def increases_for(
+    kind: OverrideTargetKind, name: str, overrides: Sequence[BudgetOverride]
+) -> list[BudgetIncrease]:
+    """The increases the overrides grant to one ApiKey or Team, in name order.
+
+    Expired ones are kept: the admit script ignores an increase from its `expires` on,
+    by Redis' clock, so the end of an override never waits for the operator.
+    """
+    return [
+        BudgetIncrease(
+            name=override.metadata.name,
+            nanos=nanos(override.spec.increase),
+            expires_ms=int(override.spec.expires.timestamp() * 1000),
+        )
+        for override in sorted(overrides, key=lambda o: o.metadata.name)
+        if override.spec.target.kind == kind and override.spec.target.name == name
+    ]
+
+
+def raised(limits: BudgetLimits, increases: list[BudgetIncrease]) -> BudgetLimits:
+    """`limits` with the increases on it; a count-only budget is not raised."""
+    if not increases or limits.max_nanos < 0:
+        return limits
+    return limits.model_copy(update={"increases": increases})
+
+
+def _raised(scope: Scope, increases: list[BudgetIncrease]) -> Scope:
+    if scope.budget is None:
+        return scope
+    return scope.model_copy(update={"budget": raised(scope.budget, increases)})
 
 
 def team_scope_id(namespace: str, team: str) -> str:
@@ -102,6 +142,7 @@ def budget_limits(spec: BudgetSpec, anchor_ms: int) -> BudgetLimits:
         window=parse_duration(spec.budget_duration).wire,
         anchor_ms=anchor_ms,
         model_max_nanos={model: nanos(cap) for model, cap in spec.model_max_budget.items()},
+        fail_open=spec.failure_policy == "Open",
     )
 
 
@@ -117,6 +158,7 @@ def rate_limits(spec: RateLimitSpec) -> RateLimits:
         },
         dynamic=spec.allocation == "Dynamic",
         priority_reservation=dict(spec.priority_reservation),
+        fail_open=spec.failure_policy == "Open",
     )
 
 
@@ -246,6 +288,7 @@ def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
             max_nanos=COUNT_ONLY.max_nanos if cap is None else nanos(cap),
             window=team_budget.window,
             anchor_ms=team_budget.anchor_ms,
+            fail_open=team_budget.fail_open,
         ),
     )
 
@@ -299,7 +342,8 @@ def resolve_key_policy(
             objects=objects,
         )
         key_tag = team_scope.tag
-        scopes.extend([team_scope, *team_pools])
+        team_increases = increases_for("Team", team.metadata.name, objects.overrides)
+        scopes.extend([_raised(team_scope, team_increases), *team_pools])
         if key.spec.user is not None:
             scopes.append(_member_scope(key.spec.user, team, team_scope))
         team_end_users = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
@@ -317,7 +361,9 @@ def resolve_key_policy(
         objects=objects,
     )
     counted = {scope.id for scope in scopes}  # a pool the team draws on already
-    scopes.extend([key_scope, *(pool for pool in key_pools if pool.id not in counted)])
+    key_increases = increases_for("ApiKey", key.metadata.name, objects.overrides)
+    scopes.append(_raised(key_scope, key_increases))
+    scopes.extend(pool for pool in key_pools if pool.id not in counted)
     key_end_users = _end_user_template(key.spec, key_scope, key_anchor, namespace, objects)
     if key_end_users is not None:
         end_users.append(key_end_users)

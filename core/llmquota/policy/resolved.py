@@ -11,11 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmquota.durations import Window, WindowSpec, window_at
+
 __all__ = [
     "NANOS_PER_USD",
+    "BudgetIncrease",
     "BudgetLimits",
     "EndUserTemplate",
     "LimitSet",
+    "PolicyRefusal",
     "RateLimits",
     "ResolvedPolicy",
     "Scope",
@@ -44,6 +48,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class BudgetIncrease(_Frozen):
+    """One BudgetOverride on a budget: nano-USD added to its max until `expires_ms`."""
+
+    name: str  # the BudgetOverride's name, for status and messages
+    nanos: int
+    expires_ms: int  # epoch ms; the admit script compares it with Redis' clock
+
+
 class BudgetLimits(_Frozen):
     """A budget as it applies to one scope: limits in nano-USD and how its windows fall."""
 
@@ -52,6 +64,41 @@ class BudgetLimits(_Frozen):
     window: str = "none"  # WindowSpec.wire: fixed:<ms> | monthly | none
     anchor_ms: int = 0
     model_max_nanos: dict[str, int] = Field(default_factory=dict)
+    increases: list[BudgetIncrease] = Field(default_factory=list)
+    fail_open: bool = False  # failurePolicy Open: admitted uncounted while Redis is away
+
+    def max_nanos_at(self, now_ms: int) -> int:
+        """The max in force at `now_ms`: raised by every override not yet expired.
+
+        admit.lua applies the same rule with Redis' clock; a count-only budget (-1)
+        stays count-only, since an override raises a cap and cannot create one.
+        """
+        if self.max_nanos < 0:
+            return self.max_nanos
+        return self.max_nanos + sum(i.nanos for i in self.increases if now_ms < i.expires_ms)
+
+    def window_at(self, now_ms: int) -> Window:
+        """The window of this budget that contains `now_ms`."""
+        if self.window.startswith(_FIXED):
+            spec = WindowSpec("fixed", int(self.window.removeprefix(_FIXED)))
+        else:
+            spec = WindowSpec("monthly" if self.window == "monthly" else "none")
+        return window_at(spec, self.anchor_ms, now_ms)
+
+    @property
+    def duration(self) -> str:
+        """The window as a budgetDuration is written: `30d`, `90m`, `monthly`, `none`."""
+        if not self.window.startswith(_FIXED):
+            return self.window
+        length_ms = int(self.window.removeprefix(_FIXED))
+        for unit, unit_ms in _DURATION_UNITS_MS:
+            if length_ms % unit_ms == 0:
+                return f"{length_ms // unit_ms}{unit}"
+        return f"{length_ms}ms"
+
+
+_FIXED = "fixed:"
+_DURATION_UNITS_MS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
 class LimitSet(_Frozen):
@@ -68,6 +115,7 @@ class RateLimits(LimitSet):
     models: dict[str, LimitSet] = Field(default_factory=dict)
     dynamic: bool = False
     priority_reservation: dict[str, float] = Field(default_factory=dict)
+    fail_open: bool = True  # failurePolicy Open, the rate limits' default
 
 
 class Scope(_Frozen):
@@ -91,8 +139,24 @@ class EndUserTemplate(_Frozen):
     rate: RateLimits | None = None
 
 
+class PolicyRefusal(_Frozen):
+    """Why a known key's policy is incomplete: its limits could not be resolved.
+
+    The operator writes such a policy (instead of none) when, say, a Budget the key
+    references is deleted or renamed, so the sidecar refuses the key for what is really
+    wrong rather than calling it an unknown key.
+    """
+
+    reason: str  # CamelCase, as the ApiKey's Ready condition says: BudgetNotFound, ...
+    message: str  # names the field, e.g. "spec.budgetRef: Budget 'tier' not found ..."
+
+
 class ResolvedPolicy(_Frozen):
-    """Everything that applies to one ApiKey, looked up by the key's hash."""
+    """Everything that applies to one ApiKey, looked up by the key's hash.
+
+    With `refusal` set the policy is incomplete: every request with the key is refused
+    with that reason, and nothing else in it applies.
+    """
 
     key_hash: str
     namespace: str
@@ -105,3 +169,4 @@ class ResolvedPolicy(_Frozen):
     priority: str | None = None
     scopes: list[Scope] = Field(default_factory=list)
     end_users: list[EndUserTemplate] = Field(default_factory=list)
+    refusal: PolicyRefusal | None = None

@@ -102,10 +102,23 @@ def _parse(path: Path) -> _PricingFile:
         raise PricingFileError(f"pricing file {path}: {_describe(error)}") from error
 
 
+def _keys(model: type[_FileModel]) -> str:
+    return ", ".join(field.alias or name for name, field in model.model_fields.items())
+
+
+def _expected_keys(location: tuple[int | str, ...]) -> str:
+    """The keys allowed where an unknown one was found (`models.x.typo`: a price's)."""
+    return _keys(_PricingFile) if len(location) == 1 else _keys(_PriceEntry)
+
+
 def _describe(error: ValidationError) -> str:
-    """One line per problem, each led by its dotted field path (`models.x.inputPerMillion`)."""
+    """Every problem on one line, each led by its dotted field path
+    (`models.x.inputPerMillion`); an unknown key says which keys are expected there."""
     problems = []
     for detail in error.errors():
         field = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        problems.append(f"{field}: {detail['msg']}")
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = f"unknown key; expected one of {_expected_keys(detail['loc'])}"
+        problems.append(f"{field}: {message}")
     return "; ".join(problems)

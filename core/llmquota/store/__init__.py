@@ -3,12 +3,14 @@
 from llmquota.store.connection import RedisUrlError, check_redis, parse_redis_url
 from llmquota.store.embedded import EmbeddedRedis, find_redis_server
 from llmquota.store.quota_store import BudgetCounter, QuotaStore
+from llmquota.store.replication import ReplicaWait
 
 __all__ = [
     "BudgetCounter",
     "EmbeddedRedis",
     "QuotaStore",
     "RedisUrlError",
+    "ReplicaWait",
     "check_redis",
     "find_redis_server",
     "parse_redis_url",

@@ -16,7 +16,7 @@ restart. No error message here repeats a password.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -70,8 +70,8 @@ class RedisLocation:
     """A parsed `--redis` URL: one server, a Sentinel service, or a Cluster."""
 
     kind: Literal["single", "sentinel", "cluster"]
-    url: str
-    """The URL as given (for `single`, what redis-py parses)."""
+    url: str = field(repr=False)
+    """The URL as given (for `single`, what redis-py parses); may hold the password."""
     nodes: tuple[tuple[str, int], ...] = ()
     """Sentinels (`sentinel`) or seed nodes (`cluster`); none for `single`."""
     service: str = ""
@@ -79,18 +79,9 @@ class RedisLocation:
     db: int = 0
     """The database of a Sentinel service (a single URL carries its own)."""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """Never shown: a logged location must not carry it."""
     tls: bool = False
-
-    @property
-    def redacted(self) -> str:
-        """The URL with its password replaced by `***`, for logs and messages."""
-        if self.password is None:
-            return self.url
-        scheme, _, rest = self.url.partition("://")
-        credentials, _, address = rest.rpartition("@")
-        user = credentials.partition(":")[0]
-        return f"{scheme}://{user}:***@{address}"
 
     @property
     def url_without_credentials(self) -> str:

@@ -6,6 +6,7 @@ Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -14,8 +15,9 @@ from redis.asyncio import Redis
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
+from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts
 
 __all__ = ["BudgetCounter", "QuotaStore"]
@@ -36,21 +38,34 @@ class BudgetCounter:
 class QuotaStore:
     """llmquota's view of one Redis: the only module that talks to it."""
 
-    def __init__(self, redis: Redis, clock_ms: Callable[[], int] | None = None) -> None:
-        """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only)."""
+    def __init__(
+        self,
+        redis: Redis,
+        clock_ms: Callable[[], int] | None = None,
+        replica_wait: ReplicaWait | None = None,
+    ) -> None:
+        """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`)."""
         self.redis = redis
         self._clock_ms = clock_ms
+        self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
 
     @classmethod
-    def from_url(cls, url: str, clock_ms: Callable[[], int] | None = None, **options: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        clock_ms: Callable[[], int] | None = None,
+        replica_wait: ReplicaWait | None = None,
+        **options: Any,
+    ) -> Self:
         """Connect (lazily) to the Redis at `url`, any form `--redis` takes.
 
         `options` are those of `llmquota.store.connection.connect` (`password_file`,
         `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
         llmquota cannot use.
         """
-        return cls(connect(url, **options), clock_ms)
+        return cls(connect(url, **options), clock_ms, replica_wait)
 
     async def close(self) -> None:
         """Close the client and its pool."""
@@ -103,6 +118,27 @@ class QuotaStore:
         members = await self.redis.smembers(keyspace.POLICY_INDEX)
         return {_text(member) for member in members}
 
+    async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """(namespace, ApiKey name) each policy names, in one round trip.
+
+        Read loosely (two fields of the JSON), so a policy of another llmquota version is
+        still attributed; a hash whose policy is gone, or names no owner, is left out.
+        """
+        hashes = list(key_hashes)
+        if not hashes:
+            return {}
+        encoded = await self.redis.mget([keyspace.policy_key(key_hash) for key_hash in hashes])
+        owners: dict[str, tuple[str, str]] = {}
+        for key_hash, raw in zip(hashes, encoded, strict=True):
+            if raw is None:
+                continue
+            try:
+                fields = json.loads(raw)
+                owners[key_hash] = (str(fields["namespace"]), str(fields["key_name"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return owners
+
     async def policy_changes(self) -> AsyncIterator[str]:
         """Key hashes whose policy changed, as they are published (`*`: all of them).
 
@@ -139,6 +175,8 @@ class QuotaStore:
             counter_amount(tokens),
             self._clock(),
         ]
+        if self._replica_wait is not None:
+            return await run_replicated(self.redis, self._scripts.settle, args, self._replica_wait)
         return int(await self._scripts.settle(args=args))
 
     async def abort(self, request_id: str) -> int:
@@ -180,6 +218,74 @@ class QuotaStore:
             args=[window[0], window[1], spend_nanos, *pairs],
         )
         return bool(seeded)
+
+    # Standalone mode: store generation, creation times, spend snapshots -----------------
+
+    async def generation(self) -> str | None:
+        """The generation marker, or None when the store has none (new, or wiped)."""
+        marker = await self.redis.get(keyspace.GENERATION)
+        return None if marker is None else _text(marker)
+
+    async def claim_generation(self, proposed: str) -> str:
+        """Set the generation marker unless one exists (first writer wins); the marker."""
+        previous = await self.redis.set(keyspace.GENERATION, proposed, nx=True, get=True)
+        return proposed if not isinstance(previous, bytes | str) else _text(previous)
+
+    async def claim_created(self, proposed_ms: Mapping[str, int]) -> dict[str, int]:
+        """Record each subject's creation time unless one is recorded (first writer wins,
+        so replicas loading the same manifest agree); the recorded times."""
+        subjects = sorted(proposed_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                pipe.set(keyspace.created_key(subject), proposed_ms[subject], nx=True, get=True)
+            previous: list[bytes | None] = await pipe.execute()
+        return {
+            subject: proposed_ms[subject] if before is None else int(before)
+            for subject, before in zip(subjects, previous, strict=True)
+        }
+
+    async def generation_and_budgets(
+        self, scopes: Sequence[tuple[str, str]]
+    ) -> tuple[str | None, list[BudgetCounter]]:
+        """The generation marker and the budget counters of (tag, scope id) pairs, in one
+        round trip; the marker is None unless it was the same before and after the
+        counters were read, so counters read across a wipe are never taken for good ones.
+        (Not a MULTI: the keys live in several Cluster slots.)"""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keyspace.GENERATION)
+            for tag, scope_id in scopes:
+                pipe.hgetall(keyspace.budget_key(tag, scope_id))
+            pipe.get(keyspace.GENERATION)
+            before, *raw_counters, after = await pipe.execute()
+        marker = None if before is None or before != after else _text(before)
+        return marker, [_budget_counter(raw) for raw in raw_counters]
+
+    async def restore_budget(
+        self,
+        tag: str,
+        scope_id: str,
+        limits: BudgetLimits,
+        counter: BudgetCounter,
+        generation: str,
+    ) -> bool:
+        """Add a snapshot of a counter back after a wipe, once per generation, if its
+        window is still the current one; True when added."""
+        if counter.window_start_ms is None:
+            return False
+        pairs = [value for item in counter.model_spend_nanos.items() for value in item]
+        restored = await self._scripts.restore(
+            keys=[keyspace.budget_key(tag, scope_id)],
+            args=[
+                limits.window,
+                limits.anchor_ms,
+                counter.window_start_ms,
+                counter.spend_nanos,
+                generation,
+                self._clock(),
+                *pairs,
+            ],
+        )
+        return bool(restored)
 
 
 def _text(value: bytes | str) -> str:

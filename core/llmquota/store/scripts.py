@@ -33,6 +33,7 @@ class Scripts:
     renew: AsyncScript
     sweep: AsyncScript
     seed: AsyncScript
+    restore: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -40,6 +41,6 @@ class Scripts:
         return cls(
             **{
                 name: redis.register_script(script_source(name))
-                for name in ("admit", "settle", "abort", "renew", "sweep", "seed")
+                for name in ("admit", "settle", "abort", "renew", "sweep", "seed", "restore")
             }
         )

@@ -90,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-namespace",
         default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
-        help="namespace of --sidecar-config-map and --upstream-secret, mirrored from there "
-        "into the namespaces of injected Pods (default: $POD_NAMESPACE)",
+        help="namespace of --sidecar-config-map, --upstream-secret and --sidecar-redis-secret, "
+        "mirrored from there into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
     add(
         "--upstream",
@@ -106,6 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Secret and key with the upstream's credential",
     )
     add(
+        "--sidecar-redis-secret",
+        default=_env("sidecar-redis-secret"),
+        metavar="NAME:KEY",
+        help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
+        "it as an environment variable from the Secret; absent: --redis, as a plain value",
+    )
+    add(
         "--fail-open",
         action="store_true",
         default=(_env("fail-open", "") or "").lower() in {"1", "true", "yes"},
@@ -117,6 +124,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(_env("status-interval", "5") or 5),
         metavar="SECONDS",
         help="how often statuses are synced from Redis (default 5)",
+    )
+    add(
+        "--orphan-interval",
+        type=float,
+        default=float(_env("orphan-interval", "60") or 60),
+        metavar="SECONDS",
+        help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
+    )
+    add(
+        "--forecast-span",
+        type=float,
+        default=float(_env("forecast-span", "3600") or 3600),
+        metavar="SECONDS",
+        help="recent spend the forecast's burn rate is measured over (default 3600)",
     )
     add(
         "--peering",
@@ -147,11 +168,14 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     if args.upstream_secret:
         secret_name, _, key = args.upstream_secret.partition(":")
         secret_key = key or secret_key
+    redis_secret, _, redis_key = (args.sidecar_redis_secret or "").partition(":")
     sidecar = None
     if args.sidecar_image:
         sidecar = SidecarConfig(
             image=args.sidecar_image,
             redis_url=args.redis,
+            redis_secret=redis_secret or None,
+            redis_secret_key=redis_key or "url",
             upstream=args.upstream,
             upstream_secret=secret_name,
             upstream_secret_key=secret_key,
@@ -168,6 +192,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
         sidecar=sidecar,
         status_interval=args.status_interval,
+        orphan_interval=args.orphan_interval,
+        forecast_span=args.forecast_span,
         peering=args.peering,
         config_namespace=args.config_namespace or None,
     )

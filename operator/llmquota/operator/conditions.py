@@ -107,7 +107,7 @@ def merge_conditions(
     return merged, transitions
 
 
-_PROBLEMS = {"BudgetExceeded", "SoftBudgetExceeded", "Expired", "Blocked"}
+_PROBLEMS = {"BudgetExceeded", "SoftBudgetExceeded", "BudgetAtRisk", "Expired", "Blocked"}
 
 
 def event_for(transition: Transition) -> tuple[str, str, str] | None:

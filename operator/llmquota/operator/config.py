@@ -31,12 +31,16 @@ def parse_host_port(text: str) -> HostPort:
 class SidecarConfig:
     """What the webhook injects: image, upstream, its credential, the pricing file.
 
-    `pricing_config_map` and `upstream_secret` name objects in the operator's namespace
-    (`OperatorConfig.config_namespace`), mirrored into the Pods' namespaces.
+    `pricing_config_map`, `upstream_secret` and `redis_secret` name objects in the
+    operator's namespace (`OperatorConfig.config_namespace`), mirrored into the Pods'
+    namespaces.
     """
 
     image: str
     redis_url: str
+    redis_secret: str | None = None
+    """Secret whose `redis_secret_key` holds the Redis URL; None: `redis_url` in the env."""
+    redis_secret_key: str = "url"  # noqa: S105 (a field name, not a secret)
     upstream: str | None = None
     upstream_secret: str | None = None
     upstream_secret_key: str = "api-key"  # noqa: S105 (a field name, not a secret)
@@ -62,5 +66,9 @@ class OperatorConfig:
     status_interval: float = 5.0
     peering: str | None = None
     recovery_interval: float = 1.0
+    orphan_interval: float = 60.0
+    """Seconds between sweeps for policies no ApiKey owns (one also runs at start)."""
+    forecast_span: float = 3600.0
+    """Seconds of recent spend the burn rate is measured over (see `forecast`)."""
     config_namespace: str | None = None
     """Where the sidecar's ConfigMap and credential Secret are (the operator's namespace)."""

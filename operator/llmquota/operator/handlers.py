@@ -24,31 +24,43 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, RateLimit, Team
-from llmquota.operator import mirroring, service
+from llmquota.models import (
+    API_GROUP,
+    API_VERSION,
+    ApiKey,
+    Budget,
+    BudgetOverride,
+    RateLimit,
+    Team,
+)
+from llmquota.operator import mirroring, overrides, service
 from llmquota.operator.conditions import Observation
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.injection import injected_spec, wants_injection
 from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
-from llmquota.operator.metrics import ReconcileResult, measure_reconcile
+from llmquota.operator.metrics import ReconcileResult, forget_exhaustion, measure_reconcile
 from llmquota.operator.state import MEMO_KEY, OperatorState
 from llmquota.policy.key_hash import hash_key
 
 __all__ = ["build_registry"]
 
-ResourceT = TypeVar("ResourceT", ApiKey, Team, Budget, RateLimit)
+ResourceT = TypeVar("ResourceT", ApiKey, Team, Budget, RateLimit, BudgetOverride)
 ReferenceT = TypeVar("ReferenceT", Budget, RateLimit)
 
 logger = logging.getLogger(__name__)
 
-Model = type[Team] | type[ApiKey] | type[Budget] | type[RateLimit]
+Model = type[Team] | type[ApiKey] | type[Budget] | type[RateLimit] | type[BudgetOverride]
 PLURALS: dict[str, Model] = {
     "teams": Team,
     "apikeys": ApiKey,
     "budgets": Budget,
     "ratelimits": RateLimit,
+    "budgetoverrides": BudgetOverride,
 }
+# How often an override's expiry daemon looks again at its (live) body while waiting,
+# so an `expires` moved earlier is honoured that much later at the most.
+OVERRIDE_RECHECK_S = 30.0
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,11 +199,29 @@ async def _reconcile_key(
     return "ok" if outcome.ready.status == "True" else "invalid"
 
 
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event.get("type") == "DELETED"
+
+
 async def apikey_deleted(
-    spec: kopf.Spec, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent,
+    *,
+    spec: kopf.Spec,
+    uid: str,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """The key's policy leaves Redis before the ApiKey leaves the API (finalizer)."""
+    """The key's policy leaves Redis as the watch reports the ApiKey gone.
+
+    No finalizer: a deletion this watch misses (the operator was down) is caught by the
+    sweep for orphaned policies (`orphans`), which runs at start.
+    """
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "ApiKey", name)
     with measure_reconcile("ApiKey") as measured:
         try:
             await service.forget_key(
@@ -292,10 +322,13 @@ async def _reresolve(
 
 
 async def team_deleted(
-    uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """The team's keys lose it: Ready=False TeamNotFound, their policies withdrawn."""
+    """The team's keys lose it: Ready=False TeamNotFound, their policies refusing them."""
+    if not _deleted(event):
+        return
     _state(memo).conditions.pop(uid, None)
+    forget_exhaustion(_namespaced(namespace), "Team", name)
     with measure_reconcile("Team") as measured:
         await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
         measured.result = "ok"
@@ -326,8 +359,15 @@ def _reference_changed(model: type[ReferenceT]) -> Any:
             measured.result = "ok"
 
     async def deleted(
-        uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+        event: kopf.RawEvent,
+        uid: str,
+        namespace: str | None,
+        name: str,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
+        if not _deleted(event):
+            return
         _state(memo).conditions.pop(uid, None)
         with measure_reconcile(kind) as measured:
             await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
@@ -375,6 +415,108 @@ async def inject_sidecar(
         await mirroring.mirror_into(state, namespace)
 
 
+# BudgetOverride --------------------------------------------------------------------------
+
+
+async def override_changed(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Create, update, resume: Active and its Events, the target's keys re-resolved."""
+    with measure_reconcile("BudgetOverride") as measured:
+        override = _validated(BudgetOverride, body, status, patch, memo=memo, measured=measured)
+        if override is None:
+            return
+        status_update, events = _override_status(_state(memo), override, status)
+        patch.status.update(status_update)
+        for type_, reason, message in events:
+            kopf.event(body, type=type_, reason=reason, message=message)
+        await _refresh_target(_state(memo), override)
+        measured.result = "ok"
+
+
+def _override_status(
+    state: OperatorState, override: BudgetOverride, status: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    now = datetime.now(UTC)
+    target = overrides.target_of(state, override)
+    capped = target is not None and overrides.target_capped(state, target)
+    observation = overrides.override_observation(override, target is not None, capped, now)
+    status_update, transitions = service.update_status(
+        state,
+        override.metadata.uid,
+        status,
+        {
+            "active": observation.status == "True",
+            "observedGeneration": override.metadata.generation,
+        },
+        [observation],
+        generation=override.metadata.generation,
+        now=now,
+    )
+    return status_update, overrides.override_events(transitions)
+
+
+async def _refresh_target(
+    state: OperatorState, override: BudgetOverride, *, gone: bool = False
+) -> None:
+    try:
+        await overrides.refresh_target(state, override, datetime.now(UTC), gone=gone)
+    except RedisError as error:
+        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+
+
+async def override_deleted(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """The increase is withdrawn from the target's keys as the watch reports it gone.
+
+    A watched event, not a finalizer, as for the other kinds; a deletion missed while
+    the operator was down changes nothing that matters, since the increase would
+    have ended at its `expires` by itself, and the key's next re-resolution drops it.
+    """
+    if not _deleted(event):
+        return
+    with measure_reconcile("BudgetOverride") as measured:
+        try:
+            override = BudgetOverride.model_validate(_plain(body))
+        except ValidationError:
+            return
+        _state(memo).conditions.pop(override.metadata.uid or "", None)
+        await _refresh_target(_state(memo), override, gone=True)
+        measured.result = "ok"
+
+
+async def override_expiry(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Wait for the override's expiry, then mark it (Active False, an Event) and refresh.
+
+    The sidecars stopped applying the increase at that instant already (the admit script
+    compares `expires` with Redis' clock); this is the record of it.
+    """
+    while not stopped:
+        try:
+            override = BudgetOverride.model_validate(_plain(body))
+        except ValidationError:
+            return
+        wait_s = (override.spec.expires - datetime.now(UTC)).total_seconds()
+        if wait_s > 0:
+            await stopped.wait(min(wait_s, OVERRIDE_RECHECK_S))
+            continue
+        state = _state(memo)
+        current = dict(body.get("status") or {})
+        status_update, events = _override_status(state, override, current)
+        namespace = override.metadata.namespace
+        if status_update:
+            await state.kube.patch_status(
+                "budgetoverrides", namespace, override.metadata.name, status_update
+            )
+        for type_, reason, message in events:
+            await service.post_event(state, override, type_, reason, message)
+        await _refresh_target(state, override)
+        return
+
+
 # Registry --------------------------------------------------------------------------------
 
 
@@ -401,15 +543,28 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, "apikeys", registry=registry, id="apikey")(apikey_changed)
         on_change(*resource, "teams", registry=registry, id="team")(team_changed)
-    kopf.on.delete(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
-    kopf.on.delete(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
+    # Deletions are watched events, not kopf.on.delete: that would put a finalizer on
+    # every object, and with the operator removed first they would hang Terminating.
+    kopf.on.event(*resource, "apikeys", registry=registry, id="apikey-delete")(apikey_deleted)
+    kopf.on.event(*resource, "teams", registry=registry, id="team-delete")(team_deleted)
+    for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        on_change(*resource, "budgetoverrides", registry=registry, id="budgetoverride")(
+            override_changed
+        )
+    kopf.on.event(*resource, "budgetoverrides", registry=registry, id="budgetoverride-delete")(
+        override_deleted
+    )
+    kopf.daemon(
+        *resource, "budgetoverrides", registry=registry, id="budgetoverride-expiry",
+        cancellation_timeout=5.0,
+    )(override_expiry)  # fmt: skip
     for plural, (changed, deleted) in (
         ("budgets", _reference_changed(Budget)),
         ("ratelimits", _reference_changed(RateLimit)),
     ):
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)
-        kopf.on.delete(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
+        kopf.on.event(*resource, plural, registry=registry, id=f"{plural}-delete")(deleted)
     kopf.on.event("", "v1", "secrets", registry=registry, id="key-secret", when=secret_of_interest)(
         secret_event
     )

@@ -1,9 +1,16 @@
 """The sidecar injection, as a pure function of a Pod spec and the sidecar config.
 
-Pods annotated `llmquota.dev/inject: "true"` get the `llmquota sidecar` container on
-127.0.0.1:4000, the upstream credential (a Secret volume the app containers do not
-mount) and the sidecar ConfigMap (pricing), and their app containers get OPENAI_BASE_URL pointing
-at the sidecar, so an unmodified OpenAI client goes through it.
+Pods annotated `llmquota.dev/inject: "true"` get the `llmquota sidecar` as a native
+sidecar: the first init container, with `restartPolicy: Always`. So it is up (its
+startup probe passed) before any other container starts, and it never keeps a Job's
+Pod from completing. The proxy listens on 127.0.0.1:4000 only, the app containers'
+OPENAI_BASE_URL; the probes and /metrics are served on the Pod's IP (`--health-listen`
+0.0.0.0:4001), since the kubelet probes, and Prometheus scrapes, from outside the Pod.
+
+The sidecar gets the upstream credential (a Secret volume the app containers do not
+mount), the sidecar ConfigMap (pricing) and the Redis URL from a Secret through an
+environment variable: a password in that URL would otherwise show in the Pod spec and
+in the process list.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 from llmquota.operator.config import SidecarConfig
 
 __all__ = [
+    "HEALTH_PORT",
     "INJECT_ANNOTATION",
     "SIDECAR_LISTEN",
     "SIDECAR_NAME",
@@ -24,12 +32,19 @@ __all__ = [
 INJECT_ANNOTATION = "llmquota.dev/inject"
 SIDECAR_NAME = "llmquota-sidecar"
 SIDECAR_LISTEN = "127.0.0.1:4000"
+HEALTH_PORT = 4001
+HEALTH_LISTEN = f"0.0.0.0:{HEALTH_PORT}"
+HEALTH_PORT_NAME = "llmquota-health"
 BASE_URL = f"http://{SIDECAR_LISTEN}/v1"
+REDIS_ENV = "LLMQUOTA_REDIS"
 UPSTREAM_VOLUME = "llmquota-upstream"
 UPSTREAM_DIR = "/var/run/llmquota/upstream"
 PRICING_VOLUME = "llmquota-pricing"
 PRICING_DIR = "/etc/llmquota"
 PRICING_FILE = f"{PRICING_DIR}/pricing.yaml"
+# The app waits for the sidecar's startup probe: up to 2 minutes for Redis to answer.
+STARTUP_PROBE_PERIOD_S = 1
+STARTUP_PROBE_FAILURES = 120
 
 
 def wants_injection(annotations: Mapping[str, str]) -> bool:
@@ -37,8 +52,19 @@ def wants_injection(annotations: Mapping[str, str]) -> bool:
     return annotations.get(INJECT_ANNOTATION, "").lower() == "true"
 
 
+def _http_probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": HEALTH_PORT_NAME}, **timing}
+
+
+def _redis_env(config: SidecarConfig) -> dict[str, Any]:
+    if config.redis_secret:
+        reference = {"name": config.redis_secret, "key": config.redis_secret_key}
+        return {"name": REDIS_ENV, "valueFrom": {"secretKeyRef": reference}}
+    return {"name": REDIS_ENV, "value": config.redis_url}
+
+
 def _sidecar_container(config: SidecarConfig) -> dict[str, Any]:
-    args = ["sidecar", "--listen", SIDECAR_LISTEN, "--redis", config.redis_url]
+    args = ["sidecar", "--listen", SIDECAR_LISTEN, "--health-listen", HEALTH_LISTEN]
     mounts: list[dict[str, Any]] = []
     if config.upstream:
         args += ["--upstream", config.upstream]
@@ -53,10 +79,18 @@ def _sidecar_container(config: SidecarConfig) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": config.image,
+        "restartPolicy": "Always",
         "command": ["llmquota"],
         "args": args,
-        "ports": [{"name": "llmquota", "containerPort": 4000, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 4000, "host": "127.0.0.1"}},
+        "env": [_redis_env(config)],
+        "ports": [{"name": HEALTH_PORT_NAME, "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "startupProbe": _http_probe(
+            "/readyz",
+            periodSeconds=STARTUP_PROBE_PERIOD_S,
+            failureThreshold=STARTUP_PROBE_FAILURES,
+        ),
+        "readinessProbe": _http_probe("/readyz", periodSeconds=5),
+        "livenessProbe": _http_probe("/healthz", periodSeconds=10, failureThreshold=3),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -100,13 +134,19 @@ def _with_base_url(container: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def injected_spec(pod_spec: Mapping[str, Any], config: SidecarConfig) -> dict[str, Any] | None:
-    """`containers` and `volumes` of the Pod with the sidecar; None if already injected."""
+    """`initContainers`, `containers`, `volumes` with the sidecar; None if already injected.
+
+    A sidecar among the plain containers (injected by an operator before native
+    sidecars) counts as injected too.
+    """
+    init_containers = list(pod_spec.get("initContainers") or [])
     containers = list(pod_spec.get("containers") or [])
-    if any(container.get("name") == SIDECAR_NAME for container in containers):
+    if any(c.get("name") == SIDECAR_NAME for c in [*init_containers, *containers]):
         return None
     ours = {volume["name"] for volume in _volumes(config)}
     volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") not in ours]
     return {
-        "containers": [*map(_with_base_url, containers), _sidecar_container(config)],
+        "initContainers": [_sidecar_container(config), *init_containers],
+        "containers": [_with_base_url(container) for container in containers],
         "volumes": [*volumes, *_volumes(config)],
     }

@@ -21,14 +21,20 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from llmquota.models import API_GROUP, API_VERSION
 
-__all__ = ["Kube", "MirrorKind"]
+__all__ = ["Kube", "LiveKey", "MirrorKind"]
 
 NOT_FOUND = 404
 CONFLICT = 409
 EVENT_MESSAGE_LIMIT = 1024
 REPORTING_COMPONENT = "llmquota-operator"
 
+PAGE_SIZE = 500
+MAX_PAGES = 10_000
+"""A bound on one listing's pages (5 million objects): no loop runs unbounded."""
+
 MirrorKind = Literal["ConfigMap", "Secret"]
+LiveKey = tuple[str, str]
+"""(namespace, name) of an ApiKey that exists."""
 
 
 class Kube:
@@ -169,6 +175,41 @@ class Kube:
         except ApiException as error:
             if error.status != NOT_FOUND:
                 raise
+
+    async def list_apikeys(self, namespaces: tuple[str, ...]) -> list[LiveKey]:
+        """(namespace, name) of every ApiKey in `namespaces` (empty: all), page by page.
+
+        An ApiKey being deleted (deletionTimestamp set) is left out: it owns nothing.
+        """
+        live: list[LiveKey] = []
+        for namespace in namespaces or (None,):
+            token: str | None = None
+            for _ in range(MAX_PAGES):
+                page = await self._apikey_page(namespace, token)
+                live.extend(
+                    (str(item["metadata"]["namespace"]), str(item["metadata"]["name"]))
+                    for item in page.get("items", [])
+                    if not item["metadata"].get("deletionTimestamp")
+                )
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    break
+        return live
+
+    async def _apikey_page(self, namespace: str | None, token: str | None) -> dict[str, Any]:
+        options: dict[str, Any] = {"limit": PAGE_SIZE}
+        if token:
+            options["_continue"] = token
+        page: dict[str, Any]
+        if namespace is None:
+            page = await self.custom.list_cluster_custom_object(
+                API_GROUP, API_VERSION, "apikeys", **options
+            )
+        else:
+            page = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, "apikeys", **options
+            )
+        return page
 
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str

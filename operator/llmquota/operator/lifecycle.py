@@ -1,9 +1,9 @@
 """The operator's life: kopf settings, login, and what startup opens and cleanup closes.
 
 Startup puts the clients (Redis, Kubernetes) and the bookkeeping into kopf's `memo` and
-starts the status sync, the Redis watchdog and the mirroring of the sidecar's
-configuration; cleanup stops and closes them. Login hands kopf an API session with a
-connection limit.
+starts the status sync, the Redis watchdog, the sweep for orphaned policies and the
+mirroring of the sidecar's configuration; cleanup stops and closes them. Login hands
+kopf an API session with a connection limit.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import kopf
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.kube import Kube
 from llmquota.operator.mirroring import keep_mirrors, mirror_sources
+from llmquota.operator.orphans import keep_policies_owned
 from llmquota.operator.recovery import watch_store
 from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
 from llmquota.operator.status_sync import sync_statuses
@@ -44,6 +45,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
+    # No handler needs a finalizer (deletions are watched, and `orphans` catches those
+    # missed), so kopf adds none and removes the one older versions added.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -88,6 +91,7 @@ async def startup(
     loop = asyncio.get_running_loop()
     state.background.append(loop.create_task(watch_store(state)))
     state.background.append(loop.create_task(sync_statuses(state)))
+    state.background.append(loop.create_task(keep_policies_owned(state)))
     if mirror_sources(config):
         state.background.append(loop.create_task(keep_mirrors(state)))
 

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from llmquota.operator.config import HostPort
 
 __all__ = [
+    "BUDGET_EXHAUSTS_IN",
     "BUDGET_RESETS",
     "RECONCILE_DURATION",
     "RECONCILE_TOTAL",
     "STATUS_SYNC_SECONDS",
     "HealthServer",
     "ReconcileResult",
+    "forget_exhaustion",
     "free_loopback_port",
     "measure_reconcile",
 ]
@@ -41,8 +43,15 @@ RECONCILE_DURATION = Histogram(
 )
 BUDGET_RESETS = Counter(
     "llmquota_budget_resets_total",
-    "Budget windows that reset (a new window started), by namespace and subject kind.",
+    "Budget windows that reset with spend in the window that ended (one per subject per "
+    "reset), by namespace and subject kind.",
     ["namespace", "kind"],
+)
+BUDGET_EXHAUSTS_IN = Gauge(
+    "llmquota_budget_exhausts_in_seconds",
+    "Seconds until the subject's budget runs out at its recent burn rate (the forecast); "
+    "no series while there is no such moment (no maxBudget, nothing spent, too little history).",
+    ["namespace", "kind", "name"],
 )
 STATUS_SYNC_SECONDS = Histogram(
     "llmquota_status_sync_seconds",
@@ -100,6 +109,12 @@ class HealthServer:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+
+def forget_exhaustion(namespace: str, kind: str, name: str) -> None:
+    """Drop a subject's forecast series (no forecast now, or the subject is gone)."""
+    with contextlib.suppress(KeyError):
+        BUDGET_EXHAUSTS_IN.remove(namespace, kind, name)
 
 
 class ReconcileResult:

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def mirror_sources(config: OperatorConfig) -> list[MirrorSource]:
-    """The sidecar ConfigMap and the upstream Secret (only its key), when configured."""
+    """The sidecar ConfigMap, the upstream and the Redis Secret (only their keys), if set."""
     sidecar, home = config.sidecar, config.config_namespace
     if sidecar is None or home is None:
         return []
@@ -43,6 +43,10 @@ def mirror_sources(config: OperatorConfig) -> list[MirrorSource]:
     if sidecar.upstream_secret:
         sources.append(
             MirrorSource("Secret", home, sidecar.upstream_secret, (sidecar.upstream_secret_key,))
+        )
+    if sidecar.redis_secret:
+        sources.append(
+            MirrorSource("Secret", home, sidecar.redis_secret, (sidecar.redis_secret_key,))
         )
     return sources
 

@@ -18,7 +18,7 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.conditions import Observation, Transition, event_for
 from llmquota.operator.dependents import DependencyKind, keys_affected, subjects_referencing
 from llmquota.operator.keys import (
@@ -38,7 +38,7 @@ from llmquota.operator.team_view import (
 )
 from llmquota.policy.key_hash import hash_key, key_hint
 from llmquota.policy.resolve import ResolutionError, resolve_key_policy
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.resolved import PolicyRefusal, ResolvedPolicy
 
 __all__ = [
     "REFRESH_CONCURRENCY",
@@ -46,6 +46,7 @@ __all__ = [
     "KeyOutcome",
     "apply_key",
     "forget_key",
+    "incomplete_policy",
     "key_observations",
     "key_status_fields",
     "object_ref",
@@ -109,7 +110,11 @@ async def post_events(
 
 
 async def post_event(
-    state: OperatorState, obj: ApiKey | Team, type_: str, reason: str, message: str
+    state: OperatorState,
+    obj: ApiKey | Team | BudgetOverride,
+    type_: str,
+    reason: str,
+    message: str,
 ) -> None:
     """One Event about `obj` through the operator's own client (see `post_events`)."""
     try:
@@ -224,7 +229,6 @@ async def apply_key(
         if apikey.spec.team is not None and without != ("Team", namespace, apikey.spec.team):
             team = state.indexes.teams.named(namespace, apikey.spec.team)
         error: ResolutionError | None = None
-        policy: ResolvedPolicy | None = None
         try:
             policy = resolve_key_policy(
                 apikey,
@@ -235,19 +239,27 @@ async def apply_key(
             )
         except ResolutionError as problem:
             error = problem
-        previous = state.keys.get((namespace, name))
-        if policy is None:
             # A key whose limits cannot be resolved is refused rather than let through
-            # without them.
-            await state.store.delete_policy(key_hash)
-        else:
-            await state.store.put_policy(policy)
+            # without them, and told why (not "unknown key").
+            policy = incomplete_policy(apikey, key_hash, problem)
+        previous = state.keys.get((namespace, name))
+        await state.store.put_policy(policy)
         # Recorded only once written, so the Redis-loss watchdog never mistakes a policy
         # on its way for a lost one.
         state.keys[(namespace, name)] = KeyRecord(key_hash, policy, hint)
         if previous is not None and previous.key_hash != key_hash:
             await state.store.delete_policy(previous.key_hash)
     return KeyOutcome(ready_observation(error, "policy written to Redis"), hint)
+
+
+def incomplete_policy(apikey: ApiKey, key_hash: str, error: ResolutionError) -> ResolvedPolicy:
+    """The policy of a key whose limits cannot be resolved: it only refuses, and says why."""
+    return ResolvedPolicy(
+        key_hash=key_hash,
+        namespace=apikey.metadata.namespace,
+        key_name=apikey.metadata.name,
+        refusal=PolicyRefusal(reason=error.reason, message=f"{error.field}: {error.message}"),
+    )
 
 
 async def forget_key(state: OperatorState, namespace: str, name: str, secret_name: str) -> None:

@@ -3,8 +3,8 @@
 The Kubernetes objects themselves are in kopf indexes (cached from the watches, so
 resolving a key costs no API call); what only the operator knows lives here: which hash
 each ApiKey's policy was written under, the last status written per budget counter (to
-re-seed Redis after it lost its data), and the last window seen per counter (to notice a
-reset).
+re-seed Redis after it lost its data, and to notice a window reset), and recent spend
+samples (for the forecast).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.config import OperatorConfig
+from llmquota.operator.forecast import SpendSample
 from llmquota.operator.kube import Kube
 from llmquota.operator.mirror import MirrorSource
 from llmquota.operator.status_view import Seed
@@ -32,7 +33,7 @@ Gone = tuple[str, str, str]
 ScopeRef = tuple[str, str]
 """(hash tag, scope id) of one budget counter."""
 
-ModelT = TypeVar("ModelT", Team, ApiKey, Budget, RateLimit)
+ModelT = TypeVar("ModelT", Team, ApiKey, Budget, RateLimit, BudgetOverride)
 
 
 @dataclass(slots=True)
@@ -53,12 +54,13 @@ class _Grouped(Generic[ModelT]):
 
 @dataclass(slots=True)
 class Indexes:
-    """The kopf indexes (live views): the four kinds by namespace, and keys by team and Secret."""
+    """The kopf indexes (live views): the five kinds by namespace, and keys by team and Secret."""
 
     teams: _Grouped[Team]
     keys: _Grouped[ApiKey]
     budgets: _Grouped[Budget]
     rate_limits: _Grouped[RateLimit]
+    overrides: _Grouped[BudgetOverride]
     keys_by_team: Mapping[tuple[str, str], Iterable[ApiKey]]
     keys_by_secret: Mapping[tuple[str, str], Iterable[ApiKey]]
 
@@ -70,6 +72,7 @@ class Indexes:
             keys=_Grouped(kwargs["llmquota_apikeys"]),
             budgets=_Grouped(kwargs["llmquota_budgets"]),
             rate_limits=_Grouped(kwargs["llmquota_ratelimits"]),
+            overrides=_Grouped(kwargs["llmquota_budgetoverrides"]),
             keys_by_team=kwargs["llmquota_apikeys_by_team"],
             keys_by_secret=kwargs["llmquota_apikeys_by_secret"],
         )
@@ -95,6 +98,11 @@ class Indexes:
                 for r in self.rate_limits.of(namespace)
                 if without != ("RateLimit", namespace, r.metadata.name)
             },
+            overrides=[
+                o
+                for o in self.overrides.of(namespace)
+                if without != ("BudgetOverride", namespace, o.metadata.name)
+            ],
         )
 
 
@@ -117,7 +125,8 @@ class OperatorState:
     indexes: Indexes
     keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
-    windows: dict[ScopeRef, int] = field(default_factory=dict)
+    spend_samples: dict[ScopeRef, list[SpendSample]] = field(default_factory=dict)
+    """Recent spend per subject's own counter, for the forecast (see `forecast`)."""
     stale: set[tuple[str, str]] = field(default_factory=set)
     """ApiKeys whose refresh failed; the status sync applies them again."""
     conditions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)

@@ -28,15 +28,30 @@ from redis.exceptions import RedisError
 from llmquota.models import ApiKey, Budget, RateLimit, Team
 from llmquota.operator import service
 from llmquota.operator.conditions import Observation
-from llmquota.operator.metrics import BUDGET_RESETS, STATUS_SYNC_SECONDS
+from llmquota.operator.forecast import (
+    Forecast,
+    at_risk_observation,
+    forecast,
+    forecast_fields,
+    record_sample,
+)
+from llmquota.operator.metrics import (
+    BUDGET_EXHAUSTS_IN,
+    BUDGET_RESETS,
+    STATUS_SYNC_SECONDS,
+    forget_exhaustion,
+)
 from llmquota.operator.state import OperatorState, ScopeRef
 from llmquota.operator.status_view import (
     BudgetView,
+    GuardView,
     Seed,
     budget_observations,
     budget_view,
     current_window,
+    ended_spend,
     key_state_observations,
+    reset_worth_telling,
     seed_from_status,
     subject_status_fields,
 )
@@ -47,7 +62,7 @@ from llmquota.operator.team_view import (
     team_scope,
 )
 from llmquota.policy.resolve import ResolutionError
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, usd
+from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
 from llmquota.store import BudgetCounter
 
 __all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "sync_once", "sync_statuses"]
@@ -69,11 +84,25 @@ class Counted:
     shown: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A wider scope whose counter an ApiKey's BudgetExceeded reads (global, team, member).
+
+    Only read: the Team's own sync seeds it and tells about its resets.
+    """
+
+    ref: ScopeRef
+    limits: BudgetLimits
+    kind: ScopeKind
+    label: str
+
+
 @dataclass(slots=True)
 class Subject:
     """A Team or ApiKey to sync: its status as last seen and the counters it shows.
 
-    `members` are a Team's (user, scope id), in the order of `counted[1:]`.
+    `members` are a Team's (user, scope id), in the order of `counted[1:]`; `guards` the
+    wider scopes an ApiKey is refused by, widest first (admission's order).
     """
 
     obj: ApiKey | Team
@@ -81,6 +110,12 @@ class Subject:
     status: dict[str, Any]
     counted: list[Counted]
     members: list[tuple[str, str]] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)
+
+    @property
+    def refs(self) -> list[ScopeRef]:
+        """Every counter the subject's sync reads, in one batch: counted, then guards."""
+        return [c.ref for c in self.counted] + [g.ref for g in self.guards]
 
 
 def _shown(obj: ApiKey | Team) -> dict[str, Any]:
@@ -89,6 +124,18 @@ def _shown(obj: ApiKey | Team) -> dict[str, Any]:
 
 def _key_scope(policy: ResolvedPolicy) -> Scope | None:
     return next((scope for scope in policy.scopes if scope.kind == "key"), None)
+
+
+def _guards(policy: ResolvedPolicy) -> list[Guard]:
+    """The policy's budgeted scopes wider than the key, in the order admission checks."""
+    return [
+        Guard((scope.tag, scope.id), scope.budget, scope.kind, scope.label)
+        for scope in policy.scopes
+        if scope.kind in _GUARD_KINDS and scope.budget is not None and scope.budget.max_nanos >= 0
+    ]
+
+
+_GUARD_KINDS = frozenset({"global", "team", "member"})
 
 
 def _key_subject(state: OperatorState, apikey: ApiKey) -> Subject | None:
@@ -101,7 +148,8 @@ def _key_subject(state: OperatorState, apikey: ApiKey) -> Subject | None:
     counted = []
     if scope is not None and scope.budget is not None:
         counted = [Counted((scope.tag, scope.id), scope.budget, status)]
-    return Subject(apikey, "apikeys", status, counted)
+    guards = [] if record.policy is None else _guards(record.policy)
+    return Subject(apikey, "apikeys", status, counted, guards=guards)
 
 
 def _team_subject(state: OperatorState, team: Team) -> Subject:
@@ -165,30 +213,80 @@ async def _restore_missing(
 async def _views(
     state: OperatorState, subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
 ) -> list[BudgetView]:
-    """The subject's counters as views; remembers seeds and tells about window resets."""
+    """The subject's counters as views; remembers seeds and tells about a window reset.
+
+    One BudgetReset Event per subject per reset, and only when the window that ended had
+    spend (its own counter's, or a member's): a boundary with nothing spent is no news.
+    """
     views: list[BudgetView] = []
+    ended: list[int | None] = []
     for counted, stored in zip(subject.counted, counters, strict=True):
         counter = stored
         if counter.window_start_ms is None:
             counter = await _restore_missing(state, counted, now_ms) or counter
         view = budget_view(counted.limits, counter, now_ms)
+        ended.append(ended_spend(state.seeds.get(counted.ref), view))
         state.seeds[counted.ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
-        last_start = state.windows.get(counted.ref)
-        state.windows[counted.ref] = view.window.start_ms
-        if last_start is not None and last_start != view.window.start_ms:
-            meta = subject.obj.metadata
-            BUDGET_RESETS.labels(namespace=meta.namespace, kind=subject.obj.kind).inc()
-            message = f"budget window reset; spend is {usd(view.spend_nanos):g} USD"
-            await service.post_event(state, subject.obj, "Normal", "BudgetReset", message)
         views.append(view)
+    told = reset_worth_telling(ended)
+    if told is not None:
+        meta = subject.obj.metadata
+        BUDGET_RESETS.labels(namespace=meta.namespace, kind=subject.obj.kind).inc()
+        message = f"budget window reset; {usd(told):g} USD was spent in the window that ended"
+        await service.post_event(state, subject.obj, "Normal", "BudgetReset", message)
     return views
 
 
+def _guard_views(
+    subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
+) -> list[GuardView]:
+    return [
+        GuardView(guard.kind, guard.label, budget_view(guard.limits, counter, now_ms))
+        for guard, counter in zip(subject.guards, counters, strict=True)
+    ]
+
+
+def _forecast(
+    state: OperatorState, subject: Subject, own: BudgetView, now_ms: int
+) -> Forecast | None:
+    """Take this pass's spend sample of the subject's own counter; its forecast now."""
+    counted = subject.counted[0]
+    span_ms = int(state.config.forecast_span * 1000)
+    history = record_sample(
+        state.spend_samples.get(counted.ref, []), (now_ms, own.spend_nanos), own.window, span_ms
+    )
+    state.spend_samples[counted.ref] = history
+    return forecast(
+        history,
+        now_ms=now_ms,
+        spend_nanos=own.spend_nanos,
+        reserved_nanos=own.reserved_nanos,
+        max_nanos=own.max_nanos,
+        window=own.window,
+        anchor_ms=counted.limits.anchor_ms,
+        span_ms=span_ms,
+    )
+
+
+def _publish_forecast(obj: ApiKey | Team, prediction: Forecast | None, now_ms: int) -> None:
+    """llmquota_budget_exhausts_in_seconds of one subject (no series without exhaustsAt)."""
+    labels = (obj.metadata.namespace, obj.kind, obj.metadata.name)
+    if prediction is None or prediction.exhausts_at_ms is None:
+        forget_exhaustion(*labels)
+        return
+    BUDGET_EXHAUSTS_IN.labels(*labels).set((prediction.exhausts_at_ms - now_ms) / 1000)
+
+
 def _fields_and_observations(
-    state: OperatorState, subject: Subject, views: list[BudgetView], now: datetime
+    state: OperatorState,
+    subject: Subject,
+    views: list[BudgetView],
+    guards: list[GuardView],
+    now_ms: int,
 ) -> tuple[dict[str, Any], list[Observation]]:
     """What the status should say, given the subject's counters read as views."""
     obj = subject.obj
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     fields: dict[str, Any] = {}
     observations: list[Observation] = []
     if isinstance(obj, ApiKey):
@@ -200,8 +298,10 @@ def _fields_and_observations(
         fields["keys"] = len(keys)
     if views:
         own, *member_views = views
-        fields |= subject_status_fields(own)
-        observations += budget_observations(own)
+        prediction = _forecast(state, subject, own, now_ms)
+        _publish_forecast(obj, prediction, now_ms)
+        fields |= subject_status_fields(own) | forecast_fields(prediction)
+        observations += [*budget_observations(own, guards), at_risk_observation(prediction)]
         if isinstance(obj, Team):
             fields["memberSpend"] = {
                 user: usd(view.spend_nanos)
@@ -220,9 +320,11 @@ async def _sync_subject(
     """Patch one Team's or ApiKey's status if it differs; post the Events it implies."""
     now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     obj = subject.obj
+    counted = len(subject.counted)
     async with slots:
-        views = await _views(state, subject, counters, now_ms)
-        fields, observations = _fields_and_observations(state, subject, views, now)
+        views = await _views(state, subject, counters[:counted], now_ms)
+        guards = _guard_views(subject, counters[counted:], now_ms)
+        fields, observations = _fields_and_observations(state, subject, views, guards, now_ms)
         patch, transitions = service.update_status(
             state,
             obj.metadata.uid,
@@ -243,13 +345,13 @@ async def _sync_batch(
     state: OperatorState, subjects: list[Subject], now_ms: int, slots: asyncio.Semaphore
 ) -> None:
     """One Redis round trip for the counters of `subjects`, then their patches."""
-    refs = [counted.ref for subject in subjects for counted in subject.counted]
+    refs = [ref for subject in subjects for ref in subject.refs]
     counters = await state.store.read_budgets(refs) if refs else []
     by_subject: list[list[BudgetCounter]] = []
     offset = 0
     for subject in subjects:
-        by_subject.append(counters[offset : offset + len(subject.counted)])
-        offset += len(subject.counted)
+        by_subject.append(counters[offset : offset + len(subject.refs)])
+        offset += len(subject.refs)
 
     await asyncio.gather(
         *(

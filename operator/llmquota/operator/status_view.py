@@ -14,19 +14,23 @@ from typing import Any
 
 from llmquota.durations import NEVER, Window, WindowSpec, window_at
 from llmquota.operator.conditions import Observation, Transition, format_time, merge_conditions
-from llmquota.policy.resolved import BudgetLimits, nanos, usd
+from llmquota.policy.exhaustion import budget_exhausted
+from llmquota.policy.resolved import BudgetLimits, ScopeKind, nanos, usd
 from llmquota.store import BudgetCounter
 
 __all__ = [
     "BudgetView",
+    "GuardView",
     "Seed",
     "StatusUpdate",
     "budget_observations",
     "budget_view",
     "current_window",
+    "ended_spend",
     "key_state_observations",
     "merge_patch",
     "parse_time_ms",
+    "reset_worth_telling",
     "seed_from_status",
     "status_patch",
     "subject_status_fields",
@@ -43,6 +47,8 @@ class BudgetView:
     model_spend_nanos: dict[str, int]
     max_nanos: int | None
     soft_nanos: int | None = None
+    reserved_nanos: int = 0
+    """What in-flight requests hold: admission counts it, so BudgetExceeded does too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +82,9 @@ def budget_view(limits: BudgetLimits, counter: BudgetCounter, now_ms: int) -> Bu
         window=window,
         spend_nanos=counter.spend_nanos if fresh else 0,
         model_spend_nanos=dict(counter.model_spend_nanos) if fresh else {},
-        max_nanos=None if limits.max_nanos < 0 else limits.max_nanos,
+        max_nanos=None if limits.max_nanos < 0 else limits.max_nanos_at(now_ms),
         soft_nanos=limits.soft_nanos,
+        reserved_nanos=max(0, counter.reserved_nanos) if fresh else 0,
     )
 
 
@@ -107,49 +114,124 @@ def subject_status_fields(view: BudgetView) -> dict[str, Any]:
     }
 
 
+def _spent(view: BudgetView, limit_nanos: int, field: str, *, reserved: bool) -> str:
+    in_flight = (
+        f" (+{usd(view.reserved_nanos):g} USD reserved in flight)"
+        if reserved and view.reserved_nanos
+        else ""
+    )
+    return f"spend {usd(view.spend_nanos):g} USD{in_flight} of {field} {usd(limit_nanos):g} USD"
+
+
 def _threshold(
     condition: str,
-    spend_nanos: int,
     limit_nanos: int | None,
+    reached: bool,
+    message: str,
     *,
-    field: str,
     absent: tuple[str, str],
     reasons: tuple[str, str],
 ) -> Observation:
-    """Whether spend reached one limit: `absent` is (reason, message) without the limit,
-    `reasons` the reasons when reached and when below."""
+    """Whether one limit is reached: `absent` is (reason, message) without the limit,
+    `reasons` the reasons when reached and when not."""
     if limit_nanos is None:
         return Observation(condition, "False", *absent)
-    reached, below = reasons
-    over = spend_nanos >= limit_nanos
+    reached_reason, below_reason = reasons
     return Observation.of(
         condition,
-        holds=over,
-        reason=reached if over else below,
-        message=f"spend {usd(spend_nanos):g} USD of {field} {usd(limit_nanos):g} USD",
+        holds=reached,
+        reason=reached_reason if reached else below_reason,
+        message=message,
     )
 
 
-def budget_observations(view: BudgetView) -> list[Observation]:
-    """BudgetExceeded and SoftBudgetExceeded as observed from one budget view."""
-    return [
-        _threshold(
+@dataclass(frozen=True, slots=True)
+class GuardView:
+    """A wider scope an ApiKey's requests must fit too (global, team, member)."""
+
+    kind: ScopeKind
+    label: str
+    """What the sidecar's refusals call it, e.g. "team qa"."""
+    view: BudgetView
+
+
+_REFUSED_BY = {
+    "global": "GlobalBudgetExhausted",
+    "team": "TeamBudgetExhausted",
+    "member": "MemberBudgetExhausted",
+}
+
+
+def _exhausted(view: BudgetView) -> bool:
+    return budget_exhausted(view.max_nanos, view.spend_nanos, view.reserved_nanos)
+
+
+def _budget_exceeded(view: BudgetView, guards: Sequence[GuardView]) -> Observation:
+    """BudgetExceeded by admission's rule: the widest scope that refuses, else our own."""
+    refusing = next((guard for guard in guards if _exhausted(guard.view)), None)
+    if refusing is not None and refusing.view.max_nanos is not None:
+        spent = _spent(refusing.view, refusing.view.max_nanos, "maxBudget", reserved=True)
+        return Observation(
             "BudgetExceeded",
-            view.spend_nanos,
-            view.max_nanos,
-            field="maxBudget",
-            absent=("NoBudget", "no maxBudget applies"),
-            reasons=("BudgetExhausted", "WithinBudget"),
-        ),
+            "True",
+            _REFUSED_BY.get(refusing.kind, "BudgetExhausted"),
+            f"refused by {refusing.label}: {spent}",
+        )
+    limit = view.max_nanos
+    return _threshold(
+        "BudgetExceeded",
+        limit,
+        _exhausted(view),
+        "" if limit is None else _spent(view, limit, "maxBudget", reserved=True),
+        absent=("NoBudget", "no maxBudget applies"),
+        reasons=("BudgetExhausted", "WithinBudget"),
+    )
+
+
+def budget_observations(view: BudgetView, guards: Sequence[GuardView] = ()) -> list[Observation]:
+    """BudgetExceeded and SoftBudgetExceeded of a subject's own budget view.
+
+    BudgetExceeded follows admission (`llmquota.policy.exhaustion`: spend plus what is
+    reserved in flight), widest scope first: a key whose team or the global budget is
+    exhausted is refused, and says by which scope. SoftBudgetExceeded is a notice about
+    settled spend only.
+    """
+    soft = view.soft_nanos
+    return [
+        _budget_exceeded(view, guards),
         _threshold(
             "SoftBudgetExceeded",
-            view.spend_nanos,
-            view.soft_nanos,
-            field="softBudget",
+            soft,
+            soft is not None and view.spend_nanos >= soft,
+            "" if soft is None else _spent(view, soft, "softBudget", reserved=False),
             absent=("NoSoftBudget", "no softBudget set"),
             reasons=("SoftBudgetCrossed", "BelowSoftBudget"),
         ),
     ]
+
+
+def ended_spend(previous: Seed | None, view: BudgetView) -> int | None:
+    """The spend of the window that just ended, if `view` is of a new window; else None.
+
+    `previous` is what the last sync saw of the counter (None: not seen in this process,
+    so no reset can be told). Spend settled after that sync and before the boundary is
+    not in it.
+    """
+    if previous is None or previous.window.start_ms == view.window.start_ms:
+        return None
+    return previous.spend_nanos
+
+
+def reset_worth_telling(ended: Sequence[int | None]) -> int | None:
+    """One subject's counters' `ended_spend`s -> the spend to tell in one BudgetReset.
+
+    Only a reset that matters is told: some counter of the subject (its own, or a team
+    member's) had spend in the window that ended. None: nothing to tell.
+    """
+    spent = [spend for spend in ended if spend is not None]
+    if not spent or max(spent) <= 0:
+        return None
+    return spent[0]
 
 
 def seed_from_status(limits: BudgetLimits, status: Mapping[str, Any], now_ms: int) -> Seed | None:

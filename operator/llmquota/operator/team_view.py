@@ -15,7 +15,9 @@ from llmquota.policy.resolve import (
     NamespaceObjects,
     ResolutionError,
     budget_limits,
+    increases_for,
     member_scope_id,
+    raised,
     team_scope_id,
 )
 from llmquota.policy.resolved import BudgetLimits
@@ -69,7 +71,8 @@ def team_budget_limits(team: Team, objects: NamespaceObjects) -> BudgetLimits:
         spec = objects.budgets[team.spec.budget_ref.name].spec
     if spec is None:
         return COUNT_ONLY
-    return budget_limits(spec, _anchor_ms(team))
+    increases = increases_for("Team", team.metadata.name, objects.overrides)
+    return raised(budget_limits(spec, _anchor_ms(team)), increases)
 
 
 def member_limits(team_limits: BudgetLimits) -> BudgetLimits:

@@ -18,20 +18,23 @@ from aiohttp import web
 from llmquota.manifests import ManifestResolver, parse_global_budget_ref
 from llmquota.pricing import load_price_table
 from llmquota.sidecar import probes, proxy
+from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
+from llmquota.sidecar.health_listener import health_listener_ctx
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
-from llmquota.sidecar.standalone import follow_manifests
+from llmquota.sidecar.standalone import Standalone, StandaloneStatus
 from llmquota.sidecar.state import (
+    BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
-    MANIFESTS_LOADED,
     METRICS,
     POLICIES,
     PRICES,
     SETTINGS,
+    STANDALONE,
     STORE,
     UPSTREAM,
 )
@@ -54,9 +57,9 @@ def create_app(settings: SidecarSettings) -> web.Application:
     app[PRICES] = load_price_table(settings.pricing)
     app[METRICS] = SidecarMetrics.create(app[PRICES])
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
-    app[MANIFESTS_LOADED] = asyncio.Event()
+    app[STANDALONE] = StandaloneStatus()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
-    app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx, health_listener_ctx])
     for prefix in ("/v1", ""):
         for endpoint in POST_ENDPOINTS:
             app.router.add_post(f"{prefix}/{endpoint}", proxy.proxy_post)
@@ -76,6 +79,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             url = (await stack.enter_async_context(EmbeddedRedis())).url
         store = QuotaStore.from_url(
             url,
+            replica_wait=settings.replica_wait,
             password_file=settings.redis_password_file,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
@@ -85,6 +89,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = store
         app[POLICIES] = PolicyCache(store)
         app[IN_FLIGHT] = InFlight(store, settings.lease_ms)
+        app[BUDGET_GAUGES] = BudgetGauges(store, app[METRICS])
         yield
         # Requests still in flight after the drain were cut off: free what they hold.
         await app[IN_FLIGHT].abort_all()
@@ -112,19 +117,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Policy invalidation, lease renewal and (standalone) manifest following."""
+    """Policy invalidation, lease renewal, budget gauges and (standalone) manifest
+    following."""
     settings = app[SETTINGS]
     jobs: list[Coroutine[Any, Any, None]] = [
         app[POLICIES].follow_changes(),
         app[IN_FLIGHT].renew_forever(),
+        app[BUDGET_GAUGES].refresh_forever(),
     ]
     if settings.manifests is None:
-        app[MANIFESTS_LOADED].set()
+        app[STANDALONE].loaded.set()
     else:
         resolver = ManifestResolver(parse_global_budget_ref(settings.global_budget))
-        jobs.append(
-            follow_manifests(settings.manifests, resolver, app[STORE], app[MANIFESTS_LOADED])
+        standalone = Standalone(
+            settings.manifests, resolver, app[STORE], settings.state_file, app[STANDALONE]
         )
+        jobs.append(standalone.run())
     tasks = [asyncio.create_task(job) for job in jobs]
     yield
     for task in tasks:

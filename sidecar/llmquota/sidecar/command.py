@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from llmquota.event_loop import new_event_loop
+from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
 from llmquota.sidecar.serving import serve
@@ -15,6 +17,7 @@ from llmquota.sidecar.settings import (
     DEFAULT_MAX_CONNECTIONS,
     SidecarSettings,
 )
+from llmquota.sidecar.spend_snapshot import default_state_file
 from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
@@ -34,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "limits of the presented ApiKey. Every flag can also be set as LLMQUOTA_<FLAG>."
     )
     parser.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
+    parser.add_argument(
+        "--health-listen",
+        default=_env("health-listen", "0.0.0.0:4001"),
+        metavar="HOST:PORT",
+        help="also serve /healthz, /readyz, /metrics (only those) here, e.g. on the Pod's IP; "
+        "'off': nowhere else (default: %(default)s)",
+    )
     parser.add_argument(
         "--upstream",
         default=_env("upstream", "https://api.openai.com"),
@@ -63,6 +73,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "connection), so that no password is on a command line",
     )
     parser.add_argument(
+        "--redis-wait-replicas",
+        type=int,
+        default=int(_env("redis-wait-replicas", "0") or 0),
+        metavar="N",
+        help="each settle waits until N replicas hold it (Redis WAIT), so that a failover "
+        "loses no settled spend (default: %(default)s, no wait)",
+    )
+    parser.add_argument(
+        "--redis-wait-timeout",
+        type=float,
+        default=float(_env("redis-wait-timeout", "0.1") or 0.1),
+        metavar="SECONDS",
+        help="longest wait for --redis-wait-replicas; past it the settle stands on the "
+        "primary alone and a warning is logged (default: %(default)s)",
+    )
+    parser.add_argument(
         "--manifests",
         type=Path,
         default=_env("manifests"),
@@ -74,6 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("global-budget"),
         metavar="NS/NAME",
         help="standalone mode: a Budget every request counts against",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("state-file"),
+        metavar="PATH",
+        help="standalone mode: where spend and first-load times are kept, to restore a "
+        "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
+        "~/.local/state/llmquota; never in DIR, which kubectl apply -f reads whole)",
     )
     parser.add_argument(
         "--fail-open",
@@ -143,9 +178,22 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
     if args.max_connections < 1 or args.header_timeout <= 0:
         raise SystemExit("--max-connections and --header-timeout must be positive")
+    health_listen = None
+    if args.health_listen not in {"", "off"}:
+        health_host, _, health_port = args.health_listen.rpartition(":")
+        if not health_host or not health_port.isdigit():
+            raise SystemExit(
+                f"--health-listen must be HOST:PORT or off, got {args.health_listen!r}"
+            )
+        health_listen = (health_host.strip("[]"), int(health_port))
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
+    state_file = args.state_file
+    if state_file is None and args.manifests is not None:
+        state_file = default_state_file(Path(args.manifests))
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
+    if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
+        raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
     if args.redis:
         try:
             check_redis(args.redis, password_file)
@@ -154,12 +202,16 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     return SidecarSettings(
         host=host.strip("[]"),
         port=int(port),
+        health_listen=health_listen,
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
         redis_url=args.redis or None,
         redis_password_file=password_file,
+        redis_wait_replicas=args.redis_wait_replicas,
+        redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
         global_budget=args.global_budget or None,
+        state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
@@ -172,12 +224,40 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     )
 
 
+def _refuse(problem: object) -> int:
+    """A configuration error: one line, no traceback, exit status 2."""
+    print(f"llmquota sidecar: {problem}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _manifest_problems(settings: SidecarSettings) -> list[str]:
+    """What `llmquota check` would print for --manifests (and --global-budget)."""
+    if settings.manifests is None:
+        return []
+    global_budget = parse_global_budget_ref(settings.global_budget)
+    problems = check_manifest_dir(settings.manifests, global_budget).problems
+    return [f"--manifests {settings.manifests}: {problem}" for problem in problems]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations."""
+    """Serve until SIGTERM/SIGINT, then drain requests in flight and free reservations.
+
+    Refuses to start, one line per problem and no traceback, on a configuration error:
+    a bad flag, pricing file or store URL, or any problem in --manifests.
+    """
     configure_logging(args.log_level)
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+        problems = _manifest_problems(settings)
+        if problems:
+            for problem in problems[:-1]:
+                _refuse(problem)
+            return _refuse(problems[-1])
+        app = create_app(settings)
+    except ValueError as error:  # PricingFileError, a bad --global-budget, ...
+        return _refuse(error)
     serve(
-        create_app(settings),
+        app,
         settings,
         new_event_loop(),
         ready=lambda: print(

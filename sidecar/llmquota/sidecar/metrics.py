@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from llmquota.pricing import PriceTable
 
 __all__ = [
+    "BUDGET_GAUGE_KINDS",
+    "BUDGET_KINDS",
     "MAX_PRICED_MODEL_LABELS",
     "OTHER_MODEL",
     "OVERHEAD_BUCKETS",
@@ -23,6 +25,12 @@ __all__ = [
     "ModelLabels",
     "SidecarMetrics",
 ]
+
+# The scope kinds whose budgets have gauges: each is a configured object. An end user is
+# whatever a request body says, so it is never a label value: its soft-budget crossings
+# are counted under kind `end_user` and the name of the Team or ApiKey it came through.
+BUDGET_GAUGE_KINDS = ("global", "team", "member", "key")
+BUDGET_KINDS = (*BUDGET_GAUGE_KINDS, "end_user")
 
 # The `model` label of a name that is neither allowed to the key nor priced.
 OTHER_MODEL = "other"
@@ -108,6 +116,8 @@ class SidecarMetrics:
     spend: Labelled[Counter]
     tokens: Labelled[Counter]
     remaining_budget: Labelled[Gauge]
+    soft_budget_exceeded: Labelled[Gauge]
+    soft_budget_crossings: Labelled[Counter]
     rate_limited: Labelled[Counter]
     overhead: Histogram
     model_labels: ModelLabels
@@ -147,7 +157,25 @@ class SidecarMetrics:
             remaining_budget=Labelled(
                 Gauge(
                     "llmquota_remaining_budget_usd",
-                    "USD left in a budget's current window, as last seen by this sidecar.",
+                    "USD left in a budget's current window (in-flight reservations count as "
+                    "spent), as last read by this sidecar.",
+                    ["namespace", "kind", "name", "window"],
+                    registry=registry,
+                )
+            ),
+            soft_budget_exceeded=Labelled(
+                Gauge(
+                    "llmquota_soft_budget_exceeded",
+                    "1 while a budget's spend in its current window is at or over its "
+                    "softBudget, else 0.",
+                    ["namespace", "kind", "name"],
+                    registry=registry,
+                )
+            ),
+            soft_budget_crossings=Labelled(
+                Counter(
+                    "llmquota_soft_budget_crossings",
+                    "Budget windows in which this sidecar saw spend cross the softBudget.",
                     ["namespace", "kind", "name"],
                     registry=registry,
                 )

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from llmquota.sidecar.state import MANIFESTS_LOADED, METRICS, POLICIES, STORE
+from llmquota.sidecar.state import METRICS, POLICIES, STANDALONE, STORE
 
 __all__ = ["healthz", "metrics", "readyz"]
 
@@ -21,7 +21,8 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the store answers, the change feed is subscribed, the policies are loaded."""
+    """Ready: the store answers, the change feed is subscribed, the policies are loaded
+    (standalone: from a folder without problems, into a store that did not lose them)."""
     problems = []
     try:
         await asyncio.wait_for(request.app[STORE].ping(), PING_TIMEOUT_S)
@@ -29,8 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append(f"quota store unreachable: {error}")
     if not request.app[POLICIES].subscribed.is_set():
         problems.append("not subscribed to policy changes")
-    if not request.app[MANIFESTS_LOADED].is_set():
-        problems.append("manifests not loaded yet")
+    problems.extend(request.app[STANDALONE].not_ready_reasons())
     if problems:
         return web.json_response({"status": "not ready", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})

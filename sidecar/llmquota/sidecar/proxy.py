@@ -26,12 +26,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Refused, check_key, interpret_admit
+from llmquota.policy.failure import fails_open
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
 from llmquota.pricing.tokenizer import output_token_counter
 from llmquota.sidecar.metrics import ModelLabels
 from llmquota.sidecar.state import (
+    BUDGET_GAUGES,
     CREDENTIAL,
     IN_FLIGHT,
     METRICS,
@@ -357,54 +359,31 @@ async def _admit(
             outcome="store_unavailable",
         ) from error
     except _STORE_DOWN as error:
-        if not settings.fail_open:
+        if not fails_open(call.scopes, fail_open_flag=settings.fail_open):
             raise _store_unavailable(error) from error
         logger.warning(
-            "quota store unreachable, admitting without counting (--fail-open): %s",
+            "quota store unreachable, admitting without counting (failurePolicy Open on "
+            "every limit, or --fail-open): %s",
             error,
             extra={"request_id": exchange.request_id},
         )
         exchange.outcome = "fail_open"
         return tokens, {}
+    request.app[BUDGET_GAUGES].watch(call.scopes)
     decision = interpret_admit(raw, call)
     if isinstance(decision, Refused):
         _note_refusal(request, policy, decision)
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id, policy.key_hash)
-    _note_remaining(request, policy, decision.budget_left_nanos)
     return tokens, decision.headers
 
 
 def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:
-    metrics = request.app[METRICS]
-    namespace = policy.namespace
     if refused.status == 429:
-        metrics.rate_limited.labels(
-            namespace, policy.team or "", policy.key_name, refused.limit
+        request.app[METRICS].rate_limited.labels(
+            policy.namespace, policy.team or "", policy.key_name, refused.limit
         ).inc()
-    elif refused.limit == "max_budget":
-        for scope in policy.scopes:
-            if scope.label == refused.scope_label and scope.kind != "end_user":
-                metrics.remaining_budget.labels(namespace, scope.kind, _scope_name(scope.id)).set(0)
-
-
-def _scope_name(scope_id: str) -> str:
-    """`team/ns/qa-bot` -> `qa-bot`; `member/ns/team/user` -> `team/user`."""
-    return scope_id.split("/", 2)[-1]
-
-
-def _note_remaining(request: web.Request, policy: ResolvedPolicy, left_nanos: int | None) -> None:
-    """The remaining budget, when it is clear which scope it belongs to: the admit script
-    reports the tightest of all, so only a policy with a single limited budget can name it."""
-    if left_nanos is None:
-        return
-    limited = [s for s in policy.scopes if s.budget is not None and s.budget.max_nanos >= 0]
-    if len(limited) == 1:
-        scope = limited[0]
-        request.app[METRICS].remaining_budget.labels(
-            policy.namespace, scope.kind, _scope_name(scope.id)
-        ).set(left_nanos / 1e9)
 
 
 async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamResponse:
@@ -615,6 +594,7 @@ def _finish(request: web.Request, exchange: Exchange, model: str, usage: Usage |
         exchange.usage, exchange.cost_usd = usage, cost
         charge = (nanos(cost), usage.total)
     request.app[IN_FLIGHT].finish(exchange.request_id, charge)
+    request.app[BUDGET_GAUGES].touch()
 
 
 def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:

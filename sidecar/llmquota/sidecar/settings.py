@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmquota.store import ReplicaWait
+
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONNECTIONS", "SidecarSettings"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -19,14 +21,22 @@ class SidecarSettings:
 
     host: str = "127.0.0.1"
     port: int = 4000
+    # Where /healthz, /readyz and /metrics are served besides `port` (the Pod's IP, for
+    # the kubelet and Prometheus); None: nowhere else.
+    health_listen: tuple[str, int] | None = None
     upstream: str = "https://api.openai.com"
     upstream_key_file: Path | None = None
     # None: start an embedded redis-server for this process alone.
     redis_url: str | None = None
     # The Redis password, read from this file (a mounted Secret) rather than the URL.
     redis_password_file: Path | None = None
+    # Replicas each settle waits for (Redis WAIT), at most `redis_wait_timeout` seconds.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.1
     manifests: Path | None = None
     global_budget: str | None = None
+    # Standalone mode's spend snapshot, restored after a wiped store (None: memory only).
+    state_file: Path | None = None
     fail_open: bool = False
     pricing: Path | None = None
     lease_seconds: float = 30.0
@@ -44,6 +54,13 @@ class SidecarSettings:
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.
     shutdown_timeout: float = 30.0
+
+    @property
+    def replica_wait(self) -> ReplicaWait | None:
+        """What a settle waits for, as the store takes it; None: no wait."""
+        if self.redis_wait_replicas == 0:
+            return None
+        return ReplicaWait(self.redis_wait_replicas, int(self.redis_wait_timeout * 1000))
 
     @property
     def lease_ms(self) -> int:

@@ -5,27 +5,28 @@ Opened and closed by `app`'s cleanup contexts; read by `proxy` and `probes`.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from aiohttp import web
 
 from llmquota.pricing import PriceTable
+from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
+from llmquota.sidecar.standalone import StandaloneStatus
 from llmquota.store import QuotaStore
 
 __all__ = [
+    "BUDGET_GAUGES",
     "CREDENTIAL",
     "IN_FLIGHT",
-    "MANIFESTS_LOADED",
     "METRICS",
     "POLICIES",
     "PRICES",
     "SETTINGS",
+    "STANDALONE",
     "STORE",
     "UPSTREAM",
 ]
@@ -38,5 +39,7 @@ STORE = web.AppKey("store", QuotaStore)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 POLICIES = web.AppKey("policies", PolicyCache)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
-# Set once standalone mode has written the manifests' policies (always set otherwise).
-MANIFESTS_LOADED = web.AppKey("manifests_loaded", asyncio.Event)
+BUDGET_GAUGES = web.AppKey("budget_gauges", BudgetGauges)
+# Standalone mode's readiness: manifests loaded without problems, store not wiped (always
+# ready otherwise).
+STANDALONE = web.AppKey("standalone", StandaloneStatus)

@@ -6,16 +6,19 @@ check per folder, and a folder without one fails the suite."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
 from tests.support.waiting import wait_until
 
-__all__ = ["EXAMPLES", "Example", "Reach", "Refusal"]
+__all__ = ["EXAMPLES", "ON_A_CLUSTER", "Example", "Reach", "Refusal", "StatusOf"]
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MANY = 15  # the READMEs' loops: enough requests to exhaust what they exhaust
@@ -73,6 +76,38 @@ def _refused(
     pytest.fail(f"{within} requests all served")
 
 
+GAUGE_TIMEOUT_S = 10.0
+
+
+def _scrape(client: openai.OpenAI) -> str:
+    url = str(client.base_url).removesuffix("/").removesuffix("/v1") + "/metrics"
+    with urllib.request.urlopen(url) as response:
+        return str(response.read().decode())
+
+
+def _metric(client: openai.OpenAI, metric: str, **labels: str) -> float | None:
+    """A sample of the sidecar's /metrics whose labels include `labels` (any namespace)."""
+    for family in text_string_to_metric_families(_scrape(client)):
+        for found in family.samples:
+            if found.name == metric and labels.items() <= found.labels.items():
+                return float(found.value)
+    return None
+
+
+async def _shows(client: openai.OpenAI, metric: str, value: float, **labels: str) -> None:
+    """Wait until the sidecar's gauges (refreshed off the request path) show `value`."""
+
+    async def shown() -> bool:
+        return _metric(client, metric, **labels) == value
+
+    try:
+        await wait_until(shown, GAUGE_TIMEOUT_S)
+    except AssertionError as error:
+        raise AssertionError(
+            f"{error}: {metric} {labels} != {value} in\n{_scrape(client)}"
+        ) from error
+
+
 def team_tiny_budget(reach: Reach) -> None:
     client = reach("sk-llmquota-example-tiny-budget")
     refusal = _refused(client)
@@ -93,14 +128,20 @@ def _seconds_to_next_month() -> float:
     return (first - now).total_seconds()
 
 
-def team_member_cap(reach: Reach) -> None:
-    refusal = _refused(reach("sk-llmquota-example-ishaan"))
+async def team_member_cap(reach: Reach) -> None:
+    ishaan = reach("sk-llmquota-example-ishaan")
+    refusal = _refused(ishaan)
     assert refusal.status == 402
     assert 5 <= refusal.served_before <= 12  # "after roughly ten" replies of 0.00001 USD
     assert "member ishaan of team research" in refusal.body["message"]
     assert "max budget 0.0001" in refusal.body["message"]
     assert abs(refusal.retry_after - _seconds_to_next_month()) < 120  # the monthly window
     assert _ask(reach("sk-llmquota-example-krrish")) == 200  # the team is far from spent
+    member = {"kind": "member", "name": "research/ishaan", "window": "monthly"}
+    await _shows(ishaan, "llmquota_remaining_budget_usd", 0, **member)
+    team = _metric(ishaan, "llmquota_remaining_budget_usd", kind="team", name="research")
+    assert team is not None
+    assert 9.99 < team < 10
 
 
 def model_budgets(reach: Reach) -> None:
@@ -116,7 +157,7 @@ def model_budgets(reach: Reach) -> None:
     assert sorted(model.id for model in client.models.list()) == ["gpt-4o", "gpt-4o-mini"]
 
 
-def per_customer_budget(reach: Reach) -> None:
+async def per_customer_budget(reach: Reach) -> None:
     client = reach("sk-llmquota-example-support-bot")
     refusal = _refused(client, user="customer-42")
     assert refusal.status == 402
@@ -126,6 +167,8 @@ def per_customer_budget(reach: Reach) -> None:
     assert 0 < refusal.retry_after <= 3600  # the hour's window
     assert _ask(client, user="customer-7") == 200  # a counter of its own
     assert _ask(client) == 200  # without `user`: the team's budget only
+    crossed = {"kind": "end_user", "name": "support-bot"}  # never the customer's name
+    await _shows(client, "llmquota_soft_budget_crossings_total", 1, **crossed)
 
 
 async def _early_in_a_minute() -> bool:
@@ -154,6 +197,14 @@ async def dynamic_tpm(reach: Reach) -> None:
     assert "share of the Dynamic tpm pool is 450" in prod_refusal.body["message"]
 
 
+def budget_override(reach: Reach) -> None:
+    refusal = _refused(reach("sk-llmquota-example-launch-bot"))
+    assert refusal.status == 402
+    assert 5 <= refusal.served_before <= 12  # "about ten" replies under the raised cap
+    assert "key launch-bot" in refusal.body["message"]
+    assert "max budget 0.0001" in refusal.body["message"]  # 0.000100001, to 3 digits
+
+
 EXAMPLES = {
     "team-tiny-budget": Example(("sk-llmquota-example-tiny-budget",), team_tiny_budget),
     "team-member-cap": Example(
@@ -164,5 +215,66 @@ EXAMPLES = {
     "dynamic-tpm": Example(
         tuple(f"sk-llmquota-example-{name}" for name in ("prod", "prod-2", "dev")), dynamic_tpm
     ),
+    "budget-override": Example(("sk-llmquota-example-launch-bot",), budget_override),
 }
 """Folder of examples/ -> its keys and its README's promises."""
+
+
+StatusOf = Callable[[str, str], dict[str, Any]]
+"""`status_of(kind, name)`: the object's `status` on the API server ({} until written)."""
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def tiny_budget_status(status_of: StatusOf) -> bool:
+    team = status_of("team", "tiny-budget")
+    return (
+        _condition(team, "BudgetExceeded").get("status") == "True"
+        and float(team.get("spend", 0)) > 1e-9
+        and bool(team.get("budgetResetAt"))
+    )
+
+
+def member_cap_status(status_of: StatusOf) -> bool:
+    member_spend = status_of("team", "research").get("memberSpend", {})
+    return (
+        float(member_spend.get("ishaan", 0)) >= 0.0001 and float(member_spend.get("krrish", 0)) > 0
+    )
+
+
+def model_budgets_status(status_of: StatusOf) -> bool:
+    model_spend = status_of("apikey", "model-capped-key").get("modelSpend", {})
+    return (
+        float(model_spend.get("gpt-4o", 0)) > 1e-6 and float(model_spend.get("gpt-4o-mini", 0)) > 0
+    )
+
+
+def per_customer_status(status_of: StatusOf) -> bool:
+    return float(status_of("team", "support-bot").get("spend", 0)) > 0.0001
+
+
+def dynamic_tpm_status(status_of: StatusOf) -> bool:
+    return status_of("ratelimit", "shared-pool").get("subjects") == 3
+
+
+def budget_override_status(status_of: StatusOf) -> bool:
+    override = status_of("budgetoverride", "launch-week")
+    listed = status_of("apikey", "launch-bot").get("overrides", [])
+    return (
+        override.get("active") is True
+        and _condition(override, "Active").get("reason") == "Applied"
+        and [entry["name"] for entry in listed] == ["launch-week"]
+    )
+
+
+ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
+    "team-tiny-budget": tiny_budget_status,
+    "team-member-cap": member_cap_status,
+    "model-budgets": model_budgets_status,
+    "per-customer-budget": per_customer_status,
+    "dynamic-tpm": dynamic_tpm_status,
+    "budget-override": budget_override_status,
+}
+"""Folder -> what its README says `kubectl get` shows once its requests were sent."""

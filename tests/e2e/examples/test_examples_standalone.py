@@ -8,6 +8,7 @@ import inspect
 
 import openai
 import pytest
+import yaml
 from tests.e2e.examples.conftest import EXAMPLES_DIR, StartSidecar, clients_of
 from tests.e2e.examples.promises import EXAMPLES
 
@@ -27,3 +28,19 @@ async def test_example_standalone(
     checked = EXAMPLES[folder].check(clients_of(sidecar, opened_clients))
     if inspect.isawaitable(checked):
         await checked
+
+
+@pytest.mark.parametrize("folder", sorted(EXAMPLES))
+def test_secrets_come_before_the_keys_that_name_them(folder: str) -> None:
+    """`kubectl apply -f <folder>/` creates in file order (files sorted by name); an
+    ApiKey created before its Secret races the operator, which generates one for it."""
+    documents = [
+        document
+        for path in sorted((EXAMPLES_DIR / folder).glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+    ]
+    for index, document in enumerate(documents):
+        if document["kind"] == "ApiKey":
+            secret = document["spec"]["secretName"]
+            earlier = [(d["kind"], d["metadata"]["name"]) for d in documents[:index]]
+            assert ("Secret", secret) in earlier, f"Secret {secret} after its ApiKey"

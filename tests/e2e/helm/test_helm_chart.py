@@ -37,6 +37,7 @@ INVALID_MESSAGES = {
     "invalid-typo.yaml": "additional properties 'replicaCont' not allowed",
     "invalid-redis-both.yaml": "not both",
     "invalid-global-budget.yaml": "/globalBudget",
+    "invalid-redis-cluster.yaml": "/redis/external/url",
 }
 
 Manifest = dict[str, Any]
@@ -165,8 +166,16 @@ def test_operator_deployment_defaults(helm_bin: Path, chart_dir: Path) -> None:
     assert not any(
         arg.startswith(("--namespace", "--global-budget", "--fail-open")) for arg in args
     )
+    # The Redis URL comes from a Secret, for the operator and (mirrored) its sidecars.
     redis_url = f"redis://{RELEASE}-llmquota-redis.{NAMESPACE}.svc:6379/0"
-    assert env_var(container, "LLMQUOTA_REDIS")["value"] == redis_url
+    secret_name = f"{RELEASE}-llmquota-redis-url"
+    assert env_var(container, "LLMQUOTA_REDIS")["valueFrom"]["secretKeyRef"] == {
+        "name": secret_name,
+        "key": "url",
+    }
+    assert one(manifests, "Secret", secret_name)["stringData"] == {"url": redis_url}
+    assert f"--sidecar-redis-secret={secret_name}:url" in args
+    assert not any("redis://" in arg for arg in args)
 
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -199,7 +208,14 @@ def test_health_port_is_a_value(helm_bin: Path, chart_dir: Path) -> None:
 
 def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir)
-    rules = [rule for role in find(manifests, "ClusterRole") for rule in role["rules"]]
+    # The roles the chart ships for people (approving overrides, reading) are not the
+    # operator's; they are checked in test_roles_for_people_grant_what_they_say.
+    operator_roles = [
+        role
+        for role in find(manifests, "ClusterRole")
+        if role["metadata"]["name"] not in {f"{RELEASE}-llmquota-{r}" for r in PEOPLE_ROLES}
+    ]
+    rules = [rule for role in operator_roles for rule in role["rules"]]
     rules += [rule for role in find(manifests, "Role") for rule in role["rules"]]
 
     def verbs(group: str, resource: str) -> set[str]:
@@ -210,7 +226,7 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
             for verb in rule["verbs"]
         }
 
-    for resource in ("teams", "apikeys", "budgets", "ratelimits"):
+    for resource in ("teams", "apikeys", "budgets", "ratelimits", "budgetoverrides"):
         assert verbs("llmquota.dev", resource) == {"get", "list", "watch", "patch"}
         assert verbs("llmquota.dev", f"{resource}/status") == {"get", "patch", "update"}
     assert verbs("", "secrets") == {"get", "list", "watch", "create", "patch"}
@@ -223,6 +239,31 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         assert "delete" not in rule["verbs"], rule
+
+
+PEOPLE_ROLES = ("budget-approver", "viewer")
+READ = ["get", "list", "watch"]
+
+
+def test_roles_for_people_grant_what_they_say(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir)
+    approver = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-budget-approver")
+    assert approver["rules"] == [
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["budgetoverrides"],
+            "verbs": [*READ, "create", "update", "patch", "delete"],
+        },
+        {
+            "apiGroups": ["llmquota.dev"],
+            "resources": ["apikeys", "teams", "budgets"],
+            "verbs": READ,
+        },
+    ]
+    viewer = one(manifests, "ClusterRole", f"{RELEASE}-llmquota-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert all(rule["verbs"] == READ for rule in viewer["rules"])
+    assert "secrets" not in str(viewer["rules"])
 
 
 def test_self_signed_webhook_certificate(helm_bin: Path, chart_dir: Path, tmp_path: Path) -> None:
@@ -289,7 +330,7 @@ def test_webhook_selects_annotated_pods_outside_own_namespace(
 def test_cert_manager(helm_bin: Path, chart_dir: Path) -> None:
     manifests = render(helm_bin, chart_dir, VALUES_DIR / "cert-manager.yaml")
     secret_name = f"{RELEASE}-llmquota-webhook-tls"
-    assert not find(manifests, "Secret")
+    assert not find(manifests, "Secret", secret_name)
     issuer = one(manifests, "Issuer")
     assert issuer["spec"] == {"selfSigned": {}}
     certificate = one(manifests, "Certificate", secret_name)
@@ -342,6 +383,30 @@ def test_external_redis(helm_bin: Path, chart_dir: Path) -> None:
     assert not find(manifests, "Service", f"{RELEASE}-llmquota-redis")
     redis = env_var(operator_container(manifests), "LLMQUOTA_REDIS")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "llmquota-redis", "key": "url"}
+    assert "--sidecar-redis-secret=llmquota-redis:url" in operator_container(manifests)["args"]
+    assert not find(manifests, "Secret", f"{RELEASE}-llmquota-redis-url")
+
+
+def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir, VALUES_DIR / "external-sentinel.yaml")
+    assert not find(manifests, "StatefulSet")
+    container = operator_container(manifests)
+    # The URL, like every Redis URL, reaches the operator (and its sidecars) from a Secret.
+    url_secret = env_var(container, "LLMQUOTA_REDIS")["valueFrom"]["secretKeyRef"]
+    assert url_secret == {"name": f"{RELEASE}-llmquota-redis-url", "key": "url"}
+    assert one(manifests, "Secret", url_secret["name"])["stringData"]["url"] == (
+        "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis/llmquota/1"
+    )
+    password_file = env_var(container, "LLMQUOTA_REDIS_PASSWORD_FILE")["value"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "redis-password"]
+    assert password_file == f"{mount['mountPath']}/password"
+    volumes = one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [volume] = [v for v in volumes if v["name"] == "redis-password"]
+    assert volume["secret"] == {
+        "secretName": "llmquota-redis-password",
+        "items": [{"key": "redis-password", "path": "password"}],
+    }
+    assert not any("password" in arg for arg in container["args"])
 
 
 def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:
@@ -389,11 +454,49 @@ def test_global_budget_pricing_and_namespaces(helm_bin: Path, chart_dir: Path) -
     assert sorted(peering["metadata"]["namespace"] for peering in peerings) == ["team-a", "team-b"]
     assert not find(manifests, "ClusterKopfPeering")
     own_role = one(manifests, "Role", f"{RELEASE}-llmquota")
-    assert any(rule.get("resourceNames") == ["upstream-api-key"] for rule in own_role["rules"])
+    assert any(
+        rule.get("resourceNames") == [f"{RELEASE}-llmquota-redis-url", "upstream-api-key"]
+        for rule in own_role["rules"]
+    )
 
     statefulset = one(manifests, "StatefulSet")
     assert "volumeClaimTemplates" not in statefulset["spec"]
     assert statefulset["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+
+
+def test_prices_given_with_set_are_accepted(helm_bin: Path, chart_dir: Path) -> None:
+    """`helm --set` passes 0.2 as a string: the schema must take what users type."""
+    manifests = render(
+        helm_bin,
+        chart_dir,
+        set_values=(
+            "pricing.models.llama3.inputPerMillion=0.2",
+            "pricing.models.llama3.outputPerMillion=1",
+            "pricing.unknownModel.inputPerMillion=2.5e1",
+            "pricing.unknownModel.outputPerMillion=30",
+        ),
+    )
+    config = one(manifests, "ConfigMap", f"{RELEASE}-llmquota-sidecar")["data"]
+    pricing = yaml.safe_load(config["pricing.yaml"])
+    assert float(pricing["models"]["llama3"]["inputPerMillion"]) == 0.2
+    assert float(pricing["models"]["llama3"]["outputPerMillion"]) == 1
+    assert float(pricing["unknownModel"]["inputPerMillion"]) == 25
+
+
+@pytest.mark.parametrize("price", ["cheap", "-0.2", "0.2 USD"])
+def test_prices_that_are_not_numbers_are_refused(
+    helm_bin: Path, chart_dir: Path, price: str
+) -> None:
+    result = helm_template(
+        helm_bin,
+        chart_dir,
+        set_values=(
+            f"pricing.models.llama3.inputPerMillion={price}",
+            "pricing.models.llama3.outputPerMillion=1",
+        ),
+    )
+    assert result.returncode != 0
+    assert "inputPerMillion" in result.stderr
 
 
 def test_peering_is_cluster_wide_by_default(helm_bin: Path, chart_dir: Path) -> None:
@@ -487,7 +590,7 @@ def test_switches_render_valid_manifests(
     container = operator_container(manifests)
     if "webhook.enabled=false" in set_values:
         assert not find(manifests, "MutatingWebhookConfiguration")
-        assert not find(manifests, "Secret")
+        assert not find(manifests, "Secret", f"{RELEASE}-llmquota-webhook-tls")
         assert not any(arg.startswith("--webhook") for arg in container["args"])
     if "rbac.create=false" in set_values:
         assert not find(manifests, "ClusterRole")

@@ -21,6 +21,7 @@ CONTRACT_METRICS = {
     "spend_usd_total",
     "tokens_total",
     "remaining_budget_usd",
+    "budget_exhausts_in_seconds",
     "rate_limited_total",
     "overhead_seconds",
     "reconcile_total",

@@ -155,7 +155,7 @@ def seed(plugin: PluginRunner) -> None:
         ),
     )  # fmt: skip
     plugin.patch_status(
-        "teams", "research", status_of(2, 10, timedelta(hours=3), modelSpend={"gpt-4o": 2})
+        "teams", "research", status_of(2, 10, timedelta(hours=4), modelSpend={"gpt-4o": 2})
     )
     plugin.patch_status(
         "apikeys",

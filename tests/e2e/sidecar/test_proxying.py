@@ -189,7 +189,12 @@ def test_metrics_name_the_key_not_its_secret(
     assert spend > 0
     assert sample(metrics, "llmquota_tokens_total", **subject, direction="output") == 16
     remaining = sample(
-        metrics, "llmquota_remaining_budget_usd", namespace="default", kind="team", name=team
+        metrics,
+        "llmquota_remaining_budget_usd",
+        namespace="default",
+        kind="team",
+        name=team,
+        window="none",
     )
     assert remaining is not None
     assert 9.99 < remaining < 10

@@ -11,19 +11,18 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from kopf.testing import KopfRunner
 
-from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
 from llmquota.operator.handlers import build_registry
 from llmquota.store import EmbeddedRedis
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-from tests.integration.operator.operator_helpers import STATUS_INTERVAL, Cluster
+from tests.integration.operator.operator_helpers import Cluster, operator_config
 
 
 @pytest.fixture(scope="session")
@@ -57,19 +56,6 @@ def namespace(
     kube_apiserver.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def operator_config(redis_url: str, namespace: str, **overrides: Any) -> OperatorConfig:
-    """A config for tests: one namespace, fast status sync, loopback listeners."""
-    base: dict[str, Any] = {
-        "redis_url": redis_url,
-        "namespaces": (namespace,),
-        "health_listen": HostPort("127.0.0.1", 0),
-        "status_interval": STATUS_INTERVAL,
-        "recovery_interval": 0.2,
-        "sidecar": SidecarConfig(image="llmquota:test", redis_url=redis_url),
-    }
-    return OperatorConfig(**(base | overrides))
-
-
 @pytest.fixture(scope="module")
 def running_operator(
     kube_apiserver: KubeAPIServer,
@@ -79,14 +65,19 @@ def running_operator(
 ) -> Iterator[KopfRunner]:
     """`llmquota operator`'s registry under kopf's test runner, watching `namespace`.
 
-    A module sets GLOBAL_BUDGET = "name" for an operator with --global-budget NS/name.
+    A module sets GLOBAL_BUDGET = "name" for an operator with --global-budget NS/name,
+    FORECAST_SPAN = seconds for a --forecast-span other than the default hour.
     """
     os.environ["KUBECONFIG"] = str(kube_apiserver.kubeconfig)
     global_budget = getattr(request.module, "GLOBAL_BUDGET", None)
+    overrides = {}
+    if hasattr(request.module, "FORECAST_SPAN"):
+        overrides["forecast_span"] = request.module.FORECAST_SPAN
     config = operator_config(
         redis_server.url,
         namespace,
         global_budget=None if global_budget is None else (namespace, global_budget),
+        **overrides,
     )
     registry = build_registry(config)
     with KopfRunner(

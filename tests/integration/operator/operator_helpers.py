@@ -1,18 +1,39 @@
-"""Helpers for operator integration tests: waiting with deadlines, kubectl in a namespace."""
+"""Helpers for operator integration tests: waiting with deadlines, kubectl in a namespace,
+an operator's configuration, and an operator started and stopped inside a test."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from kopf.testing import KopfRunner
+
+from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
+from llmquota.operator.handlers import build_registry
+from llmquota.policy.admission import RequestEstimate, admission_call
+from llmquota.policy.decision import Admitted, Refused, interpret_admit
+from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.store import QuotaStore
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-__all__ = ["STATUS_INTERVAL", "Cluster", "wait_for"]
+__all__ = [
+    "STATUS_INTERVAL",
+    "Cluster",
+    "admit",
+    "operator_config",
+    "operator_running",
+    "spend",
+    "wait_for",
+]
 
 T = TypeVar("T")
 STATUS_INTERVAL = 0.5
@@ -67,3 +88,60 @@ class Cluster:
     def events(self, reason: str) -> list[dict[str, Any]]:
         listed = json.loads(self.kubectl("get", "events", "-o", "json"))
         return [e for e in listed["items"] if e.get("reason") == reason]
+
+
+def operator_config(redis_url: str, namespace: str, **overrides: Any) -> OperatorConfig:
+    """A config for tests: one namespace, fast status sync, loopback listeners."""
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "namespaces": (namespace,),
+        "health_listen": HostPort("127.0.0.1", 0),
+        "status_interval": STATUS_INTERVAL,
+        "recovery_interval": 0.2,
+        "sidecar": SidecarConfig(image="llmquota:test", redis_url=redis_url),
+    }
+    return OperatorConfig(**(base | overrides))
+
+
+@contextmanager
+def operator_running(
+    kube: KubeAPIServer, namespace: str, redis_url: str, **overrides: Any
+) -> Iterator[KopfRunner]:
+    """An operator watching `namespace` for the length of a `with` block."""
+    os.environ["KUBECONFIG"] = str(kube.kubeconfig)
+    config = operator_config(redis_url, namespace, **overrides)
+    with KopfRunner(
+        ["run", "--standalone", "--namespace", namespace],
+        registry=build_registry(config),
+        timeout=60,
+    ) as runner:
+        yield runner
+    assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
+
+
+def admit(
+    redis_url: str, policy: ResolvedPolicy, cost_usd: float, *, settle_usd: float | None = None
+) -> Admitted | Refused:
+    """One request as the sidecar makes it (real admit.lua); settled when `settle_usd`."""
+
+    async def run() -> Admitted | Refused:
+        store = QuotaStore.from_url(redis_url)
+        try:
+            request_id = uuid.uuid4().hex
+            call = admission_call(
+                policy, RequestEstimate("gpt-4o-mini", nanos(cost_usd), 100), request_id, 60_000
+            )
+            decision = interpret_admit(await store.admit(call), call)
+            if isinstance(decision, Admitted) and settle_usd is not None:
+                assert await store.settle(request_id, nanos(settle_usd), 100) == 1
+            return decision
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def spend(redis_url: str, policy: ResolvedPolicy, usd: float) -> None:
+    """Spend `usd` through the key's policy, as an admitted and settled request."""
+    decision = admit(redis_url, policy, usd, settle_usd=usd)
+    assert isinstance(decision, Admitted), decision

@@ -188,12 +188,10 @@ def test_webhook_injects_the_sidecar_into_annotated_pods(
     assert response["patchType"] == "JSONPatch"
     operations = json.loads(base64.b64decode(response["patch"]))
     patched = apply_json_patch(pod, operations)
-    containers = patched["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["app", "llmquota-sidecar"]
-    assert containers[0]["env"] == [
-        {"name": "OPENAI_BASE_URL", "value": "http://127.0.0.1:4000/v1"}
-    ]
-    sidecar = containers[1]
+    (app,) = patched["spec"]["containers"]
+    assert app["env"] == [{"name": "OPENAI_BASE_URL", "value": "http://127.0.0.1:4000/v1"}]
+    (sidecar,) = patched["spec"]["initContainers"]
+    assert sidecar["name"] == "llmquota-sidecar"
     assert sidecar["args"][:3] == ["sidecar", "--listen", "127.0.0.1:4000"]
     assert "--upstream-key-file" in sidecar["args"]
     assert "/var/run/llmquota/upstream/api-key" in sidecar["args"]

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 import redis
-from tests.integration.operator.operator_helpers import Cluster, wait_for
+from tests.integration.operator.operator_helpers import Cluster, spend, wait_for
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
@@ -52,3 +52,30 @@ def test_keys_wait_for_the_global_budget_and_follow_it(
         lambda: (c := cluster.condition("apikey", "k", "Ready")) and c["status"] == "True",
         what="Ready=True",
     )
+
+
+def test_a_key_refused_by_the_global_budget_says_so(
+    cluster: Cluster, redis_server: EmbeddedRedis
+) -> None:
+    db = redis.Redis.from_url(redis_server.url)
+    cluster.apply(
+        {"kind": "Budget", "metadata": {"name": GLOBAL_BUDGET}, "spec": {"maxBudget": 50}},
+        {"kind": "ApiKey", "metadata": {"name": "spender"}, "spec": {"budget": {"maxBudget": 100}}},
+    )
+    secret = wait_for(lambda: cluster.get("secret", "spender"), what="Secret")
+    key_hash = hash_key(base64.b64decode(secret["data"]["key"]).decode())
+    wait_for(lambda: global_max(db, key_hash) == nanos(50), what="global scope in the policy")
+    raw = db.get(keyspace.policy_key(key_hash))
+    assert raw is not None
+    spend(redis_server.url, ResolvedPolicy.model_validate_json(raw), 50)
+    exceeded = wait_for(
+        lambda: (
+            (c := cluster.condition("apikey", "spender", "BudgetExceeded"))
+            and c["status"] == "True"
+            and c
+        ),
+        what="the key's BudgetExceeded=True",
+    )
+    assert exceeded["reason"] == "GlobalBudgetExhausted"
+    assert "the global budget" in exceeded["message"]
+    db.close()

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 import redis
-from tests.integration.operator.operator_helpers import Cluster, wait_for
+from tests.integration.operator.operator_helpers import Cluster, spend, wait_for
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key, key_hint
@@ -113,11 +113,17 @@ def test_dangling_budget_ref_is_a_condition_not_a_crash(cluster: Cluster, db: re
     wait_for(lambda: cluster.events("BudgetNotFound"), what="BudgetNotFound Event")
     key = secret_key(cluster, "dangling")
     assert key is not None
-    assert policy(db, hash_key(key)) is None  # refused until its limits resolve
+    # Refused until its limits resolve, by a policy that says why (not as an unknown key).
+    refusing = wait_for(lambda: policy(db, hash_key(key)), what="incomplete policy")
+    assert refusing.refusal is not None
+    assert refusing.refusal.reason == "BudgetNotFound"
     # The Budget appearing fixes it, with no change to the key.
     cluster.apply({"kind": "Budget", "metadata": {"name": "missing"}, "spec": {"maxBudget": 1}})
     wait_for(lambda: ready(cluster, "apikey", "dangling"), what="Ready=True after Budget")
-    wait_for(lambda: policy(db, hash_key(key)), what="policy written")
+    wait_for(
+        lambda: (p := policy(db, hash_key(key))) is not None and p.refusal is None,
+        what="complete policy written",
+    )
 
 
 def test_missing_team_and_models_outside_team(cluster: Cluster) -> None:
@@ -189,7 +195,9 @@ def test_user_provided_secret_is_used_and_watched(cluster: Cluster, db: redis.Re
     wait_for(lambda: policy(db, hash_key(replacement)), timeout=5, what="rotated byo policy")
 
 
-def test_budget_window_resets_and_status_moves_on(cluster: Cluster, db: redis.Redis) -> None:
+def test_budget_window_resets_and_status_moves_on(
+    cluster: Cluster, db: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
     cluster.apply(
         {
             "kind": "ApiKey",
@@ -197,20 +205,21 @@ def test_budget_window_resets_and_status_moves_on(cluster: Cluster, db: redis.Re
             "spec": {"budget": {"maxBudget": 1, "budgetDuration": "2s"}},
         }
     )
-    first = wait_for(
-        lambda: (cluster.get("apikey", "short") or {}).get("status", {}).get("budgetResetAt"),
-        what="first budgetResetAt",
-    )
-    second = wait_for(
-        lambda: (
-            (r := (cluster.get("apikey", "short") or {}).get("status", {}).get("budgetResetAt"))
-            != first
-            and r
-        ),
-        timeout=10,
-        what="budgetResetAt moved",
-    )
+
+    def reset_at() -> str | None:
+        shown = (cluster.get("apikey", "short") or {}).get("status", {}).get("budgetResetAt")
+        return str(shown) if shown else None
+
+    def moved() -> str | None:
+        shown = reset_at()
+        return shown if shown != first else None
+
+    first = wait_for(reset_at, what="first budgetResetAt")
+    second = wait_for(moved, timeout=10, what="budgetResetAt moved")
     assert second > first
+    # A reset is told (an Event) when the window that ended had spend.
+    written = wait_for(lambda: policy(db, hash_key(secret_key(cluster, "short") or "")))
+    spend(redis_server.url, written, 0.1)
     wait_for(lambda: cluster.events("BudgetReset"), timeout=10, what="BudgetReset Event")
 
 

@@ -199,9 +199,11 @@ def _create_pod(bed: Bed, name: str, annotations: dict[str, str]) -> dict[str, A
 def test_annotated_pod_is_stored_with_the_sidecar(bed: Bed) -> None:
     pod = _create_pod(bed, "app", {"llmquota.dev/inject": "true"})
     spec = pod["spec"]
-    containers = {c["name"]: c for c in spec["containers"]}
-    assert list(containers) == ["app", "llmquota-sidecar"]
-    app, sidecar = containers["app"], containers["llmquota-sidecar"]
+    # A native sidecar: an init container that keeps running.
+    (app,) = spec["containers"]
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["name"] == "llmquota-sidecar"
+    assert sidecar["restartPolicy"] == "Always"
     assert {"name": "OPENAI_BASE_URL", "value": "http://127.0.0.1:4000/v1"} in app["env"]
     assert sidecar["image"] == "llmquota:test"
     assert sidecar["args"][:3] == ["sidecar", "--listen", "127.0.0.1:4000"]
@@ -258,8 +260,8 @@ def test_copies_follow_their_sources(bed: Bed) -> None:
         what="the ConfigMap's change in the copy",
     )
     sidecar = _create_pod(bed, "after-change", {"llmquota.dev/inject": "true"})["spec"][
-        "containers"
-    ][1]
+        "initContainers"
+    ][0]
     assert "--fail-open" not in sidecar["args"]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from llmquota.models import ApiKey, Budget, RateLimit, Team, parse_resource
+from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team, parse_resource
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, Refused, interpret_admit
 from llmquota.policy.key_hash import hash_key
@@ -31,6 +31,7 @@ __all__ = [
     "api_key",
     "attempt",
     "budget",
+    "budget_override",
     "epoch_ms",
     "policy_for",
     "rate_limit",
@@ -86,6 +87,13 @@ def budget(name: str, created: datetime = CREATED, **spec: Any) -> Budget:
     return resource
 
 
+def budget_override(name: str, created: datetime = CREATED, **spec: Any) -> BudgetOverride:
+    """A BudgetOverride from camelCase spec fields."""
+    resource = parse_resource(_manifest("BudgetOverride", name, spec, created))
+    assert isinstance(resource, BudgetOverride)
+    return resource
+
+
 def rate_limit(name: str, created: datetime = CREATED, **spec: Any) -> RateLimit:
     """A RateLimit from camelCase spec fields, e.g. rate_limit("std", rpm=60)."""
     resource = parse_resource(_manifest("RateLimit", name, spec, created))
@@ -114,11 +122,13 @@ def policy_for(
     budgets: Iterable[Budget] = (),
     rate_limits: Iterable[RateLimit] = (),
     global_budget: Budget | None = None,
+    overrides: Iterable[BudgetOverride] = (),
 ) -> ResolvedPolicy:
     """The key's resolved policy, its hash made from its name."""
     objects = NamespaceObjects(
         budgets={item.metadata.name: item for item in budgets},
         rate_limits={item.metadata.name: item for item in rate_limits},
+        overrides=list(overrides),
     )
     return resolve_key_policy(
         key, hash_key(f"sk-{key.metadata.name}"), key_team, objects, global_budget

@@ -1,10 +1,9 @@
-"""The standalone loader meets hostile manifests: it never raises, it skips the bad
-object naming the field, logs that, and keeps serving every other key."""
+"""The standalone loader meets hostile manifests: it never raises, and names each bad
+object's file and field (the sidecar then refuses the folder, keeping its last good one)."""
 
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.reliability.manifests.hostile_cases import HostileCase, hostile_params
 
-from llmquota.manifests import ManifestResolver, ObjectId, Resolution, apply_resolution
+from llmquota.manifests import ManifestResolver, ObjectId, Resolution
 from llmquota.policy.resolved import ResolvedPolicy
 
 GOOD_KEY = """
@@ -49,20 +48,15 @@ class ListSink:
 
 
 @pytest.mark.parametrize("case", hostile_params())
-async def test_a_hostile_object_is_skipped_naming_its_field_and_logged(
-    case: HostileCase, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_hostile_object_is_a_problem_naming_its_file_and_field(case: HostileCase) -> None:
     hostile = json.dumps(case.manifest("hostile"))
     resolution = resolve(GOOD_KEY, hostile)
 
     named = [problem for problem in resolution.problems if "hostile" in problem.subject]
-    assert len(named) == 1, resolution.problems
-    assert case.field in f"{named[0].field} {named[0].message}"
-    sink = ListSink()
-    with caplog.at_level(logging.WARNING, logger="llmquota.manifests"):
-        await apply_resolution(sink, resolution)
-    assert [policy.key_name for policy in sink.policies] == ["good"]
-    assert any(case.field in record.getMessage() for record in caplog.records)
+    assert named, resolution.problems
+    assert any(case.field in f"{problem.field} {problem.message}" for problem in named)
+    assert all(problem.source == "doc1.yaml" for problem in named)
+    assert [policy.key_name for policy in resolution.policies.values()] == ["good"]
 
 
 def test_an_api_key_binds_only_to_a_team_of_its_own_namespace() -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterable
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from tests.e2e.sidecar.processes import LLMQUOTA
+from tests.reliability.harness import wait_until
 from tests.reliability.rig import UPSTREAM_KEY, Rig
 
 from llmquota.policy.key_hash import hash_key
@@ -90,12 +93,24 @@ def assert_absent(where: str, text: str, secrets: Iterable[str]) -> None:
 
 
 async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
-    (rig.manifests / "broken-secret.yaml").write_text(BROKEN_SECRET)
     policies = await rig.apply(MANIFESTS)
     sidecar = rig.start_sidecar()
     await rig.wait_for_policies(policies.values())
+    # A broken folder is reported (on /readyz, in the log, by `llmquota check`) naming the
+    # file and the line, never quoting it.
+    (rig.manifests / "broken-secret.yaml").write_text(BROKEN_SECRET)
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [*LLMQUOTA, "check", "--manifests", str(rig.manifests)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1
+    assert "broken-secret.yaml: yaml: " in checked.stdout
 
-    answers: list[str] = []
+    answers: list[str] = [checked.stdout, checked.stderr]
 
     async def call(method: str, path: str, key: str | None, body: object = None,
                    header: str = "Authorization") -> int:  # fmt: skip
@@ -108,6 +123,11 @@ async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
             return response.status
 
     async with aiohttp.ClientSession() as session:
+
+        async def not_ready() -> bool:
+            return await call("GET", "/readyz", None) == 503
+
+        await wait_until(not_ready, timeout_s=10)
         assert await call("POST", "/v1/chat/completions", KEY, CHAT) == 200
         assert await call("POST", "/v1/chat/completions", KEY, {**CHAT, "stream": True}) == 200
         embedding = {"model": "text-embedding-3-small", "input": "hi"}

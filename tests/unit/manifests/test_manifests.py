@@ -88,9 +88,11 @@ spec: {maxBudgt: 3}
 """
     resolution = resolve(SEED, bad)
     assert len(resolution.policies) == 1
-    [problem] = resolution.problems
-    assert problem.subject == "Budget default/tier"
-    assert "maxBudgt" in str(problem) or "maxBudget" in str(problem)
+    named = sorted(str(problem) for problem in resolution.problems)
+    assert named == [
+        "file1.yaml Budget default/tier: spec.maxBudget: Field required",
+        "file1.yaml Budget default/tier: spec.maxBudgt: Extra inputs are not permitted",
+    ]
 
 
 def test_dangling_reference_and_missing_secret_are_problems_not_crashes() -> None:
@@ -171,7 +173,9 @@ spec: {maxBudget: 100}
     policy = next(iter(resolution.policies.values()))
     assert policy.scopes[0].kind == "global"
     missing = resolve(SEED, resolver=ManifestResolver(ObjectId("Budget", "ops", "nope")))
-    assert [problem.field for problem in missing.problems] == ["metadata.name"]
+    assert [str(problem) for problem in missing.problems] == [
+        "--global-budget Budget ops/nope: metadata.name: no such Budget in the manifests"
+    ]
 
 
 def test_global_budget_ref_parsing() -> None:
@@ -191,7 +195,9 @@ stringData: {key: sk-qa-bot-0001}
 """
     resolution = resolve(SEED, twin, twin_secret)
     assert len(resolution.policies) == 1
-    assert [problem.subject for problem in resolution.problems] == ["ApiKey default/qa-bot-2"]
+    assert [str(problem) for problem in resolution.problems] == [
+        "file1.yaml ApiKey default/qa-bot-2: spec.secretName: same key as ApiKey default/qa-bot"
+    ]
 
 
 class RecordingSink:
@@ -220,11 +226,85 @@ async def test_directory_is_read_and_watched(tmp_path: Path) -> None:
     (tmp_path / "seed.yaml").write_text(SEED)
     (tmp_path / "..data").mkdir()
     (tmp_path / "..data" / "seed.yaml").write_text(SEED)
-    assert [source for source, _ in read_manifest_dir(tmp_path)] == ["seed.yaml"]
+    assert [source for source, _ in read_manifest_dir(tmp_path).texts] == ["seed.yaml"]
     snapshots = watch_manifest_dir(tmp_path, interval_s=0.01)
     first = await anext(snapshots)
-    assert len(first) == 1
+    assert len(first.texts) == 1
     (tmp_path / "more.yml").write_text("kind: Nothing\n")
     second = await asyncio.wait_for(anext(snapshots), timeout=2)
-    assert [source for source, _ in second] == ["more.yml", "seed.yaml"]
+    assert [source for source, _ in second.texts] == ["more.yml", "seed.yaml"]
     await snapshots.aclose()
+
+
+def test_problems_name_the_file_the_object_is_written_in() -> None:
+    """A dangling reference or a key outside its team's models names where to look."""
+    text = SEED.replace("team: qa-prod-bot", "team: qa-prod-bot\n  models: [gpt-4o]").replace(
+        "budget: {maxBudget: 0.000000001, budgetDuration: 1d}",
+        "budget: {maxBudget: 1}\n  models: [gpt-4o-mini]",
+    )
+    team, key, secret = text.split("---")
+    (problem,) = resolve(secret, team + "---" + key).problems
+    assert str(problem).startswith("file1.yaml#2 ApiKey default/qa-bot: spec.models: gpt-4o ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "apiVersion: llmquota.dev/v1alpha1\nkind: Budgett\nmetadata: {name: x}\n",
+            "file0.yaml: kind: 'Budgett' is not a kind of llmquota.dev (Team, ApiKey, Budget, "
+            "RateLimit, BudgetOverride)",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            "apiVersion: llmquota.dev/v1alpha1\nkind: Budget\nmetadata: {name: Tier_1}\n"
+            "spec: {maxBudget: 1}\n",
+            "file0.yaml Budget default/Tier_1: metadata.name: must be lower case a-z, 0-9, - and . "
+            "(RFC 1123)",
+            id="bad-name",
+        ),
+        pytest.param(
+            "apiVersion: llmquota.dev/v1alpha1\nkind: Budget\nmetadata: {name: t, namespace: A}\n"
+            "spec: {maxBudget: 1}\n",
+            "file0.yaml Budget A/t: metadata.namespace: must be a DNS label: lower case a-z, 0-9 "
+            "and -",
+            id="bad-namespace",
+        ),
+    ],
+)
+def test_what_the_api_server_would_refuse_is_a_problem(text: str, expected: str) -> None:
+    assert [str(problem) for problem in resolve(text).problems] == [expected]
+
+
+def test_an_object_defined_twice_names_both_files() -> None:
+    resolution = resolve(SEED, SEED.split("---", maxsplit=1)[0])
+    assert [str(problem) for problem in resolution.problems] == [
+        "file1.yaml Team default/qa-prod-bot: metadata.name: also defined in file0.yaml#1"
+    ]
+
+
+def test_a_folder_with_problems_does_not_move_what_was_last_written() -> None:
+    """The sidecar keeps the last good policies: the next good folder's removals are
+    computed from them, not from the bad folder's partial resolution."""
+    resolver = ManifestResolver()
+    resolve(SEED, resolver=resolver)
+    broken = resolve("key: [unclosed", resolver=resolver)
+    assert broken.problems
+    fixed = resolve("", resolver=resolver)
+    assert fixed.removed == {hash_key("sk-qa-bot-0001")}
+
+
+def test_unanchored_objects_get_their_first_load_time() -> None:
+    resolver = ManifestResolver()
+    manifests = resolver.parse([("seed.yaml", SEED)])
+    assert [str(oid) for oid in manifests.unanchored()] == [
+        "ApiKey default/qa-bot",
+        "Team default/qa-prod-bot",
+    ]
+    anchored = manifests.anchored(dict.fromkeys(manifests.unanchored(), NOW))
+    assert anchored.unanchored() == []
+    (policy,) = resolver.resolve(anchored).policies.values()
+    windowed = [
+        scope.budget for scope in policy.scopes if scope.budget and scope.budget.window != "none"
+    ]
+    assert {budget.anchor_ms for budget in windowed} == {int(NOW.timestamp() * 1000)}

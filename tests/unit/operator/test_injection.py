@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmquota.operator.config import SidecarConfig
 from llmquota.operator.injection import SIDECAR_NAME, injected_spec, wants_injection
 
 CONFIG = SidecarConfig(
     image="ghcr.io/llmquota/llmquota:0.1.0",
-    redis_url="redis://redis:6379/0",
+    redis_url="redis://:hunter2@redis:6379/0",
+    redis_secret="llmquota-redis",
+    redis_secret_key="url",
     upstream="https://api.openai.com",
     upstream_secret="openai",
     upstream_secret_key="api-key",
@@ -15,11 +19,18 @@ CONFIG = SidecarConfig(
     fail_open=True,
 )
 POD_SPEC = {
+    "initContainers": [{"name": "migrate", "image": "app:1"}],
     "containers": [
         {"name": "app", "image": "app:1", "env": [{"name": "OPENAI_BASE_URL", "value": "x"}]}
     ],
     "volumes": [{"name": "data", "emptyDir": {}}],
 }
+
+
+def _sidecar(injected: dict[str, Any]) -> dict[str, Any]:
+    (sidecar,) = [c for c in injected["initContainers"] if c["name"] == SIDECAR_NAME]
+    assert isinstance(sidecar, dict)
+    return sidecar
 
 
 def test_only_annotated_pods_want_injection() -> None:
@@ -31,16 +42,16 @@ def test_only_annotated_pods_want_injection() -> None:
 def test_sidecar_volumes_and_base_url_are_added() -> None:
     injected = injected_spec(POD_SPEC, CONFIG)
     assert injected is not None
-    app, sidecar = injected["containers"]
+    (app,) = injected["containers"]
+    sidecar = _sidecar(injected)
     assert app["env"] == [{"name": "OPENAI_BASE_URL", "value": "http://127.0.0.1:4000/v1"}]
-    assert sidecar["name"] == SIDECAR_NAME
     assert sidecar["image"] == CONFIG.image
     assert sidecar["args"] == [
         "sidecar",
         "--listen",
         "127.0.0.1:4000",
-        "--redis",
-        "redis://redis:6379/0",
+        "--health-listen",
+        "0.0.0.0:4001",
         "--upstream",
         "https://api.openai.com",
         "--upstream-key-file",
@@ -59,15 +70,73 @@ def test_sidecar_volumes_and_base_url_are_added() -> None:
     assert "volumeMounts" not in app
 
 
+def test_sidecar_is_a_native_sidecar_that_starts_first() -> None:
+    """An init container that keeps running: the app (and a Job) never waits on it to exit."""
+    injected = injected_spec(POD_SPEC, CONFIG)
+    assert injected is not None
+    assert [c["name"] for c in injected["initContainers"]] == [SIDECAR_NAME, "migrate"]
+    assert _sidecar(injected)["restartPolicy"] == "Always"
+    assert [c["name"] for c in injected["containers"]] == ["app"]
+
+
+def test_probes_reach_the_health_port_on_the_pod_ip() -> None:
+    """The kubelet probes from the node: no `host: 127.0.0.1`, the port that listens on 0.0.0.0."""
+    injected = injected_spec(POD_SPEC, CONFIG)
+    assert injected is not None
+    sidecar = _sidecar(injected)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        http_get = sidecar[probe]["httpGet"]
+        assert "host" not in http_get
+        assert http_get["port"] == "llmquota-health"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["ports"] == [
+        {"name": "llmquota-health", "containerPort": 4001, "protocol": "TCP"}
+    ]
+
+
+def test_redis_url_comes_from_a_secret_never_an_argument() -> None:
+    """A password in the URL must not show in the Pod spec or the process list."""
+    injected = injected_spec(POD_SPEC, CONFIG)
+    assert injected is not None
+    sidecar = _sidecar(injected)
+    assert not any("redis" in arg for arg in sidecar["args"])
+    assert "hunter2" not in repr(injected)
+    assert {
+        "name": "LLMQUOTA_REDIS",
+        "valueFrom": {"secretKeyRef": {"name": "llmquota-redis", "key": "url"}},
+    } in sidecar["env"]
+
+
+def test_without_a_secret_the_redis_url_is_an_environment_variable() -> None:
+    injected = injected_spec(POD_SPEC, SidecarConfig(image="i", redis_url="redis://r"))
+    assert injected is not None
+    sidecar = _sidecar(injected)
+    assert {"name": "LLMQUOTA_REDIS", "value": "redis://r"} in sidecar["env"]
+    assert "redis://r" not in sidecar["args"]
+
+
 def test_injection_is_idempotent() -> None:
     injected = injected_spec(POD_SPEC, CONFIG)
     assert injected is not None
     assert injected_spec({**POD_SPEC, **injected}, CONFIG) is None
 
 
+def test_a_pod_with_the_sidecar_among_its_containers_is_left_alone() -> None:
+    """Injected by an older operator (a plain container): not injected twice."""
+    spec = {"containers": [{"name": "app"}, {"name": SIDECAR_NAME}]}
+    assert injected_spec(spec, CONFIG) is None
+
+
 def test_minimal_config_has_no_optional_volumes_or_flags() -> None:
     injected = injected_spec(POD_SPEC, SidecarConfig(image="i", redis_url="redis://r"))
     assert injected is not None
-    sidecar = injected["containers"][-1]
-    assert sidecar["args"] == ["sidecar", "--listen", "127.0.0.1:4000", "--redis", "redis://r"]
+    assert _sidecar(injected)["args"] == [
+        "sidecar",
+        "--listen",
+        "127.0.0.1:4000",
+        "--health-listen",
+        "0.0.0.0:4001",
+    ]
     assert [v["name"] for v in injected["volumes"]] == ["data"]

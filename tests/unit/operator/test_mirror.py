@@ -62,7 +62,7 @@ def test_resources_and_fail_open_come_from_the_config_map() -> None:
     assert sidecar.resources == {"requests": {"cpu": "50m"}, "limits": {"memory": "256Mi"}}
     injected = injected_spec({"containers": [{"name": "app"}]}, sidecar)
     assert injected is not None
-    container = injected["containers"][1]
+    container = injected["initContainers"][0]
     assert container["resources"] == sidecar.resources
     assert "--fail-open" in container["args"]
 
@@ -73,4 +73,4 @@ def test_without_the_config_map_the_flags_apply() -> None:
     assert sidecar_with_settings(SIDECAR, broken) == SIDECAR
     injected = injected_spec({"containers": [{"name": "app"}]}, SIDECAR)
     assert injected is not None
-    assert "resources" not in injected["containers"][1]
+    assert "resources" not in injected["initContainers"][0]

@@ -64,6 +64,7 @@ def indexes_of(keys: list[ApiKey]) -> Indexes:
             "llmquota_apikeys": {"ns": keys},
             "llmquota_budgets": {},
             "llmquota_ratelimits": {},
+            "llmquota_budgetoverrides": {},
             "llmquota_apikeys_by_team": {},
             "llmquota_apikeys_by_secret": {},
         }

@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 from llmquota.durations import NEVER, Window
 from llmquota.operator.conditions import Observation
 from llmquota.operator.status_view import (
+    GuardView,
     Seed,
     budget_observations,
     budget_view,
+    ended_spend,
     key_state_observations,
     merge_patch,
+    reset_worth_telling,
     seed_from_status,
     status_patch,
     subject_status_fields,
@@ -145,3 +148,54 @@ def test_known_conditions_win_over_a_stale_status() -> None:
     )
     assert [c["type"] for c in stale_timer.patch["conditions"]] == ["Ready", "Expired", "Blocked"]
     assert stale_timer.transitions[0].type == "Expired"
+
+
+def test_budget_exceeded_counts_what_is_reserved_in_flight_as_admission_does() -> None:
+    now = ANCHOR + 1
+    # 9 USD settled + 1 USD reserved: admission refuses, so the status says exceeded.
+    view = budget_view(LIMITS, BudgetCounter(ANCHOR, nanos(9), nanos(1)), now)
+    exceeded = budget_observations(view)[0]
+    assert (exceeded.status, exceeded.reason) == ("True", "BudgetExhausted")
+    assert exceeded.message == "spend 9 USD (+1 USD reserved in flight) of maxBudget 10 USD"
+    assert subject_status_fields(view)["remaining"] == 1.0  # remaining is settled spend
+    # The reservation of an earlier window is gone with its spend.
+    stale = budget_view(LIMITS, BudgetCounter(ANCHOR - HOUR, nanos(9), nanos(1)), now)
+    assert budget_observations(stale)[0].status == "False"
+
+
+def test_a_key_refused_by_a_wider_scope_says_which() -> None:
+    now = ANCHOR + 1
+    own = budget_view(LIMITS, BudgetCounter(ANCHOR, nanos(1)), now)
+    team_limits = BudgetLimits(max_nanos=nanos(5), window=f"fixed:{HOUR}", anchor_ms=ANCHOR)
+    team_full = budget_view(team_limits, BudgetCounter(ANCHOR, nanos(5)), now)
+    team_ok = budget_view(team_limits, BudgetCounter(ANCHOR, nanos(1)), now)
+    global_full = budget_view(team_limits, BudgetCounter(ANCHOR, nanos(4), nanos(2)), now)
+    exceeded = budget_observations(own, [GuardView("team", "team qa", team_full)])[0]
+    assert (exceeded.status, exceeded.reason) == ("True", "TeamBudgetExhausted")
+    assert exceeded.message == "refused by team qa: spend 5 USD of maxBudget 5 USD"
+    # Widest first, as admission checks: the global budget is named before the team.
+    widest = budget_observations(
+        own,
+        [
+            GuardView("global", "the global budget", global_full),
+            GuardView("team", "team qa", team_full),
+        ],
+    )[0]
+    assert widest.reason == "GlobalBudgetExhausted"
+    assert widest.message.startswith("refused by the global budget: spend 4 USD (+2 USD")
+    fine = budget_observations(own, [GuardView("team", "team qa", team_ok)])[0]
+    assert (fine.status, fine.reason) == ("False", "WithinBudget")
+
+
+def test_only_a_reset_with_spend_in_the_ended_window_is_told() -> None:
+    now = ANCHOR + HOUR + 1
+    view = budget_view(LIMITS, BudgetCounter(ANCHOR + HOUR, 0), now)
+    last_window = Window(ANCHOR, ANCHOR + HOUR)
+    assert ended_spend(None, view) is None  # first sight: no reset to tell
+    assert ended_spend(Seed(view.window, 5), view) is None  # same window
+    assert ended_spend(Seed(last_window, 0), view) == 0
+    assert ended_spend(Seed(last_window, nanos(2)), view) == nanos(2)
+    assert reset_worth_telling([0, 0, None]) is None  # a boundary with nothing spent
+    assert reset_worth_telling([None]) is None
+    # A team and two members reset together: one Event, with the team's spend.
+    assert reset_worth_telling([nanos(3), nanos(1), nanos(2)]) == nanos(3)

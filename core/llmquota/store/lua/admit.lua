@@ -3,9 +3,11 @@
 -- KEYS: the counters the checks name (by index `k`).
 -- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, kf, share, checks: [...]},
 --   where a check is one of
---     {t='b', s, k, max, w, a, mm, sh}  budget: max nano-USD (-1 = only count), window `w`
---                                    anchored at `a` ms, model cap `mm` (-1 = none);
---                                    `sh`: shared with other keys (see below)
+--     {t='b', s, k, max, w, a, mm, sh, inc}  budget: max nano-USD (-1 = only count),
+--                                    window `w` anchored at `a` ms, model cap `mm` (-1 =
+--                                    none); `sh`: shared with other keys (see below);
+--                                    optional BudgetOverrides `inc`: {{nano-USD, expires
+--                                    ms}, ...} raising `max` while now < expires
 --     {t='r', s, k, rpm, tpm, mrpm, mtpm}            per-minute limits (-1 = none)
 --     {t='d', s, k, rpm, tpm, member, group, weight} this key's share of a Dynamic pool
 --     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
@@ -34,6 +36,17 @@ local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
 
 local function num(v) return tonumber(v) or 0 end
 
+-- A budget's max in force now: raised by its BudgetOverrides that have not expired
+-- (BudgetLimits.max_nanos_at in Python); a count-only budget stays count-only.
+local function raised_max(check, at)
+  local max = check.max
+  if max < 0 or check.inc == nil then return max end
+  for _, increase in ipairs(check.inc) do
+    if at < increase[2] then max = max + increase[1] end
+  end
+  return max
+end
+
 local function tighter(limit, used, extra, cur_limit, cur_left)
   if limit < 0 then return cur_limit, cur_left end
   local left = limit - used - extra
@@ -54,6 +67,7 @@ end
 for i, c in ipairs(spec.checks) do
   local key = KEYS[c.k]
   if c.t == 'b' then
+    local max = raised_max(c, now)
     local start, window_end = budget_window(c.w, c.a, now)
     windows[i] = {start, window_end}
     local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
@@ -65,15 +79,15 @@ for i, c in ipairs(spec.checks) do
     end
     local retry = -1
     if window_end >= 0 then retry = window_end - now end
-    if c.max >= 0 and spend + resv >= c.max then
-      return {0, c.s, 'max_budget', spend, c.max, retry, resv}
+    if max >= 0 and spend + resv >= max then
+      return {0, c.s, 'max_budget', spend, max, retry, resv}
     end
     if c.mm >= 0 and mspend + mresv >= c.mm then
       return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
     end
     reserve[i] = spec.cost
-    if c.sh and c.max >= 0 then
-      local allowed = math.floor(spec.share * (c.max - spend - (resv - held)))
+    if c.sh and max >= 0 then
+      local allowed = math.floor(spec.share * (max - spend - (resv - held)))
       if held + spec.cost > allowed then
         if held > 0 or cap > 0 then
           -- Wait for this key's own requests there, or for the one capped request.
@@ -82,8 +96,8 @@ for i, c in ipairs(spec.checks) do
         reserve[i], capped[i] = allowed, true
       end
     end
-    if c.max >= 0 then
-      local left = c.max - spend - resv - spec.cost
+    if max >= 0 then
+      local left = max - spend - resv - spec.cost
       if left < 0 then left = 0 end
       if budget_left < 0 or left < budget_left then budget_left = left end
     end
