@@ -202,10 +202,10 @@ def test_a_job_with_the_sidecar_completes(installed: Installed) -> None:
 
 
 def _slow_request(api: KubeAPIServer, pod: str) -> subprocess.Popen[str]:
-    """A request the upstream answers only after a minute: it holds the key's one slot."""
+    """A stream that lasts about a minute: it holds the key's one parallel slot."""
     process = subprocess.Popen(
         [str(api.kubectl_path), f"--kubeconfig={api.kubeconfig}", "exec", "-n", APPS, pod,
-         "-c", "app", "--", "python3", "-c", CLIENT_SCRIPT, "delay:60"],
+         "-c", "app", "--", "python3", "-c", CLIENT_SCRIPT, "stream"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     wait_for(lambda: _in_flight(api) >= 1, "the slow request in flight", timeout=60)

@@ -26,28 +26,38 @@ WAIT_S = 180.0
 
 CLIENT_SCRIPT = textwrap.dedent(
     """\
-    # One request per argument (a model name) through the sidecar, as an app would make
-    # it: the official client, configured only by OPENAI_BASE_URL and OPENAI_API_KEY.
+    # One request per argument through the sidecar, as an app would make it: the official
+    # client, configured only by OPENAI_BASE_URL and OPENAI_API_KEY. `-`: a plain request;
+    # `stream`: a streamed one, read to its end (the fake upstream makes it last a minute).
     import json, os, sys
     import openai
 
     client = openai.OpenAI(max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "hello"}]
     statuses = []
-    for header in sys.argv[1:]:
-        extra = {"x-fake-fault": header} if header != "-" else {}
+    for kind in sys.argv[1:]:
         try:
-            response = client.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini",
-                messages=[{"role": "user", "content": "hello"}],
-                extra_headers=extra,
-            )
-            statuses.append(response.http_response.status_code)
+            if kind == "stream":
+                with client.chat.completions.with_streaming_response.create(
+                    model="gpt-4o-mini", messages=messages, stream=True
+                ) as response:
+                    for _ in response.iter_lines():
+                        pass
+                    statuses.append(response.http_response.status_code)
+            else:
+                response = client.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=messages
+                )
+                statuses.append(response.http_response.status_code)
         except openai.APIStatusError as error:
             statuses.append(error.status_code)
     print(json.dumps({"base_url": os.environ["OPENAI_BASE_URL"], "statuses": statuses}))
     """
 )
-"""Arguments: one per request, `-` for a plain one or an x-fake-fault value."""
+"""Arguments: one per request, `-` (plain) or `stream` (lasts about a minute)."""
+# Streams take STREAM_CHUNKS x STREAM_CHUNK_DELAY_MS; whole answers are not slowed.
+STREAM_CHUNKS = 400
+STREAM_CHUNK_DELAY_MS = 150
 
 
 def helm(api: KubeAPIServer, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -109,6 +119,10 @@ def fake_upstream(image: str) -> list[dict[str, Any]]:
                                     "0.0.0.0:8080",
                                     "--require-key",
                                     UPSTREAM_KEY,
+                                    "--chunks",
+                                    str(STREAM_CHUNKS),
+                                    "--chunk-delay-ms",
+                                    str(STREAM_CHUNK_DELAY_MS),
                                 ],
                                 "ports": [{"name": "http", "containerPort": 8080}],
                                 "readinessProbe": {
