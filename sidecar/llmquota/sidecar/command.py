@@ -18,13 +18,12 @@ from llmquota.sidecar.settings import (
     DEFAULT_MAX_CONNECTIONS,
     SidecarSettings,
 )
+from llmquota.sidecar.spend_snapshot import default_state_file
 from llmquota.store import RedisUrlError, check_redis
 
-__all__ = ["DEFAULT_STATE_FILE", "add_arguments", "run", "settings_from_args"]
+__all__ = ["add_arguments", "run", "settings_from_args"]
 
 _TRUE = {"1", "true", "yes", "on"}
-DEFAULT_STATE_FILE = ".llmquota-state.json"
-"""In the manifests folder unless --state-file says otherwise; hidden, so never loaded."""
 
 
 def _env(flag: str, default: str | None = None) -> str | None:
@@ -117,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("state-file"),
         metavar="PATH",
         help="standalone mode: where spend and first-load times are kept, to restore a "
-        f"wiped store (default: DIR/{DEFAULT_STATE_FILE})",
+        "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
+        "~/.local/state/llmquota; never in DIR, which kubectl apply -f reads whole)",
     )
     parser.add_argument(
         "--fail-open",
@@ -204,7 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     state_file = args.state_file
     if state_file is None and args.manifests is not None:
-        state_file = Path(args.manifests) / DEFAULT_STATE_FILE
+        state_file = default_state_file(Path(args.manifests))
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
     if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
         raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")

@@ -34,6 +34,7 @@ from llmquota.policy.decision import (
     format_usd,
     interpret_admit,
 )
+from llmquota.policy.failure import fails_open
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
@@ -407,10 +408,11 @@ async def _admit(
             outcome="store_unavailable",
         ) from error
     except _STORE_DOWN as error:
-        if not settings.fail_open:
+        if not fails_open(call.scopes, fail_open_flag=settings.fail_open):
             raise _store_unavailable(error) from error
         logger.warning(
-            "quota store unreachable, admitting without counting (--fail-open): %s",
+            "quota store unreachable, admitting without counting (failurePolicy Open on "
+            "every limit, or --fail-open): %s",
             error,
             extra={"request_id": exchange.request_id},
         )
