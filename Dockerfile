@@ -37,6 +37,10 @@ LABEL org.opencontainers.image.title="llmquota" \
       org.opencontainers.image.description="Kubernetes-native spend budgets and rate limits for LLM APIs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /opt/venv /opt/venv
+# A name for the uid below: without one getpass.getuser() raises, and kopf asks it for
+# the operator's peering identity (found when the chart first ran on a real node).
+RUN echo 'nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'nonroot:x:65532:' >> /etc/group
 # Read-only root file system friendly: no .pyc writes at run time (compiled above),
 # unbuffered logs, and HOME in /tmp (the chart mounts an emptyDir there).
 ENV PATH=/opt/venv/bin:$PATH \

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export LLMQUOTA_CACHE ?= $(HOME)/.cache/llmquota
 export PATH := $(CURDIR)/$(BIN):$(LLMQUOTA_CACHE)/bin:$(PATH)
 
-.PHONY: install system-deps demo test unit integration e2e lint typecheck crds testbed bench clean
+.PHONY: install system-deps cluster-deps demo test unit integration e2e e2e-cluster lint typecheck crds testbed bench clean
 
 install: system-deps $(BIN)/llmquota
 
@@ -15,6 +15,17 @@ system-deps:
 	  echo "installing redis-server from Debian's packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+
+# What the one-node cluster test bed runs on (make e2e-cluster, docs/testbed.md).
+CLUSTER_DEBS := containerd runc containernetworking-plugins iptables socat dnsmasq-base \
+                mmdebstrap gcc libc6-dev
+cluster-deps:
+	@missing=$$(for p in $(CLUSTER_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian's packages:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 $(BIN)/llmquota: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +37,8 @@ demo: install
 	$(BIN)/llmquota demo
 
 test: install testbed lint typecheck
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/cluster
+	$(MAKE) e2e-cluster
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -36,6 +48,14 @@ integration: install testbed
 
 e2e: install testbed
 	$(BIN)/pytest tests/e2e
+
+# Real Pods on a one-node cluster (needs root): node binaries and images are built once
+# into $(LLMQUOTA_CACHE); whatever a killed run left behind is swept before and after.
+e2e-cluster: install testbed cluster-deps
+	bash testbed/build.sh node
+	$(BIN)/python -m tests.support.kube_node cleanup
+	trap '$(CURDIR)/$(BIN)/python -m tests.support.kube_node cleanup' EXIT; \
+	  $(BIN)/pytest tests/cluster
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -68,8 +67,6 @@ __all__ = [
     "read_manifest_dir",
     "watch_manifest_dir",
 ]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "default"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")

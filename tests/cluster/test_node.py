@@ -8,7 +8,7 @@ import json
 import pytest
 from tests.support.kube_node import NODE_NAME, KubeCluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_a_pause_pod_runs_on_the_node(kube_cluster: KubeCluster) -> None:

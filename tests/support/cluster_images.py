@@ -51,9 +51,15 @@ _DPKG_EXCLUDES = (
     "/usr/share/locale/*",
     "/usr/share/info/*",
 )
+# Debian bookworm's python3, for the wheels' tags. pip evaluates requirement markers for
+# the Python running it, though: redis-py's `async-timeout; python_full_version <
+# "3.11.3"` must be asked for by hand.
+_IMAGE_PYTHON = "3.11.2"
+_IMAGE_PYTHON_NEEDS = ("async-timeout>=4.0.3",)
 _SITE = "opt/llmquota/lib"
 _PROJECT_SOURCES = ("core", "operator", "sidecar")
 _NONROOT = "65532:65532"
+_NONROOT_NAME = "nonroot"
 _LAUNCHER = f"""#!/usr/bin/python3
 # `llmquota`, as the console script of a pip install would be (pip --target writes none).
 import sys
@@ -154,7 +160,11 @@ def _base_layer(layer: Path) -> None:
 
 def _dependencies() -> list[str]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["demo"]]
+    return [
+        *project["dependencies"],
+        *project["optional-dependencies"]["demo"],
+        *_IMAGE_PYTHON_NEEDS,
+    ]
 
 
 def _pip_target(layer: Path, *requirements: str, no_deps: bool = False) -> None:
@@ -163,7 +173,11 @@ def _pip_target(layer: Path, *requirements: str, no_deps: bool = False) -> None:
         target = Path(root) / _SITE
         argv = [sys.executable, "-m", "pip", "install", "--quiet",
                 "--disable-pip-version-check", "--target", str(target)]  # fmt: skip
-        argv += ["--no-deps"] if no_deps else ["--only-binary=:all:"]
+        argv += (
+            ["--no-deps"]
+            if no_deps
+            else ["--only-binary=:all:", f"--python-version={_IMAGE_PYTHON}"]
+        )
         _run([*argv, *requirements], f"pip install --target ({', '.join(requirements)[:80]})")
         # pip writes console scripts for this machine's interpreter: not for the image.
         shutil.rmtree(target / "bin", ignore_errors=True)
@@ -172,6 +186,26 @@ def _pip_target(layer: Path, *requirements: str, no_deps: bool = False) -> None:
             launcher.parent.mkdir(parents=True)
             launcher.write_text(_LAUNCHER)
             launcher.chmod(0o755)
+        _tar_directory(Path(root), layer)
+
+
+def _user_layer(base: Path, layer: Path) -> None:
+    """The base's /etc/passwd and /etc/group with the image's user, 65532 `nonroot`.
+
+    Without an entry for its uid, `getpass.getuser()` raises, and kopf asks it for the
+    operator's peering identity.
+    """
+    name, uid = _NONROOT_NAME, _NONROOT.partition(":")[0]
+    entries = {"passwd": f"{name}:x:{uid}:{uid}:{name}:/tmp:/usr/sbin/nologin\n",
+               "group": f"{name}:x:{uid}:\n"}  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=layer.parent) as root, tarfile.open(base) as tar:
+        etc = Path(root) / "etc"
+        etc.mkdir()
+        for file, entry in entries.items():
+            member = tar.extractfile(f"./etc/{file}")
+            assert member is not None, f"no /etc/{file} in {base}"
+            (etc / file).write_bytes(member.read() + entry.encode())
+            (etc / file).chmod(0o644)
         _tar_directory(Path(root), layer)
 
 
@@ -240,8 +274,9 @@ def build_images() -> ClusterImages:
     """Build (or reuse) the three images; the archive's name changes with any input."""
     base_key = _digest(repr((_DEBIAN_SUITE, _BASE_PACKAGES, _DPKG_EXCLUDES)).encode())
     base = _cached_layer("base", base_key, _base_layer)
+    user = _cached_layer("user", base_key, lambda layer: _user_layer(base, layer))
     requirements = _dependencies()
-    deps_key = _digest(repr(requirements).encode(), sys.version.encode())
+    deps_key = _digest(repr(requirements).encode(), _IMAGE_PYTHON.encode())
     deps = _cached_layer("deps", deps_key, lambda layer: _pip_target(layer, *requirements))
     project_key = _tree_digest(
         [REPO_ROOT / "pyproject.toml", *(REPO_ROOT / s for s in _PROJECT_SOURCES)]
@@ -252,12 +287,17 @@ def build_images() -> ClusterImages:
     pause_source = REPO_ROOT / "testbed" / "images" / "pause.c"
     pause = _cached_layer("pause", _digest(pause_source.read_bytes()), _pause_layer)
 
-    archive_key = _digest(*(layer.name.encode() for layer in (base, deps, project, pause)))
+    llmquota = (base, user, deps, project)
+    pause_name = f"{IMAGE_REGISTRY}/pause:{pause.stem.removeprefix('pause-')}"
+    llmquota_name = f"{IMAGE_REGISTRY}/llmquota:{_digest(*(p.name.encode() for p in llmquota))}"
+    redis_name = f"{IMAGE_REGISTRY}/redis:{base_key}"
+    # The names say which layers (and so which inputs) went in: the archive is theirs.
+    archive_key = _digest(pause_name.encode(), llmquota_name.encode(), redis_name.encode())
     names = ClusterImages(
         archive=cache_dir() / "cluster" / f"images-{archive_key}.tar",
-        pause=f"{IMAGE_REGISTRY}/pause:{pause.stem.removeprefix('pause-')}",
-        llmquota=f"{IMAGE_REGISTRY}/llmquota:{project_key}",
-        redis=f"{IMAGE_REGISTRY}/redis:{base_key}",
+        pause=pause_name,
+        llmquota=llmquota_name,
+        redis=redis_name,
     )
     if names.archive.exists():
         return names
@@ -274,7 +314,7 @@ def build_images() -> ClusterImages:
         _Image(names.pause, (pause,), {"Entrypoint": ["/pause"], "User": _NONROOT}),
         _Image(
             names.llmquota,
-            (base, deps, project),
+            llmquota,
             {"Env": python_env, "Entrypoint": ["llmquota"], "Cmd": ["--help"], "User": _NONROOT},
         ),
         _Image(names.redis, (base,), {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["redis-server"]}),

@@ -12,7 +12,8 @@ iptables chains with DROP rules, mounts under /var/lib/kubelet). So the whole
 cluster, control plane included, runs inside one mount and network namespace made
 here (``unshare --mount --net``): the three /proc/sys files the kubelet writes are
 covered by copies of their own, its state directories are tmpfs, and the network
-namespace holds only loopback (with the node's address) and the Pods' bridge: every
+namespace holds only loopback, a bridge with no ports (the node's address) and the
+Pods' bridge: every
 address the cluster uses lives in it, and nothing in it routes anywhere else. The
 API server is relayed to a 127.0.0.1 port of the host over a unix socket (socat),
 for kubectl and helm; whatever must reach a Pod or Service IP runs inside the
@@ -33,7 +34,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -55,6 +55,24 @@ from .kube_apiserver import (
     cache_dir,
     testbed_version,
 )
+from .node_config import (
+    ADMIN_USER,
+    API_PORT,
+    CLUSTER_DOMAIN,
+    CNI_BIN,
+    KUBERNETES_ENDPOINTS,
+    NODE_IP,
+    NODE_NAME,
+    POD_CIDR,
+    SERVICE_CIDR,
+    containerd_config,
+    kube_proxy_config,
+    kubeconfig,
+    kubelet_config,
+    serving_certificate,
+)
+from .node_dns import ServiceRecords
+from .node_sweep import CGROUP_PREFIX, forget_run, make_cgroup_root, record_run, sweep_leftovers
 
 __all__ = [
     "NODE_IP",
@@ -69,17 +87,8 @@ __all__ = [
     "sweep_leftovers",
 ]
 
-NODE_NAME = "llmquota-node"
-NODE_IP = "10.77.0.1"
-POD_CIDR = "10.88.0.0/16"
-_POD_GATEWAY = "10.88.0.1"
-_SERVICE_CIDR = "10.96.0.0/16"
-_API_PORT = 6443
-_ADMIN_USER = "llmquota-admin"
-_CGROUP_PREFIX = "llmquota-node-"
-_CGROUP_MOUNT = Path("/sys/fs/cgroup")
-_CNI_BIN = Path("/usr/lib/cni")
 _HOST_TOOLS = (
+    "dnsmasq",
     "containerd",
     "containerd-shim-runc-v2",
     "runc",
@@ -123,14 +132,18 @@ _FENCE_SCRIPT = textwrap.dedent(
       mount --bind "$decoy" "$file"
     done
     ip link set lo up
-    # The node's address, on loopback: no device leads out of this namespace.
-    ip addr add {NODE_IP}/32 dev lo
+    # The node's "uplink": a bridge with no ports, so nothing sent there goes anywhere.
+    # The default route through it lets the node's processes connect to Service IPs
+    # (routed first, then rewritten by kube-proxy's rules).
+    ip link add node0 type bridge
+    ip addr add {NODE_IP}/32 dev node0
+    ip link set node0 up
+    ip route add default dev node0
     sysctl -qw net.ipv4.ip_forward=1
     touch "$1"
     exec sleep infinity
     """
 )
-_STOP_TIMEOUT_S = 20.0
 
 
 class _UnavailableError(TestbedUnavailableError):
@@ -177,8 +190,8 @@ def build_node() -> None:
 def missing_host_tools() -> list[str]:
     """What this machine lacks to run the node (root, Debian packages); [] when nothing."""
     missing = [tool for tool in _HOST_TOOLS if shutil.which(tool) is None]
-    if not (_CNI_BIN / "bridge").exists():
-        missing.append(f"{_CNI_BIN}/bridge (containernetworking-plugins)")
+    if not (CNI_BIN / "bridge").exists():
+        missing.append(f"{CNI_BIN}/bridge (containernetworking-plugins)")
     if os.geteuid() != 0:
         missing.append("root (namespaces, mounts and cgroups)")
     return missing
@@ -229,120 +242,6 @@ class KubeCluster:
         return (int(status) if status.isdigit() else 0), body or result.stderr
 
 
-# Cleaning up -----------------------------------------------------------------------------
-
-
-def _state_dir() -> Path:
-    return cache_dir() / "cluster" / "running"
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time (field 22 of /proc/PID/stat): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _netns_pids(holder: int) -> list[int]:
-    """Every process in the holder's network namespace, the holder excluded."""
-    try:
-        namespace = os.stat(f"/proc/{holder}/ns/net")
-    except OSError:
-        return []
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == holder:
-            continue
-        with contextlib.suppress(OSError):
-            found = os.stat(entry / "ns" / "net")
-            if (found.st_dev, found.st_ino) == (namespace.st_dev, namespace.st_ino):
-                pids.append(int(entry.name))
-    return pids
-
-
-def _cgroup_dirs(root_name: str) -> list[Path]:
-    """The node's cgroup directories in every hierarchy, deepest first."""
-    found: list[Path] = []
-    for hierarchy in _CGROUP_MOUNT.iterdir():
-        top = hierarchy / root_name
-        if top.is_dir():
-            found += [Path(d) for d, _, _ in os.walk(top)]
-    return sorted(found, key=lambda path: len(path.parts), reverse=True)
-
-
-def _cgroup_pids(root_name: str) -> set[int]:
-    pids: set[int] = set()
-    for directory in _cgroup_dirs(root_name):
-        with contextlib.suppress(OSError):
-            pids |= {int(line) for line in (directory / "cgroup.procs").read_text().split()}
-    return pids
-
-
-def _kill(pids: set[int] | list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _sweep(holder: int | None, root_name: str) -> None:
-    """Kill what runs in the namespace and the cgroups (by pid), then remove the cgroups."""
-    deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while True:
-        left = set(_netns_pids(holder) if holder else []) | _cgroup_pids(root_name)
-        if not left:
-            break
-        if time.monotonic() > deadline:
-            msg = f"processes of the test node did not exit: {sorted(left)}"
-            raise RuntimeError(msg)
-        _kill(left)
-        time.sleep(0.1)
-    if holder:
-        _kill([holder])
-    while True:
-        remaining = []
-        for directory in _cgroup_dirs(root_name):
-            try:
-                directory.rmdir()
-            except OSError:
-                remaining.append(directory)
-        if not remaining:
-            return
-        if time.monotonic() > deadline:
-            msg = f"cgroups of the test node could not be removed: {remaining[:5]}"
-            raise RuntimeError(msg)
-        time.sleep(0.1)
-
-
-def sweep_leftovers() -> None:
-    """Clean up after runs that were killed before their own cleanup ran."""
-    for state_file in sorted(_state_dir().glob("*.json")):
-        state = json.loads(state_file.read_text())
-        holder = state["holder"]
-        alive = _start_time(holder) == state["start_time"]
-        _sweep(holder if alive else None, state["cgroup"])
-        state_file.unlink()
-    for hierarchy in _CGROUP_MOUNT.iterdir():
-        for stale in hierarchy.glob(f"{_CGROUP_PREFIX}*"):
-            _sweep(None, stale.name)
-
-
-# Starting --------------------------------------------------------------------------------
-
-
-def _make_cgroup_root(root_name: str) -> None:
-    """The kubelet's ``cgroupRoot`` in every hierarchy (cpuset needs its cpus and mems)."""
-    for hierarchy in _CGROUP_MOUNT.iterdir():
-        if not (hierarchy / "cgroup.procs").exists():
-            continue
-        top = hierarchy / root_name
-        top.mkdir(exist_ok=True)
-        if (hierarchy / "cpuset.cpus").exists():
-            for field in ("cpuset.cpus", "cpuset.mems"):
-                (top / field).write_text((hierarchy / field).read_text())
-
-
 def _wait_for(
     check: Callable[[], bool], what: str, deadline: float, process: _Process | None = None
 ) -> None:
@@ -356,180 +255,6 @@ def _wait_for(
             msg = f"{what}: not in time"
             raise RuntimeError(msg)
         time.sleep(0.25)
-
-
-def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:
-    # `tls-server-name`: the host reaches the server through a relay on another address.
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "llmquota-cluster",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority": str(ca_file),
-                    "tls-server-name": "kubernetes.default.svc",
-                },
-            }
-        ],
-        "users": [{"name": _ADMIN_USER, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "llmquota-cluster",
-                "context": {
-                    "cluster": "llmquota-cluster",
-                    "user": _ADMIN_USER,
-                    "namespace": "default",
-                },
-            }
-        ],
-        "current-context": "llmquota-cluster",
-    }
-    path.write_text(json.dumps(config, indent=2))
-    path.chmod(0o600)
-
-
-def _containerd_config(workdir: Path, images: ClusterImages) -> Path:
-    cri = '[plugins."io.containerd.grpc.v1.cri"'
-    config = textwrap.dedent(
-        f"""\
-        version = 2
-        root = "{workdir}/containerd/root"
-        state = "{workdir}/containerd/state"
-        disabled_plugins = ["io.containerd.snapshotter.v1.btrfs",
-          "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-          "io.containerd.snapshotter.v1.aufs",
-          "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-        [grpc]
-          address = "{workdir}/containerd.sock"
-        [plugins."io.containerd.internal.v1.opt"]
-          path = "{workdir}/containerd/opt"
-        {cri}]
-          sandbox_image = "{images.pause}"
-          # The machine withholds CAP_SYS_RESOURCE: without this runc fails every sandbox
-          # ("can't get final child's PID from pipe").
-          restrict_oom_score_adj = true
-          disable_apparmor = true
-        {cri}.containerd]
-          snapshotter = "overlayfs"
-          default_runtime_name = "runc"
-        {cri}.containerd.runtimes.runc]
-          runtime_type = "io.containerd.runc.v2"
-        {cri}.containerd.runtimes.runc.options]
-          SystemdCgroup = false
-        {cri}.cni]
-          bin_dir = "{_CNI_BIN}"
-          conf_dir = "{workdir}/cni"
-        """
-    )
-    (workdir / "cni").mkdir()
-    (workdir / "cni" / "10-llmquota.conflist").write_text(
-        json.dumps(
-            {
-                "cniVersion": "0.4.0",
-                "name": "llmquota",
-                "plugins": [
-                    {
-                        "type": "bridge",
-                        "bridge": "cni0",
-                        "isGateway": True,
-                        "hairpinMode": True,
-                        "ipam": {
-                            "type": "host-local",
-                            "ranges": [[{"subnet": POD_CIDR, "gateway": _POD_GATEWAY}]],
-                            "routes": [{"dst": "0.0.0.0/0"}],
-                        },
-                    }
-                ],
-            }
-        )
-    )
-    path = workdir / "containerd.toml"
-    path.write_text(config)
-    return path
-
-
-def _kubelet_config(workdir: Path, cgroup_root: str) -> Path:
-    config = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        # A cgroup v1 host: kubelet 1.37 refuses it unless told not to.
-        "failCgroupV1": False,
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{cgroup_root}",
-        "containerRuntimeEndpoint": f"unix://{workdir}/containerd.sock",
-        "failSwapOn": False,
-        "address": NODE_IP,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": 10248,
-        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-        "authorization": {"mode": "AlwaysAllow"},
-        # No registry: images are imported, and must never be collected.
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "serializeImagePulls": False,
-        # The development machine's disk is often fuller than the default thresholds.
-        "evictionHard": {
-            "memory.available": "1Mi",
-            "nodefs.available": "0%",
-            "nodefs.inodesFree": "0%",
-            "imagefs.available": "0%",
-        },
-        "resolvConf": "",
-        "oomScoreAdj": 0,
-        "nodeStatusUpdateFrequency": "4s",
-        "syncFrequency": "10s",
-        "maxPods": 40,
-    }
-    path = workdir / "kubelet.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
-
-
-def _kube_proxy_config(workdir: Path, kubeconfig: Path) -> Path:
-    config = {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": str(kubeconfig)},
-        "mode": "iptables",
-        "hostnameOverride": NODE_NAME,
-        "clusterCIDR": POD_CIDR,
-        "healthzBindAddress": "127.0.0.1:10256",
-        "metricsBindAddress": "127.0.0.1:10249",
-        # A Pod reaching a Service on its own bridge: masquerade, so the answer returns.
-        "iptables": {"masqueradeAll": True},
-        # Conntrack limits are machine-wide settings: leave them alone.
-        "conntrack": {
-            "maxPerCore": 0,
-            "min": 0,
-            "tcpEstablishedTimeout": "0s",
-            "tcpCloseWaitTimeout": "0s",
-        },
-        "oomScoreAdj": 0,
-    }
-    path = workdir / "kube-proxy.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
-
-
-_KUBERNETES_ENDPOINTS = {
-    "apiVersion": "discovery.k8s.io/v1",
-    "kind": "EndpointSlice",
-    "metadata": {
-        "name": "kubernetes",
-        "namespace": "default",
-        "labels": {
-            "kubernetes.io/service-name": "kubernetes",
-            "endpointslice.kubernetes.io/managed-by": "llmquota-testbed",
-        },
-    },
-    "addressType": "IPv4",
-    "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
-    "ports": [{"name": "https", "port": _API_PORT, "protocol": "TCP"}],
-}
-"""`--endpoint-reconciler-type=none` leaves the kubernetes Service without endpoints."""
 
 
 @contextlib.contextmanager
@@ -550,7 +275,7 @@ def run_kube_cluster(
         raise _UnavailableError(msg)
     sweep_leftovers()
     deadline = time.monotonic() + startup_timeout
-    cgroup_root = f"{_CGROUP_PREFIX}{os.urandom(4).hex()}"
+    cgroup_root = f"{CGROUP_PREFIX}{os.urandom(4).hex()}"
     with contextlib.ExitStack() as stack:
         ready_file = workdir / "namespace.ready"
         holder = stack.enter_context(
@@ -573,22 +298,11 @@ def run_kube_cluster(
             )
         )
         holder_pid = holder.popen.pid
-        state_file = _state_dir() / f"{holder_pid}.json"
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(
-            json.dumps(
-                {"holder": holder_pid, "start_time": _start_time(holder_pid), "cgroup": cgroup_root}
-            )
-        )
-
-        def sweep() -> None:
-            _sweep(holder_pid, cgroup_root)
-            state_file.unlink(missing_ok=True)
-
+        record_run(holder_pid, cgroup_root)
         # Registered before anything runs in the namespace, so it runs after all stopped.
-        stack.callback(sweep)
+        stack.callback(forget_run, holder_pid, cgroup_root)
         _wait_for(ready_file.exists, "the node's namespaces", deadline, holder)
-        _make_cgroup_root(cgroup_root)
+        make_cgroup_root(cgroup_root)
 
         def inside(name: str, argv: Sequence[str]) -> _Process:
             enter = ["nsenter", f"--target={holder_pid}", "--mount", "--net", "--"]
@@ -603,7 +317,7 @@ def run_kube_cluster(
         _openssl("pkey", "-in", str(sa_key), "-pubout", "-out", str(sa_pub))
         token = os.urandom(24).hex()
         tokens = workdir / "tokens.csv"
-        tokens.write_text(f'{token},{_ADMIN_USER},{_ADMIN_USER},"system:masters"\n')
+        tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         tokens.chmod(0o600)
         etcd = inside(
             "etcd",
@@ -620,18 +334,21 @@ def run_kube_cluster(
                 "--log-level=warn",
             ],
         )
-        cert_dir = workdir / "certs"
+        ca_file, serving_key = serving_certificate(workdir)
         apiserver = inside(
             "kube-apiserver",
             [
                 str(binaries.kube_apiserver),
                 "--etcd-servers=http://127.0.0.1:2379",
-                f"--cert-dir={cert_dir}",
+                f"--tls-cert-file={ca_file}",
+                f"--tls-private-key-file={serving_key}",
                 "--bind-address=0.0.0.0",
                 f"--advertise-address={NODE_IP}",
-                f"--secure-port={_API_PORT}",
+                f"--secure-port={API_PORT}",
                 "--endpoint-reconciler-type=none",
-                f"--service-cluster-ip-range={_SERVICE_CIDR}",
+                # The node's name resolves nowhere: the API server calls the kubelet by IP.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--token-auth-file={tokens}",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
@@ -644,7 +361,7 @@ def run_kube_cluster(
         api_socket = workdir / "api.sock"
         inside(
             "relay-inside",
-            ["socat", f"UNIX-LISTEN:{api_socket},fork,unlink-early", f"TCP:127.0.0.1:{_API_PORT}"],
+            ["socat", f"UNIX-LISTEN:{api_socket},fork,unlink-early", f"TCP:127.0.0.1:{API_PORT}"],
         )
         host_port = _free_port()
         relay = stack.enter_context(
@@ -659,15 +376,13 @@ def run_kube_cluster(
             )
         )
         _wait_for(api_socket.exists, "the API relay", deadline, etcd)
-        ca_file = cert_dir / "apiserver.crt"
         server = f"https://127.0.0.1:{host_port}"
-        kubeconfig, inner_kubeconfig = workdir / "kubeconfig", workdir / "kubeconfig-inside"
-        _wait_for(ca_file.exists, "the API server's certificate", deadline, apiserver)
-        _kubeconfig(kubeconfig, server, ca_file, token)
-        _kubeconfig(inner_kubeconfig, f"https://127.0.0.1:{_API_PORT}", ca_file, token)
+        host_kubeconfig, inner_kubeconfig = workdir / "kubeconfig", workdir / "kubeconfig-inside"
+        kubeconfig(host_kubeconfig, server, ca_file, token)
+        kubeconfig(inner_kubeconfig, f"https://127.0.0.1:{API_PORT}", ca_file, token)
         api = KubeAPIServer(
             server=server,
-            kubeconfig=kubeconfig,
+            kubeconfig=host_kubeconfig,
             token=token,
             ca_file=ca_file,
             kubectl_path=binaries.kubectl,
@@ -692,7 +407,7 @@ def run_kube_cluster(
                 "--leader-elect=false",
                 f"--service-account-private-key-file={sa_key}",
                 f"--root-ca-file={ca_file}",
-                f"--service-cluster-ip-range={_SERVICE_CIDR}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--use-service-account-credentials=false",
                 "--v=1",
             ],
@@ -710,13 +425,13 @@ def run_kube_cluster(
                 "--v=1",
             ],
         )
-        api.kubectl("apply", "-f", "-", input=json.dumps(_KUBERNETES_ENDPOINTS), check=True)
+        api.kubectl("apply", "-f", "-", input=json.dumps(KUBERNETES_ENDPOINTS), check=True)
 
         # The node.
         containerd_socket = workdir / "containerd.sock"
         containerd = inside(
             "containerd",
-            ["containerd", f"--config={_containerd_config(workdir, images)}", "--log-level=info"],
+            ["containerd", f"--config={containerd_config(workdir, images)}", "--log-level=info"],
         )
         _wait_for(containerd_socket.exists, "containerd's socket", deadline, containerd)
         imported = subprocess.run(
@@ -744,7 +459,7 @@ def run_kube_cluster(
             "kubelet",
             [
                 str(node.kubelet),
-                f"--config={_kubelet_config(workdir, cgroup_root)}",
+                f"--config={kubelet_config(workdir, cgroup_root)}",
                 f"--kubeconfig={inner_kubeconfig}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={NODE_IP}",
@@ -766,11 +481,35 @@ def run_kube_cluster(
             return ready.stdout.strip() == "True"
 
         _wait_for(node_ready, "the node Ready", deadline, kubelet)
+        dns_dir = workdir / "dns"
+        dns_dir.mkdir()
+        records = ServiceRecords(api, dns_dir / "services")
+        first = records.records()
+        assert first is not None
+        (dns_dir / "services").write_text(first)
+        inside(
+            "dnsmasq",
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--log-facility=-",
+                f"--pid-file={workdir / 'dnsmasq.pid'}",
+                "--user=root",
+                "--no-resolv",
+                "--no-hosts",
+                f"--hostsdir={dns_dir}",
+                f"--local=/{CLUSTER_DOMAIN}/",
+                f"--listen-address={NODE_IP}",
+                "--bind-interfaces",
+            ],
+        )
+        records.start()
+        stack.callback(records.stop)
         kube_proxy = inside(
             "kube-proxy",
             [
                 str(node.kube_proxy),
-                f"--config={_kube_proxy_config(workdir, inner_kubeconfig)}",
+                f"--config={kube_proxy_config(workdir, inner_kubeconfig)}",
                 "--v=1",
             ],
         )

@@ -44,7 +44,11 @@ def _common_flags() -> argparse.ArgumentParser:
     flags.add_argument("--context", help="the kubeconfig context to use")
     flags.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     flags.add_argument(
-        "-o", "--output", choices=("table", "json", "yaml"), default="table", help="%(default)s"
+        "-o",
+        "--output",
+        choices=("table", "json", "yaml"),
+        default="table",
+        help="table (default), json or yaml",
     )
     return flags
 
@@ -60,14 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     top = commands.add_parser(
         "top", parents=[common], help="teams and keys by spend, remaining, reset, forecast"
     )
-    top.add_argument("kind", nargs="?", choices=sorted(_KIND_NAMES), help="only teams or keys")
+    top.add_argument(
+        "kind", nargs="?", choices=sorted(_KIND_NAMES), metavar="teams|apikeys", help="one kind"
+    )
     top.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     top.add_argument("--sort", choices=SORT_KEYS, default="spend", help="%(default)s")
 
     why = commands.add_parser(
         "why", parents=[common], help="which scope refuses an ApiKey and what would lift it"
     )
-    why.add_argument("target", nargs="+", metavar="apikey/NAME", help="apikey/NAME or apikey NAME")
+    why.add_argument("target", metavar="apikey/NAME", help="the ApiKey (also: apikey NAME)")
+    why.add_argument("name", nargs="?", help=argparse.SUPPRESS)
     why.add_argument(
         "--global-budget",
         metavar="NS/NAME",
@@ -92,12 +99,33 @@ def _kind(word: str, parser: argparse.ArgumentParser) -> SubjectKind:
     return kind
 
 
-def _apikey_name(target: Sequence[str], parser: argparse.ArgumentParser) -> str:
-    """NAME from `apikey/NAME` or `apikey NAME`."""
-    words = target[0].split("/", 1) + list(target[1:])
-    if len(words) != 2 or _kind(words[0], parser) != "ApiKey" or not words[1]:
-        parser.error("why takes one ApiKey: why apikey/NAME")
-    return words[1]
+def _checked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Check what the command line names before connecting, as kubectl does: `kinds` and
+    `object_name` (top, usage), `apikey` and `global_ref` (why)."""
+    if args.command == "why":
+        kind_word, _, name = args.target.partition("/")
+        name = name or args.name or ""
+        if _kind(kind_word, parser) != "ApiKey" or not name or (args.name and "/" in args.target):
+            parser.error("why takes one ApiKey: why apikey/NAME")
+        args.apikey = name
+        args.global_ref = None
+        if args.global_budget is not None:
+            args.global_ref = _global_ref(args.global_budget)
+            if args.global_ref is None:
+                parser.error(f"--global-budget {args.global_budget!r} is not NAMESPACE/NAME")
+        return args
+    target = (args.kind if args.command == "top" else args.target) or ""
+    kind_word, _, name = target.partition("/")
+    args.kinds = [_kind(kind_word, parser)] if kind_word else ["Team", "ApiKey"]
+    args.object_name = name or None
+    if name and args.all_namespaces:
+        parser.error(f"{target} is one object, in one namespace: drop -A")
+    return args
+
+
+def _global_ref(value: str) -> tuple[str, str] | None:
+    namespace, _, name = value.partition("/")
+    return (namespace, name) if namespace and name and "/" not in name else None
 
 
 def _write(text: str) -> None:
@@ -119,10 +147,10 @@ def _nothing_found(namespace: str | None) -> None:
     sys.stderr.write(f"No resources found{where}.\n")
 
 
-async def _top(args: argparse.Namespace, cluster: Cluster, parser: argparse.ArgumentParser) -> int:
+async def _top(args: argparse.Namespace, cluster: Cluster) -> int:
     namespace = None if args.all_namespaces else args.namespace or cluster.namespace
-    kinds: list[SubjectKind] = [_kind(args.kind, parser)] if args.kind else ["Team", "ApiKey"]
-    subjects = sort_subjects(await _subjects(cluster, kinds, namespace), cast(SortKey, args.sort))
+    subjects = await _subjects(cluster, args.kinds, namespace)
+    subjects = sort_subjects(subjects, cast(SortKey, args.sort))
     if args.output != "table":
         _write(format_document(top_document(subjects), cast(OutputFormat, args.output)))
     elif not subjects:
@@ -132,12 +160,10 @@ async def _top(args: argparse.Namespace, cluster: Cluster, parser: argparse.Argu
     return 0
 
 
-async def _global_budget(
-    args: argparse.Namespace, cluster: Cluster, parser: argparse.ArgumentParser
-) -> GlobalBudget | None:
+async def _global_budget(args: argparse.Namespace, cluster: Cluster) -> GlobalBudget | None:
     """The global budget: --global-budget, else the operator Deployment's flag."""
-    value = args.global_budget
-    if value is None:
+    ref = args.global_ref
+    if ref is None:
         found = await cluster.operator_global_budgets()
         if found is None:
             sys.stderr.write(
@@ -147,14 +173,14 @@ async def _global_budget(
             return None
         if len(found) > 1:
             sys.stderr.write(f"warning: operators with different global budgets: {found}\n")
-        value = found[0] if found else None
-    if value is None:
-        return None
-    namespace, _, name = value.partition("/")
-    if not namespace or not name:
-        parser.error(f"--global-budget {value!r} is not NAMESPACE/NAME")
-    budget = await cluster.get_object("budgets", namespace, name)
-    return GlobalBudget(namespace, name, budget)
+        if not found:
+            return None
+        ref = _global_ref(found[0])
+        if ref is None:
+            sys.stderr.write(f"warning: the operator's --global-budget {found[0]!r} is invalid\n")
+            return None
+    namespace, name = ref
+    return GlobalBudget(namespace, name, await cluster.get_object("budgets", namespace, name))
 
 
 async def _referenced_budgets(
@@ -171,8 +197,8 @@ async def _referenced_budgets(
     return dict(zip(names, found, strict=True))
 
 
-async def _why(args: argparse.Namespace, cluster: Cluster, parser: argparse.ArgumentParser) -> int:
-    name = _apikey_name(args.target, parser)
+async def _why(args: argparse.Namespace, cluster: Cluster) -> int:
+    name = args.apikey
     namespace = args.namespace or cluster.namespace
     key_object = await cluster.get_object("apikeys", namespace, name)
     if key_object is None:
@@ -184,7 +210,7 @@ async def _why(args: argparse.Namespace, cluster: Cluster, parser: argparse.Argu
         team_object = await cluster.get_object("teams", namespace, key.team)
         team = None if team_object is None else subject_view(team_object, "Team")
     budgets = await _referenced_budgets(cluster, namespace, [s for s in (key, team) if s])
-    global_budget = await _global_budget(args, cluster, parser)
+    global_budget = await _global_budget(args, cluster)
     now = datetime.now(UTC)
     report = why_key(key, team, global_budget, now, budgets=budgets)
     if args.output != "table":
@@ -194,24 +220,19 @@ async def _why(args: argparse.Namespace, cluster: Cluster, parser: argparse.Argu
     return 0
 
 
-async def _usage(
-    args: argparse.Namespace, cluster: Cluster, parser: argparse.ArgumentParser
-) -> int:
+async def _usage(args: argparse.Namespace, cluster: Cluster) -> int:
     namespace = None if args.all_namespaces else args.namespace or cluster.namespace
     dimensions = cast(list[Dimension], args.by or list(DIMENSIONS))
-    target = args.target or ""
-    kind_word, _, name = target.partition("/")
-    kinds: list[SubjectKind] = [_kind(kind_word, parser)] if kind_word else ["Team", "ApiKey"]
-    if name:
-        if namespace is None:
-            parser.error("a single object needs a namespace, not -A")
-        found = await cluster.get_object(_PLURALS[kinds[0]], namespace, name)
+    name = args.object_name
+    if name is not None and namespace is not None:
+        (kind,) = args.kinds
+        found = await cluster.get_object(_PLURALS[kind], namespace, name)
         if found is None:
-            msg = f'{_PLURALS[kinds[0]]}.llmquota.dev "{name}" not found in namespace "{namespace}"'
+            msg = f'{_PLURALS[kind]}.llmquota.dev "{name}" not found in namespace "{namespace}"'
             raise ClusterError(msg)
-        subjects = [subject_view(found, kinds[0])]
+        subjects = [subject_view(found, kind)]
     else:
-        subjects = sort_subjects(await _subjects(cluster, kinds, namespace), "name")
+        subjects = sort_subjects(await _subjects(cluster, args.kinds, namespace), "name")
     if args.output != "table":
         document = usage_document(subjects, dimensions)
         _write(format_document(document, cast(OutputFormat, args.output)))
@@ -225,10 +246,10 @@ async def _usage(
 _COMMANDS = {"top": _top, "why": _why, "usage": _usage}
 
 
-async def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+async def _run(args: argparse.Namespace) -> int:
     cluster = await Cluster.connect(args.kubeconfig, args.context)
     try:
-        return await _COMMANDS[args.command](args, cluster, parser)
+        return await _COMMANDS[args.command](args, cluster)
     finally:
         await cluster.close()
 
@@ -236,9 +257,9 @@ async def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 1 with a one-line error when the cluster cannot be read."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _checked(parser.parse_args(argv), parser)
     try:
-        return asyncio.run(_run(args, parser))
+        return asyncio.run(_run(args))
     except ClusterError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1

@@ -12,6 +12,7 @@ from llmquota.models.common import (
     Condition,
     CrdInfo,
     Duration,
+    FailurePolicy,
     Money,
     ResourceModel,
     WireModel,
@@ -54,6 +55,13 @@ class BudgetSpec(WireModel):
     model_max_budget: dict[str, Money] = Field(
         default_factory=dict,
         description="Per-model caps in USD inside the same window, e.g. {gpt-4o: 5}.",
+    )
+    failure_policy: FailurePolicy = Field(
+        default="Closed",
+        description="While the store (Redis) is unreachable: Closed refuses requests this "
+        "budget applies to (503 service_unavailable); Open lets them through uncounted. A "
+        "request is let through only when every limit that applies to it is Open (or the "
+        "sidecar runs with --fail-open).",
     )
 
     @model_validator(mode="after")

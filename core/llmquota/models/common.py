@@ -22,6 +22,7 @@ __all__ = [
     "Condition",
     "CrdInfo",
     "Duration",
+    "FailurePolicy",
     "Money",
     "ObjectMeta",
     "ObjectRef",
@@ -44,6 +45,8 @@ CONDITIONS_LIST: dict[str, JsonValue] = {
 """Conditions are a list-map keyed on `type` (Kubernetes API conventions)."""
 
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FailurePolicy = Literal["Closed", "Open"]
+"""What a limit does while the store is unreachable: refuse (503) or admit uncounted."""
 
 
 def _check_duration(value: Any) -> Any:

@@ -6,7 +6,14 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from llmquota.models.common import CONDITIONS_LIST, Condition, CrdInfo, ResourceModel, WireModel
+from llmquota.models.common import (
+    CONDITIONS_LIST,
+    Condition,
+    CrdInfo,
+    FailurePolicy,
+    ResourceModel,
+    WireModel,
+)
 
 __all__ = ["ModelRateLimit", "RateLimit", "RateLimitSpec", "RateLimitStatus"]
 
@@ -69,6 +76,12 @@ class RateLimitSpec(ModelRateLimit):
         max_length=MAX_PRIORITIES,
         description="Only with Dynamic: share of the pool (0..1) reserved per ApiKey "
         "priority, e.g. {prod: 0.9, dev: 0.1}. Shares add up to at most 1.",
+    )
+    failure_policy: FailurePolicy = Field(
+        default="Open",
+        description="While the store (Redis) is unreachable: Open (the default for rate "
+        "limits) lets requests through uncounted; Closed refuses them (503). A request is "
+        "let through only when every limit that applies to it is Open.",
     )
 
     @model_validator(mode="after")

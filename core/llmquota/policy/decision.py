@@ -12,10 +12,14 @@ from llmquota.policy.admission import AdmissionCall
 from llmquota.policy.resolved import ResolvedPolicy, usd
 
 __all__ = [
+    "BUDGET_REMAINING_HEADER",
+    "RESERVED_RETRY_MS",
     "Admitted",
     "Refused",
     "check_key",
+    "check_key_standing",
     "format_money",
+    "format_usd",
     "format_wait",
     "interpret_admit",
 ]
@@ -47,10 +51,27 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A request let through, with the headers its response carries."""
+    """A request let through, with the headers its response carries.
+
+    `budget_left_nanos`: the tightest budget's remaining with this request's reservation
+    held; `budget_room_nanos`: the same before it, from which the remaining after this
+    request settles follows (`remaining_after`). None: no budget limits the key.
+    """
 
     headers: dict[str, str]
     budget_left_nanos: int | None
+    budget_room_nanos: int | None = None
+
+    def remaining_after(self, cost_nanos: int) -> int | None:
+        """The tightest budget's remaining once this request is settled at `cost_nanos`."""
+        if self.budget_room_nanos is None:
+            return None
+        return max(self.budget_room_nanos - cost_nanos, 0)
+
+
+def format_usd(amount_nanos: int) -> str:
+    """USD to the nano, as the `x-llmquota-*` headers carry it."""
+    return f"{usd(amount_nanos):.9f}"
 
 
 def format_money(amount_usd: float) -> str:
@@ -79,6 +100,23 @@ def _retry_after(milliseconds: int) -> dict[str, str]:
 
 def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | None:
     """Refusals that need no counters: incomplete policy, blocked, expired, model."""
+    refused = check_key_standing(policy, now)
+    if refused is not None:
+        return refused
+    if policy.models and model not in policy.models:
+        return Refused(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            f"Model {model!r} is not allowed for key {policy.key_name}; "
+            f"allowed: {', '.join(policy.models)}.",
+        )
+    return None
+
+
+def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
+    """Whether the key may be used at all (every endpoint asks): incomplete policy,
+    blocked, expired."""
     if policy.refusal is not None:
         # A known key whose limits cannot be applied: a configuration problem on the
         # server's side (503), not a wrong key (401).
@@ -103,15 +141,47 @@ def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | No
             "key_expired",
             f"Key {policy.key_name} expired at {policy.expires_at.isoformat()}.",
         )
-    if policy.models and model not in policy.models:
-        return Refused(
-            403,
-            "permission_error",
-            "model_not_allowed",
-            f"Model {model!r} is not allowed for key {policy.key_name}; "
-            f"allowed: {', '.join(policy.models)}.",
-        )
     return None
+
+
+BUDGET_REMAINING_HEADER = "x-llmquota-budget-remaining"
+# A budget whose spend is below its max is full only with what requests in flight have
+# reserved: they settle (or are freed) within their answer's time, so retry soon.
+RESERVED_RETRY_MS = 1000
+
+
+def _budget_refusal(
+    call: AdmissionCall, result: Sequence[int | bytes | str], limit: str
+) -> Refused:
+    scope = call.scopes[int(result[1])]
+    current, maximum, retry_ms, reserved = (int(value) for value in result[3:7])
+    what = "Budget" if limit == "max_budget" else "Model budget"
+    in_flight = f" (+{format_money(usd(reserved))} reserved in flight)" if reserved else ""
+    spend = (
+        f"spend {format_money(usd(current))}{in_flight}, max budget {format_money(usd(maximum))}"
+    )
+    if current < maximum:
+        return Refused(
+            402,
+            "budget_exceeded",
+            "budget_exceeded",
+            f"{what} is held by requests in flight for {scope.label}: {spend}; their "
+            f"reservations are released when they finish, retry in "
+            f"{format_wait(RESERVED_RETRY_MS)}",
+            limit=limit,
+            scope_label=scope.label,
+            headers=_retry_after(RESERVED_RETRY_MS),
+        )
+    resets = "never resets" if retry_ms < 0 else f"resets in {format_wait(retry_ms)}"
+    return Refused(
+        402,
+        "budget_exceeded",
+        "budget_exceeded",
+        f"{what} has been exceeded for {scope.label}: {spend}, {resets}",
+        limit=limit,
+        scope_label=scope.label,
+        headers={} if retry_ms < 0 else _retry_after(retry_ms),
+    )
 
 
 _RATE_LIMIT_NAMES = {
@@ -142,26 +212,18 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
             headers["x-ratelimit-remaining-tokens"] = str(tok_left)
             headers["x-ratelimit-reset-tokens"] = format_wait(reset_ms)
         if budget_left >= 0:
-            headers["x-llmquota-budget-remaining"] = f"{usd(budget_left):.9f}"
-        return Admitted(headers=headers, budget_left_nanos=None if budget_left < 0 else budget_left)
+            headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)
+        room = int(result[7]) if len(result) > 7 else -1
+        return Admitted(
+            headers=headers,
+            budget_left_nanos=None if budget_left < 0 else budget_left,
+            budget_room_nanos=None if room < 0 or budget_left < 0 else room,
+        )
     scope = call.scopes[int(result[1])]
     limit = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
     current, maximum, retry_ms = int(result[3]), int(result[4]), int(result[5])
     if limit in ("max_budget", "model_max_budget"):
-        what = "Budget" if limit == "max_budget" else "Model budget"
-        reserved = int(result[6])
-        in_flight = f" (+{format_money(usd(reserved))} reserved in flight)" if reserved else ""
-        resets = "never resets" if retry_ms < 0 else f"resets in {format_wait(retry_ms)}"
-        return Refused(
-            402,
-            "budget_exceeded",
-            "budget_exceeded",
-            f"{what} has been exceeded for {scope.label}: spend {format_money(usd(current))}"
-            f"{in_flight}, max budget {format_money(usd(maximum))}, {resets}",
-            limit=limit,
-            scope_label=scope.label,
-            headers={} if retry_ms < 0 else _retry_after(retry_ms),
-        )
+        return _budget_refusal(call, result, limit)
     if limit == "key_share":
         return _key_share_refusal(
             scope.label, held=current, allowed=maximum, retry_ms=retry_ms, cost=int(result[6])

@@ -142,6 +142,7 @@ def budget_limits(spec: BudgetSpec, anchor_ms: int) -> BudgetLimits:
         window=parse_duration(spec.budget_duration).wire,
         anchor_ms=anchor_ms,
         model_max_nanos={model: nanos(cap) for model, cap in spec.model_max_budget.items()},
+        fail_open=spec.failure_policy == "Open",
     )
 
 
@@ -157,6 +158,7 @@ def rate_limits(spec: RateLimitSpec) -> RateLimits:
         },
         dynamic=spec.allocation == "Dynamic",
         priority_reservation=dict(spec.priority_reservation),
+        fail_open=spec.failure_policy == "Open",
     )
 
 
@@ -286,6 +288,7 @@ def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
             max_nanos=COUNT_ONLY.max_nanos if cap is None else nanos(cap),
             window=team_budget.window,
             anchor_ms=team_budget.anchor_ms,
+            fail_open=team_budget.fail_open,
         ),
     )
 

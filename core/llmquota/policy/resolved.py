@@ -65,6 +65,7 @@ class BudgetLimits(_Frozen):
     anchor_ms: int = 0
     model_max_nanos: dict[str, int] = Field(default_factory=dict)
     increases: list[BudgetIncrease] = Field(default_factory=list)
+    fail_open: bool = False  # failurePolicy Open: admitted uncounted while Redis is away
 
     def max_nanos_at(self, now_ms: int) -> int:
         """The max in force at `now_ms`: raised by every override not yet expired.
@@ -114,6 +115,7 @@ class RateLimits(LimitSet):
     models: dict[str, LimitSet] = Field(default_factory=dict)
     dynamic: bool = False
     priority_reservation: dict[str, float] = Field(default_factory=dict)
+    fail_open: bool = True  # failurePolicy Open, the rate limits' default
 
 
 class Scope(_Frozen):

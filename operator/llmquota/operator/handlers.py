@@ -58,9 +58,6 @@ PLURALS: dict[str, Model] = {
     "ratelimits": RateLimit,
     "budgetoverrides": BudgetOverride,
 }
-# How often an override's expiry daemon looks again at its (live) body while waiting,
-# so an `expires` moved earlier is honoured that much later at the most.
-OVERRIDE_RECHECK_S = 30.0
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -426,34 +423,12 @@ async def override_changed(
         override = _validated(BudgetOverride, body, status, patch, memo=memo, measured=measured)
         if override is None:
             return
-        status_update, events = _override_status(_state(memo), override, status)
+        status_update, events = overrides.override_status(_state(memo), override, status)
         patch.status.update(status_update)
         for type_, reason, message in events:
             kopf.event(body, type=type_, reason=reason, message=message)
         await _refresh_target(_state(memo), override)
         measured.result = "ok"
-
-
-def _override_status(
-    state: OperatorState, override: BudgetOverride, status: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-    now = datetime.now(UTC)
-    target = overrides.target_of(state, override)
-    capped = target is not None and overrides.target_capped(state, target)
-    observation = overrides.override_observation(override, target is not None, capped, now)
-    status_update, transitions = service.update_status(
-        state,
-        override.metadata.uid,
-        status,
-        {
-            "active": observation.status == "True",
-            "observedGeneration": override.metadata.generation,
-        },
-        [observation],
-        generation=override.metadata.generation,
-        now=now,
-    )
-    return status_update, overrides.override_events(transitions)
 
 
 async def _refresh_target(
@@ -484,37 +459,6 @@ async def override_deleted(
         _state(memo).conditions.pop(override.metadata.uid or "", None)
         await _refresh_target(_state(memo), override, gone=True)
         measured.result = "ok"
-
-
-async def override_expiry(
-    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
-) -> None:
-    """Wait for the override's expiry, then mark it (Active False, an Event) and refresh.
-
-    The sidecars stopped applying the increase at that instant already (the admit script
-    compares `expires` with Redis' clock); this is the record of it.
-    """
-    while not stopped:
-        try:
-            override = BudgetOverride.model_validate(_plain(body))
-        except ValidationError:
-            return
-        wait_s = (override.spec.expires - datetime.now(UTC)).total_seconds()
-        if wait_s > 0:
-            await stopped.wait(min(wait_s, OVERRIDE_RECHECK_S))
-            continue
-        state = _state(memo)
-        current = dict(body.get("status") or {})
-        status_update, events = _override_status(state, override, current)
-        namespace = override.metadata.namespace
-        if status_update:
-            await state.kube.patch_status(
-                "budgetoverrides", namespace, override.metadata.name, status_update
-            )
-        for type_, reason, message in events:
-            await service.post_event(state, override, type_, reason, message)
-        await _refresh_target(state, override)
-        return
 
 
 # Registry --------------------------------------------------------------------------------
@@ -554,10 +498,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.event(*resource, "budgetoverrides", registry=registry, id="budgetoverride-delete")(
         override_deleted
     )
-    kopf.daemon(
-        *resource, "budgetoverrides", registry=registry, id="budgetoverride-expiry",
-        cancellation_timeout=5.0,
-    )(override_expiry)  # fmt: skip
+    # Expiries are recorded by the status sync (`overrides.record_expiries`), not a kopf
+    # daemon per override: a daemon needs a finalizer, which would trap the removal.
     for plural, (changed, deleted) in (
         ("budgets", _reference_changed(Budget)),
         ("ratelimits", _reference_changed(RateLimit)),

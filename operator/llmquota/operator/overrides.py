@@ -11,7 +11,8 @@ policy-change publication the sidecars follow).
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from llmquota.models import ApiKey, BudgetOverride, Team
@@ -25,6 +26,8 @@ __all__ = [
     "active_overrides",
     "override_events",
     "override_observation",
+    "override_status",
+    "record_expiries",
     "refresh_target",
     "target_of",
 ]
@@ -142,3 +145,51 @@ async def refresh_target(
     ]
     listed = active_overrides(remaining, target, now)
     await state.kube.patch_status(plural, namespace, target.metadata.name, {"overrides": listed})
+
+
+def override_status(
+    state: OperatorState, override: BudgetOverride, status: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """The override's status patch (Active, observedGeneration) and the Events it implies."""
+    now = datetime.now(UTC)
+    target = target_of(state, override)
+    capped = target is not None and target_capped(state, target)
+    observation = override_observation(override, target is not None, capped, now)
+    status_update, transitions = service.update_status(
+        state,
+        override.metadata.uid,
+        status,
+        {
+            "active": observation.status == "True",
+            "observedGeneration": override.metadata.generation,
+        },
+        [observation],
+        generation=override.metadata.generation,
+        now=now,
+    )
+    return status_update, override_events(transitions)
+
+
+async def record_expiries(state: OperatorState, now: datetime) -> int:
+    """Mark every override past its `expires` that still shows Active; how many.
+
+    Called by the status sync every --status-interval: the sidecars stopped applying the
+    increase at that instant already (the admit script compares `expires` with Redis'
+    clock); this is the record of it (Active False, an Event, the target refreshed). A
+    kopf daemon per override did it to the second, but daemons put a finalizer on their
+    objects, and removing the operator first then left them Terminating.
+    """
+    marked = 0
+    for override in state.indexes.overrides.everywhere():
+        shown = override.status.model_dump(by_alias=True, mode="json") if override.status else {}
+        if override.spec.expires > now or shown.get("active") is False:
+            continue
+        status_update, events = override_status(state, override, shown)
+        namespace, name = override.metadata.namespace, override.metadata.name
+        if status_update:
+            await state.kube.patch_status("budgetoverrides", namespace, name, status_update)
+        for type_, reason, message in events:
+            await service.post_event(state, override, type_, reason, message)
+        await refresh_target(state, override, now)
+        marked += 1
+    return marked

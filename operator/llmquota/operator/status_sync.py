@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, RateLimit, Team
-from llmquota.operator import service
+from llmquota.operator import overrides, service
 from llmquota.operator.conditions import Observation
 from llmquota.operator.forecast import (
     Forecast,
@@ -284,7 +284,10 @@ def _fields_and_observations(
     guards: list[GuardView],
     now_ms: int,
 ) -> tuple[dict[str, Any], list[Observation]]:
-    """What the status should say, given the subject's counters read as views."""
+    """What the status should say, given the subject's counters read as views.
+
+    Takes this pass's forecast sample of the subject and publishes its forecast metric.
+    """
     obj = subject.obj
     now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     fields: dict[str, Any] = {}
@@ -399,11 +402,16 @@ async def sync_once(state: OperatorState) -> None:
     slots = asyncio.Semaphore(PATCH_CONCURRENCY)
     now_ms = await state.store.now_ms()
     objects: list[ApiKey | Team] = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
+    sampled: set[ScopeRef] = set()
     for start in range(0, len(objects), BATCH_SIZE):
         batch = objects[start : start + BATCH_SIZE]
         subjects = [s for obj in batch if (s := _subject(state, obj)) is not None]
+        sampled.update(subject.counted[0].ref for subject in subjects if subject.counted)
         await _sync_batch(state, subjects, now_ms, slots)
         await asyncio.sleep(0)  # let watch events in between batches
+    for gone in state.spend_samples.keys() - sampled:  # subjects deleted or without budget
+        del state.spend_samples[gone]
+    await overrides.record_expiries(state, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
     references: list[tuple[Budget | RateLimit, str]] = [
         *((budget, "budgets") for budget in indexes.budgets.everywhere()),
         *((limit, "ratelimits") for limit in indexes.rate_limits.everywhere()),

@@ -88,11 +88,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(store.close)
         app[STORE] = store
         app[POLICIES] = PolicyCache(store)
-        app[IN_FLIGHT] = InFlight(store, settings.lease_ms)
+        app[IN_FLIGHT] = InFlight(store, settings.lease_ms, app[METRICS])
         app[BUDGET_GAUGES] = BudgetGauges(store, app[METRICS])
         yield
         # Requests still in flight after the drain were cut off: free what they hold.
-        await app[IN_FLIGHT].abort_all()
+        await app[IN_FLIGHT].abort_all(settings.shutdown_timeout)
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

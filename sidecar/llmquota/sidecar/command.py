@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from llmquota.event_loop import new_event_loop
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
@@ -17,13 +18,12 @@ from llmquota.sidecar.settings import (
     DEFAULT_MAX_CONNECTIONS,
     SidecarSettings,
 )
+from llmquota.sidecar.spend_snapshot import default_state_file
 from llmquota.store import RedisUrlError, check_redis
 
-__all__ = ["DEFAULT_STATE_FILE", "add_arguments", "run", "settings_from_args"]
+__all__ = ["add_arguments", "run", "settings_from_args"]
 
 _TRUE = {"1", "true", "yes", "on"}
-DEFAULT_STATE_FILE = ".llmquota-state.json"
-"""In the manifests folder unless --state-file says otherwise; hidden, so never loaded."""
 
 
 def _env(flag: str, default: str | None = None) -> str | None:
@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("upstream-key-file"),
         metavar="PATH",
         help="file holding the upstream's API key (a mounted Secret; re-read when it changes)",
+    )
+    parser.add_argument(
+        "--forward-header",
+        action="append",
+        default=[name for name in (_env("forward-header") or "").split(",") if name.strip()],
+        metavar="NAME",
+        help="also forward this client header upstream (repeatable; the environment "
+        "variable takes a comma-separated list); see docs/sidecar.md for those always sent",
     )
     parser.add_argument(
         "--redis",
@@ -108,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("state-file"),
         metavar="PATH",
         help="standalone mode: where spend and first-load times are kept, to restore a "
-        f"wiped store (default: DIR/{DEFAULT_STATE_FILE})",
+        "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
+        "~/.local/state/llmquota; never in DIR, which kubectl apply -f reads whole)",
     )
     parser.add_argument(
         "--fail-open",
@@ -176,6 +185,11 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if urlsplit(args.upstream).username is not None or urlsplit(args.upstream).password:
+        raise SystemExit(
+            "--upstream must not carry user:password@; put the upstream's key in "
+            "--upstream-key-file (it is sent as Authorization: Bearer)"
+        )
     if args.max_connections < 1 or args.header_timeout <= 0:
         raise SystemExit("--max-connections and --header-timeout must be positive")
     health_listen = None
@@ -190,7 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     state_file = args.state_file
     if state_file is None and args.manifests is not None:
-        state_file = Path(args.manifests) / DEFAULT_STATE_FILE
+        state_file = default_state_file(Path(args.manifests))
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
     if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
         raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
@@ -213,6 +227,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         global_budget=args.global_budget or None,
         state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
+        forward_headers=frozenset(name.strip().lower() for name in args.forward_header),
         pricing=None if args.pricing is None else Path(args.pricing),
         lease_seconds=args.lease_seconds,
         max_body_bytes=args.max_body_bytes,

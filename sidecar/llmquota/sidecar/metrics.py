@@ -120,6 +120,8 @@ class SidecarMetrics:
     soft_budget_crossings: Labelled[Counter]
     rate_limited: Labelled[Counter]
     overhead: Histogram
+    settle_retries: Counter
+    settles_pending: Gauge
     model_labels: ModelLabels
 
     @classmethod
@@ -192,6 +194,16 @@ class SidecarMetrics:
                 "llmquota_overhead_seconds",
                 "Time a request spends in the sidecar, the upstream's time excluded.",
                 buckets=OVERHEAD_BUCKETS,
+                registry=registry,
+            ),
+            settle_retries=Counter(
+                "llmquota_settle_retries",
+                "Settle (or free) calls retried because the store did not answer.",
+                registry=registry,
+            ),
+            settles_pending=Gauge(
+                "llmquota_settles_pending",
+                "Settles of served requests held in memory until the store answers again.",
                 registry=registry,
             ),
         )

@@ -9,13 +9,13 @@ it (charging nothing), so a budget never keeps money reserved for a request that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,7 +25,16 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
-from llmquota.policy.decision import Refused, check_key, interpret_admit
+from llmquota.policy.decision import (
+    BUDGET_REMAINING_HEADER,
+    Admitted,
+    Refused,
+    check_key,
+    check_key_standing,
+    format_usd,
+    interpret_admit,
+)
+from llmquota.policy.failure import fails_open
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
@@ -42,22 +51,35 @@ from llmquota.sidecar.state import (
     STORE,
     UPSTREAM,
 )
-from llmquota.sidecar.streaming import StreamMeter
+from llmquota.sidecar.streaming import EventTooLongError, StreamMeter, stream_error_event
 from llmquota.sidecar.wire import (
+    BodyTooLargeError,
     InvalidBodyError,
     ParsedBody,
     Usage,
+    UsageTail,
     client_response_headers,
+    decode_body,
     error_body,
+    narrow_model_list,
     parse_body,
     presented_key,
+    redact_bytes,
     stream_asks_usage,
     upstream_request_headers,
-    usage_of,
+    usage_in_body,
     with_stream_usage,
 )
 
-__all__ = ["STREAM_USAGE_ENDPOINTS", "list_models", "proxy_post"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "RESPONSE_COST_HEADER",
+    "SETTLE_WAIT_S",
+    "STREAM_USAGE_ENDPOINTS",
+    "WHOLE_ANSWER_BUFFER_BYTES",
+    "list_models",
+    "proxy_post",
+]
 
 logger = logging.getLogger("llmquota.sidecar.requests")
 
@@ -65,6 +87,16 @@ logger = logging.getLogger("llmquota.sidecar.requests")
 # Responses streams always end with it.
 STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _JSON = "application/json"
+RESPONSE_COST_HEADER = "x-llmquota-response-cost"
+# A whole answer up to this size is held until it is settled, so that it can carry its
+# cost and the budget left after it; a larger one is streamed on without those headers.
+WHOLE_ANSWER_BUFFER_BYTES = 4 * 1024 * 1024
+# One server-sent event longer than this (no blank line in sight) ends the stream with
+# an error event instead of being buffered.
+MAX_EVENT_BYTES = 1024 * 1024
+# How long an answer waits for its settle to land before it ends: the client's next
+# request then sees it settled. A store that is down delays no answer by more.
+SETTLE_WAIT_S = 2.0
 _STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -165,15 +197,29 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     exchange = _new_exchange(request)
     try:
         policy = await _authenticate(request, exchange)
+        refused = check_key_standing(policy, datetime.now(UTC))
+        if refused is not None:
+            raise Refusal.of(refused)
         upstream = await _send_upstream(request, exchange, "GET", b"")
+        credential = request.app[CREDENTIAL].value
         async with upstream:
-            raw = await upstream.read()
-            headers = client_response_headers(upstream.headers.items(), {})
+            raw, complete = await _read_at_most(upstream, exchange, WHOLE_ANSWER_BUFFER_BYTES)
+            headers = client_response_headers(upstream.headers.items(), {}, credential)
+        if not complete:
+            raise _too_large_upstream(upstream.status)
+        if upstream.status >= 400:
+            raw = redact_bytes(raw, credential)
         if upstream.status == 200 and policy.models:
-            listing = json.loads(raw)
-            allowed = set(policy.models)
-            listing["data"] = [item for item in listing.get("data", []) if item["id"] in allowed]
-            raw = json.dumps(listing).encode()
+            narrowed = narrow_model_list(raw, policy.models)
+            if narrowed is None:
+                raise Refusal(
+                    502,
+                    "The upstream's model list is not one: no `data` list of models with ids.",
+                    "upstream_error",
+                    "upstream_malformed",
+                    outcome="upstream_error",
+                )
+            raw = narrowed
         exchange.status = upstream.status
         headers["x-request-id"] = exchange.request_id
         return web.Response(body=raw, status=upstream.status, headers=headers)
@@ -258,13 +304,18 @@ async def _read_body(request: web.Request) -> ParsedBody:
             close_connection=True,
         ) from error
     try:
-        return parse_body(raw)
+        decoded = decode_body(
+            raw, request.headers.get("Content-Encoding", ""), settings.max_body_bytes
+        )
+        return parse_body(decoded)
+    except BodyTooLargeError as error:
+        raise _too_large(settings.max_body_bytes) from error
     except InvalidBodyError as error:
         raise Refusal(
-            400,
+            error.status,
             str(error),
             "invalid_request_error",
-            None,
+            error.code,
             outcome="invalid_request",
             param=error.param,
         ) from error
@@ -319,8 +370,9 @@ def _estimate(
 
 async def _admit(
     request: web.Request, exchange: Exchange, parsed: ParsedBody
-) -> tuple[TokenEstimate, dict[str, str]]:
-    """Check and reserve; the headers the response carries. Raises Refusal."""
+) -> tuple[TokenEstimate, Admitted | None]:
+    """Check and reserve: the estimate and the store's decision (None: admitted
+    uncounted, --fail-open). Raises Refusal."""
     policy = await _authenticate(request, exchange)
     refused = check_key(policy, parsed.model, datetime.now(UTC))
     if refused is not None:
@@ -356,15 +408,16 @@ async def _admit(
             outcome="store_unavailable",
         ) from error
     except _STORE_DOWN as error:
-        if not settings.fail_open:
+        if not fails_open(call.scopes, fail_open_flag=settings.fail_open):
             raise _store_unavailable(error) from error
         logger.warning(
-            "quota store unreachable, admitting without counting (--fail-open): %s",
+            "quota store unreachable, admitting without counting (failurePolicy Open on "
+            "every limit, or --fail-open): %s",
             error,
             extra={"request_id": exchange.request_id},
         )
         exchange.outcome = "fail_open"
-        return tokens, {}
+        return tokens, None
     request.app[BUDGET_GAUGES].watch(call.scopes)
     decision = interpret_admit(raw, call)
     if isinstance(decision, Refused):
@@ -372,7 +425,7 @@ async def _admit(
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id)
-    return tokens, decision.headers
+    return tokens, decision
 
 
 def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:
@@ -382,31 +435,85 @@ def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused
         ).inc()
 
 
+@dataclass(slots=True)
+class _Bill:
+    """What an admitted request will be charged, settled before its answer ends, so
+    that the client's next request sees it settled (and a whole answer can carry its
+    cost and the remaining budget after it)."""
+
+    request: web.Request
+    exchange: Exchange
+    model: str
+    tokens: TokenEstimate
+    admitted: Admitted | None  # None: admitted uncounted (--fail-open)
+    settled: bool = False
+
+    @property
+    def estimate(self) -> Usage:
+        """What the request was admitted for: charged when the upstream reports nothing."""
+        return Usage(self.tokens.prompt_tokens, self.tokens.max_completion_tokens)
+
+    def stream_usage(self, meter: StreamMeter) -> Usage:
+        """The usage to charge for what a stream delivered."""
+        return _stream_usage(meter, self.tokens)
+
+    def reported_or_estimate(self, usage: Usage | None) -> Usage:
+        """The upstream's usage; the estimate (logged) when it reported none."""
+        if usage is not None:
+            return usage
+        logger.warning(
+            "upstream reported no usage; charging the estimate",
+            extra={"request_id": self.exchange.request_id, "model": self.model},
+        )
+        return self.estimate
+
+    async def settle(self, usage: Usage | None) -> None:
+        """Charge `usage` (None: free the reservation); wait a little for the store."""
+        task = _finish(self.request, self.exchange, self.model, usage)
+        if task is None:
+            return
+        self.settled = True
+        # A store that is down must not hold the answer: the settle is retried anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), SETTLE_WAIT_S)
+
+    def settled_headers(self) -> dict[str, str]:
+        """The cost of this request and the budget left after it, once settled."""
+        if not self.settled or self.admitted is None:
+            return {}
+        cost_nanos = nanos(self.exchange.cost_usd)
+        headers = {RESPONSE_COST_HEADER: format_usd(cost_nanos)}
+        remaining = self.admitted.remaining_after(cost_nanos)
+        if remaining is not None:
+            headers[BUDGET_REMAINING_HEADER] = format_usd(remaining)
+        return headers
+
+
 async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamResponse:
     parsed = await _read_body(request)
     exchange.model = parsed.model
-    tokens, own_headers = await _admit(request, exchange, parsed)
+    tokens, admitted = await _admit(request, exchange, parsed)
+    own_headers = {} if admitted is None else dict(admitted.headers)
     own_headers["x-request-id"] = exchange.request_id
     hide_usage = (
         parsed.stream
         and exchange.endpoint in STREAM_USAGE_ENDPOINTS
         and not stream_asks_usage(parsed.body)
     )
-    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else None
+    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else parsed.raw
+    bill = _Bill(request, exchange, parsed.model, tokens, admitted)
     meter: StreamMeter | None = None
-    usage: Usage | None = None
     try:
         upstream = await _send_upstream(request, exchange, "POST", payload)
         async with upstream:
             if upstream.status >= 400 or not parsed.stream:
-                response, usage = await _relay_whole(request, exchange, upstream, own_headers)
-            else:
-                meter = StreamMeter(
-                    hide_usage_chunk=hide_usage, tokens=output_token_counter(parsed.model)
-                )
-                response = await _relay_stream(
-                    request, exchange, upstream, own_headers, meter, tokens=tokens
-                )
+                return await _relay_whole(upstream, own_headers, bill)
+            meter = StreamMeter(
+                hide_usage_chunk=hide_usage,
+                tokens=output_token_counter(parsed.model),
+                max_event_bytes=MAX_EVENT_BYTES,
+            )
+            return await _relay_stream(upstream, own_headers, meter, bill)
     except BaseException:
         # Cut off (client gone, shutdown, upstream unreachable): charge what was
         # streamed, or nothing when nothing was.
@@ -415,23 +522,9 @@ async def _forward_post(request: web.Request, exchange: Exchange) -> web.StreamR
             request,
             exchange,
             parsed.model,
-            _stream_usage(meter, tokens) if streamed else None,
+            bill.stream_usage(meter) if meter is not None and streamed else None,
         )
         raise
-    if upstream.status >= 400:
-        exchange.outcome = "upstream_error"
-        _finish(request, exchange, parsed.model, None)
-        return response
-    if meter is not None:
-        usage = _stream_usage(meter, tokens)
-    elif usage is None:
-        logger.warning(
-            "upstream reported no usage; charging the estimate",
-            extra={"request_id": exchange.request_id, "model": parsed.model},
-        )
-        usage = Usage(tokens.prompt_tokens, tokens.max_completion_tokens)
-    _finish(request, exchange, parsed.model, usage)
-    return response
 
 
 def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
@@ -448,15 +541,17 @@ def _stream_usage(meter: StreamMeter | None, tokens: TokenEstimate) -> Usage:
 
 
 async def _send_upstream(
-    request: web.Request, exchange: Exchange, method: str, payload: bytes | None
+    request: web.Request, exchange: Exchange, method: str, payload: bytes
 ) -> aiohttp.ClientResponse:
     """Send the request on; the client's key stays here, the sidecar's credential goes."""
     settings = request.app[SETTINGS]
     url = f"{settings.upstream_base}/{exchange.endpoint}"
     if request.query_string:
         url = f"{url}?{request.query_string}"
-    headers = upstream_request_headers(request.headers.items(), request.app[CREDENTIAL].value)
-    body = payload if payload is not None else await request.read()
+    headers = upstream_request_headers(
+        request.headers.items(), request.app[CREDENTIAL].value, settings.forward_headers
+    )
+    body = payload
     started = time.perf_counter()
     try:
         return await request.app[UPSTREAM].request(method, url, data=body, headers=headers)
@@ -481,89 +576,159 @@ async def _send_upstream(
 
 
 async def _relay_whole(
-    request: web.Request,
-    exchange: Exchange,
-    upstream: aiohttp.ClientResponse,
-    own_headers: dict[str, str],
-) -> tuple[web.StreamResponse, Usage | None]:
-    """A whole (non-streamed) answer, error or not: sent to the client, then read for usage."""
-    started = time.perf_counter()
-    raw = await upstream.read()
-    exchange.upstream_s += time.perf_counter() - started
+    upstream: aiohttp.ClientResponse, own_headers: dict[str, str], bill: _Bill
+) -> web.StreamResponse:
+    """A whole (non-streamed) answer, error or not. Up to `WHOLE_ANSWER_BUFFER_BYTES` it
+    is read, settled, and sent with its cost; a larger one is passed on as it arrives
+    (memory stays bounded), its usage read from its tail, without those headers."""
+    request, exchange = bill.request, bill.exchange
     exchange.status = upstream.status
-    response = web.Response(
-        body=raw,
-        status=upstream.status,
-        headers=client_response_headers(upstream.headers.items(), own_headers),
-    )
+    failed = upstream.status >= 400
+    if failed:
+        exchange.outcome = "upstream_error"
+    credential = request.app[CREDENTIAL].value
+    headers = client_response_headers(upstream.headers.items(), own_headers, credential)
+    head, complete = await _read_at_most(upstream, exchange, WHOLE_ANSWER_BUFFER_BYTES)
+    if failed and not complete:
+        raise _too_large_upstream(upstream.status)
+    if failed:
+        # An upstream's error may quote the request, credential included.
+        head = redact_bytes(head, credential)
+    if complete:
+        await bill.settle(None if failed else bill.reported_or_estimate(usage_in_body(head)))
+        headers.update(bill.settled_headers())
+        whole = web.Response(body=head, status=upstream.status, headers=headers)
+        await whole.prepare(request)
+        await whole.write_eof()
+        return whole
+    headers.pop(BUDGET_REMAINING_HEADER, None)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
+    tail = UsageTail()
+    chunk = head
+    while chunk:
+        tail.feed(chunk)
+        if not await _write(response, chunk, exchange):
+            await bill.settle(None if failed else bill.estimate)
+            return response
+        try:
+            chunk = await _read_upstream(upstream, exchange)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return await _cut(bill, response, None, f"upstream cut it: {error}")
+    await bill.settle(None if failed else bill.reported_or_estimate(tail.usage()))
     await response.write_eof()
-    if upstream.status >= 400:
-        return response, None
+    return response
+
+
+def _too_large_upstream(status: int) -> Refusal:
+    """An upstream error (or model list) too large to hold and check: not passed on."""
+    return Refusal(
+        502,
+        f"The upstream answered {status} with a body over {WHOLE_ANSWER_BUFFER_BYTES} bytes.",
+        "upstream_error",
+        "upstream_answer_too_large",
+        outcome="upstream_error",
+    )
+
+
+async def _read_upstream(upstream: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
+    """The upstream's next bytes (empty at the end), its wait counted as upstream time."""
+    started = time.perf_counter()
     try:
-        answer: Any = json.loads(raw)
-    except ValueError:
-        return response, None
-    return response, usage_of(answer.get("usage")) if isinstance(answer, dict) else None
+        return await upstream.content.readany()
+    finally:
+        exchange.upstream_s += time.perf_counter() - started
+
+
+async def _read_at_most(
+    upstream: aiohttp.ClientResponse, exchange: Exchange, limit: int
+) -> tuple[bytes, bool]:
+    """The body if it ends within `limit` bytes (True), else what came so far (False).
+    An upstream that cuts it short before anything was sent is a 502."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await _read_upstream(upstream, exchange)
+            if not chunk:
+                return b"".join(parts), True
+            parts.append(chunk)
+            size += len(chunk)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise Refusal(
+            502,
+            f"The upstream cut its answer short: {error}",
+            "upstream_error",
+            "upstream_cut",
+            outcome="upstream_cut",
+        ) from error
+    return b"".join(parts), False
 
 
 async def _relay_stream(
-    request: web.Request,
-    exchange: Exchange,
-    upstream: aiohttp.ClientResponse,
-    own_headers: dict[str, str],
-    meter: StreamMeter,
-    *,
-    tokens: TokenEstimate,
+    upstream: aiohttp.ClientResponse, own_headers: dict[str, str], meter: StreamMeter, bill: _Bill
 ) -> web.StreamResponse:
-    """Pass events on as they arrive; a cut on either side ends the relay, not the
-    accounting (the caller charges what was streamed). A stream whose output passes what
-    was reserved for it (the model's limit, when the request asked more or set none) is
-    cut, so that it cannot spend past its reservation."""
+    """Pass events on as they arrive; settle what was streamed before the stream's end.
+    A cut on either side ends the relay, not the accounting. A stream whose output passes
+    what was reserved for it (the model's limit, when the request asked more or set none)
+    is cut, so that it cannot spend past its reservation."""
+    request, exchange = bill.request, bill.exchange
+    tokens = bill.tokens
     response = web.StreamResponse(
         status=upstream.status,
-        headers=client_response_headers(upstream.headers.items(), own_headers),
+        headers=client_response_headers(
+            upstream.headers.items(), own_headers, request.app[CREDENTIAL].value
+        ),
     )
     exchange.status = upstream.status
     await response.prepare(request)
     while True:
-        started = time.perf_counter()
         try:
-            chunk = await upstream.content.readany()
+            chunk = await _read_upstream(upstream, exchange)
         except (aiohttp.ClientError, TimeoutError) as error:
-            exchange.outcome = "upstream_cut"
-            logger.warning(
-                "upstream stream cut: %s", error, extra={"request_id": exchange.request_id}
-            )
-            break
-        finally:
-            exchange.upstream_s += time.perf_counter() - started
+            return await _cut(bill, response, meter, f"upstream cut it: {error}")
         if not chunk:
             break
-        forward = meter.feed(chunk)
+        try:
+            forward = meter.feed(chunk)
+        except EventTooLongError as error:
+            await _write(response, stream_error_event(str(error)), exchange)
+            return await _cut(bill, response, meter, str(error))
         if forward and not await _write(response, forward, exchange):
+            await bill.settle(bill.stream_usage(meter))
             return response
         if (
             tokens.capped_by_model
             and meter.completion_tokens_streamed > tokens.max_completion_tokens
         ):
-            exchange.outcome = "reservation_exhausted"
-            logger.warning(
-                "stream passed the %d output tokens reserved for it; cut",
-                tokens.max_completion_tokens,
-                extra={"request_id": exchange.request_id},
-            )
-            break
+            passed = f"passed the {tokens.max_completion_tokens} output tokens reserved for it"
+            return await _cut(bill, response, meter, passed, outcome="reservation_exhausted")
     tail = meter.flush()
     if tail and not await _write(response, tail, exchange):
+        await bill.settle(bill.stream_usage(meter))
         return response
-    if exchange.outcome in ("upstream_cut", "reservation_exhausted"):
-        # Cut the client off too: a cleanly ended stream would pass a truncated answer off
-        # as a whole one.
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+    await bill.settle(bill.stream_usage(meter))
     await response.write_eof()
+    return response
+
+
+async def _cut(
+    bill: _Bill,
+    response: web.StreamResponse,
+    meter: StreamMeter | None,
+    reason: str,
+    *,
+    outcome: str = "upstream_cut",
+) -> web.StreamResponse:
+    """End an answer already under way that cannot be completed: charge what was
+    streamed (nothing of a whole answer), and cut the client off too, since a cleanly
+    ended answer would pass a truncated one off as whole."""
+    request, exchange = bill.request, bill.exchange
+    exchange.outcome = outcome
+    logger.warning("answer cut: %s", reason, extra={"request_id": exchange.request_id})
+    await bill.settle(None if meter is None else bill.stream_usage(meter))
+    if request.transport is not None:
+        request.transport.abort()
     return response
 
 
@@ -577,10 +742,13 @@ async def _write(response: web.StreamResponse, data: bytes, exchange: Exchange) 
     return True
 
 
-def _finish(request: web.Request, exchange: Exchange, model: str, usage: Usage | None) -> None:
-    """Settle what was served (usage) or free the reservation (None), in the background."""
+def _finish(
+    request: web.Request, exchange: Exchange, model: str, usage: Usage | None
+) -> asyncio.Task[None] | None:
+    """Settle what was served (usage) or free the reservation (None), in the background;
+    the task, or None when nothing was reserved."""
     if not exchange.reserved:
-        return
+        return None
     exchange.reserved = False
     charge = None
     if usage is not None:
@@ -589,8 +757,8 @@ def _finish(request: web.Request, exchange: Exchange, model: str, usage: Usage |
         )
         exchange.usage, exchange.cost_usd = usage, cost
         charge = (nanos(cost), usage.total)
-    request.app[IN_FLIGHT].finish(exchange.request_id, charge)
     request.app[BUDGET_GAUGES].touch()
+    return request.app[IN_FLIGHT].finish(exchange.request_id, charge)
 
 
 def _refusal_response(exchange: Exchange, refusal: Refusal) -> web.Response:

@@ -97,6 +97,8 @@ class _Server(web.Server):
             # One structured line per request comes from the proxy; aiohttp logs none.
             access_log=None,  # type: ignore[arg-type]  # None is what turns it off
             keepalive_timeout=self.header_timeout,
+            # Bodies are decoded by the proxy, bounded by --max-body-bytes as they inflate.
+            auto_decompress=False,
         )
 
     async def _tracked(self, request: web.BaseRequest) -> web.StreamResponse:

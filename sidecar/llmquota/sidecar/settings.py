@@ -50,6 +50,8 @@ class SidecarSettings:
     # Connections held at once; past it the oldest idle one is closed (or the new one
     # answered 503 when all are inside a request).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Client headers forwarded upstream besides wire.FORWARDED_HEADERS (lower case).
+    forward_headers: frozenset[str] = frozenset()
     # Longest wait for the upstream's next bytes (a reasoning model may think for minutes).
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.

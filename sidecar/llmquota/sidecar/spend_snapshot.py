@@ -11,6 +11,7 @@ End users' counters (one per `user` in request bodies) are not kept.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "SNAPSHOT_INTERVAL_S",
     "SnapshotCounter",
     "SpendSnapshot",
+    "default_state_file",
     "read_snapshot",
     "restore_snapshot",
     "take_snapshot",
@@ -118,8 +120,21 @@ async def restore_snapshot(store: QuotaStore, snapshot: SpendSnapshot, generatio
     return restored
 
 
+def default_state_file(manifests: Path) -> Path:
+    """Where standalone mode keeps the snapshot of a manifests folder without --state-file.
+
+    Under $XDG_STATE_HOME/llmquota (~/.local/state/llmquota), one file per folder (named
+    by a hash of its absolute path), and never in the folder itself: `kubectl apply -f
+    DIR` reads every file there, hidden or not, and would refuse to apply the snapshot.
+    """
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    digest = hashlib.sha256(str(manifests.resolve()).encode()).hexdigest()[:16]
+    return Path(state_home) / "llmquota" / f"standalone-{digest}.json"
+
+
 def write_snapshot(path: Path, snapshot: SpendSnapshot) -> None:
     """Replace the file atomically: a crash mid-write leaves the previous snapshot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         partial.write_text(snapshot.model_dump_json())

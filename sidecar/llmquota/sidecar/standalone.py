@@ -43,7 +43,7 @@ from llmquota.sidecar.spend_snapshot import (
 )
 from llmquota.store import QuotaStore
 
-__all__ = ["WATCH_INTERVAL_S", "Standalone", "StandaloneStatus"]
+__all__ = ["WATCH_INTERVAL_S", "Standalone", "StandaloneStatus", "new_generation"]
 
 logger = logging.getLogger(__name__)
 

@@ -18,19 +18,38 @@ from typing import Any
 from llmquota.pricing.tokenizer import TextMeter
 from llmquota.sidecar.wire import Usage, usage_of
 
-__all__ = ["StreamMeter"]
+__all__ = ["EventTooLongError", "StreamMeter", "stream_error_event"]
 
 _EVENT_END = b"\n\n"
 _TERMINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
+class EventTooLongError(ValueError):
+    """The upstream sent more than the limit without ending an event."""
+
+
+def stream_error_event(message: str) -> bytes:
+    """An SSE event with OpenAI's error envelope, as a stream that fails ends."""
+    envelope = {"error": {"message": message, "type": "upstream_error", "param": None,
+                          "code": "upstream_event_too_long"}}  # fmt: skip
+    return b"data: " + json.dumps(envelope).encode() + _EVENT_END
+
+
 class StreamMeter:
     """Splits a byte stream into events, reads them, and says which bytes to forward."""
 
-    def __init__(self, *, hide_usage_chunk: bool, tokens: TextMeter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        hide_usage_chunk: bool,
+        tokens: TextMeter | None = None,
+        max_event_bytes: int = 1024 * 1024,
+    ) -> None:
         """`hide_usage_chunk`: drop the usage-only chunk (the client did not ask for it);
-        `tokens` counts the generated text (default: its UTF-8 bytes)."""
+        `tokens` counts the generated text (default: its UTF-8 bytes); `max_event_bytes`:
+        the most held of one event before it is an error."""
         self.hide_usage_chunk = hide_usage_chunk
+        self.max_event_bytes = max_event_bytes
         self.usage: Usage | None = None
         self.text_chars = 0
         self.completion_tokens_streamed = 0
@@ -48,6 +67,10 @@ class StreamMeter:
             buffer = buffer.replace(b"\r\n", b"\n")
         end = buffer.rfind(_EVENT_END)
         if end < 0:
+            if len(buffer) > self.max_event_bytes:
+                self._pending = b""
+                msg = f"the upstream sent an event longer than {self.max_event_bytes} bytes"
+                raise EventTooLongError(msg)
             self._pending = buffer
             return b""
         complete, self._pending = buffer[: end + 2], buffer[end + 2 :]

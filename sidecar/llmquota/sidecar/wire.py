@@ -6,8 +6,11 @@ and what comes back is unit-tested without a server.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+import re
+import zlib
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +18,24 @@ from llmquota.pricing.reported_usage import reported_token_count
 
 __all__ = [
     "CLIENT_KEY_HEADERS",
+    "FORWARDED_HEADERS",
+    "FORWARDED_HEADER_PREFIXES",
+    "BodyTooLargeError",
     "InvalidBodyError",
     "ParsedBody",
     "Usage",
+    "UsageTail",
     "client_response_headers",
+    "decode_body",
     "error_body",
+    "narrow_model_list",
     "parse_body",
     "presented_key",
+    "redact",
+    "redact_bytes",
     "stream_asks_usage",
     "upstream_request_headers",
+    "usage_in_body",
     "usage_of",
     "with_stream_usage",
 ]
@@ -48,18 +60,74 @@ _HOP_BY_HOP = frozenset(
         "content-encoding",
     }
 )
-# The client's credentials stay here; the upstream gets the sidecar's own.
-_NOT_UPSTREAM = _HOP_BY_HOP | set(CLIENT_KEY_HEADERS) | {"cookie", "x-request-id"}
+# The client's headers that go upstream: what OpenAI's API and SDKs use to describe a
+# request. Everything else stays here: the client's credentials (the upstream gets the
+# sidecar's), cookies, and headers that would speak for the sidecar's account or origin
+# (`OpenAI-Organization`, `OpenAI-Project` pick whose quota the sidecar's key bills;
+# `Forwarded`, `X-Forwarded-*` claim where the request came from). `--forward-header`
+# adds names.
+FORWARDED_HEADERS = frozenset(
+    {
+        "accept",
+        "content-type",
+        "user-agent",
+        "openai-beta",
+        "idempotency-key",
+        "traceparent",
+        "tracestate",
+    }
+)
+FORWARDED_HEADER_PREFIXES = ("x-stainless-",)  # the official SDKs' own (language, retry count)
+REDACTED = "[redacted]"
 # The sidecar's own limits replace whatever the upstream reports about its account.
 _OWN_RESPONSE_PREFIXES = ("x-ratelimit-", "x-llmquota-")
 
 
 class InvalidBodyError(ValueError):
-    """A body the sidecar cannot act on: 400 invalid_request_error with this message."""
+    """A body the sidecar cannot act on: 400 (or `status`) invalid_request_error."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, *, status: int = 400, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.param = param
+        self.status = status
+        self.code = code
+
+
+class BodyTooLargeError(ValueError):
+    """A body whose decoded size passes the limit."""
+
+
+_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS  # zlib detects which header the data has
+_DECODERS = {"gzip": _GZIP_OR_ZLIB, "x-gzip": _GZIP_OR_ZLIB, "deflate": _GZIP_OR_ZLIB}
+
+
+def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    """The body as the client meant it: `Content-Encoding` (gzip, deflate) undone, never
+    to more than `limit` bytes (BodyTooLargeError as soon as it would be: a small
+    compressed body can inflate to gigabytes)."""
+    encoding = content_encoding.strip().lower()
+    if encoding in {"", "identity"}:
+        return raw
+    wbits = _DECODERS.get(encoding)
+    if wbits is None:
+        msg = f"Content-Encoding {content_encoding!r} is not supported; use gzip or deflate."
+        raise InvalidBodyError(msg, status=415, code="unsupported_content_encoding")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        decoded = decoder.decompress(raw, limit + 1)
+        if len(decoded) > limit or decoder.unconsumed_tail:
+            raise BodyTooLargeError
+        decoded += decoder.flush()
+    except zlib.error as error:
+        msg = f"The request body is not valid {encoding}: {error}"
+        raise InvalidBodyError(msg) from error
+    if len(decoded) > limit:
+        raise BodyTooLargeError
+    if not decoder.eof:
+        raise InvalidBodyError(f"The request body is a truncated {encoding} stream.")
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +138,7 @@ class ParsedBody:
     model: str
     stream: bool
     end_user: str | None
+    raw: bytes = b""  # the JSON as received (decoded), forwarded as is when unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +189,9 @@ def parse_body(raw: bytes) -> ParsedBody:
     for param, name in (("model", model), ("user", end_user)):
         if name is not None and not _is_unicode_text(name):
             raise InvalidBodyError(f"`{param}` must be valid Unicode text.", param=param)
-    return ParsedBody(body=body, model=model, stream=body.get("stream") is True, end_user=end_user)
+    return ParsedBody(
+        body=body, model=model, stream=body.get("stream") is True, end_user=end_user, raw=raw
+    )
 
 
 def _is_unicode_text(text: str) -> bool:
@@ -146,27 +217,62 @@ def with_stream_usage(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def upstream_request_headers(
-    client_headers: Iterable[tuple[str, str]], credential: str | None
+    client_headers: Iterable[tuple[str, str]],
+    credential: str | None,
+    also_forwarded: Collection[str] = (),
 ) -> dict[str, str]:
-    """Headers for the upstream: the client's minus its credentials, plus the sidecar's."""
-    headers = {name: value for name, value in client_headers if name.lower() not in _NOT_UPSTREAM}
+    """Headers for the upstream: the client's that are allowed (`FORWARDED_HEADERS`,
+    `also_forwarded`: lower-case names), plus the sidecar's credential."""
+    headers = {
+        name: value
+        for name, value in client_headers
+        if (lower := name.lower()) in FORWARDED_HEADERS
+        or lower in also_forwarded
+        or lower.startswith(FORWARDED_HEADER_PREFIXES)
+    }
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
     return headers
 
 
 def client_response_headers(
-    upstream_headers: Iterable[tuple[str, str]], own_headers: Mapping[str, str]
+    upstream_headers: Iterable[tuple[str, str]],
+    own_headers: Mapping[str, str],
+    credential: str | None = None,
 ) -> dict[str, str]:
     """The upstream's response headers, with the sidecar's limits and budget instead of
-    the upstream's."""
+    the upstream's, and never the upstream's `credential` (an echo of the request)."""
     headers = {
-        name: value
+        name: redact(value, credential)
         for name, value in upstream_headers
         if name.lower() not in _HOP_BY_HOP and not name.lower().startswith(_OWN_RESPONSE_PREFIXES)
     }
     headers.update(own_headers)
     return headers
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret`, whole or masked as APIs show keys (`sk-...abcd`,
+    `sk-proj-****abcd`: its start, a run of dots or stars, its last four characters)."""
+    if not secret or len(secret) < 8 or secret[-4:] not in text:
+        return text
+    text = text.replace(secret, REDACTED)
+    return _masked_form(secret).sub(REDACTED, text)
+
+
+def redact_bytes(body: bytes, secret: str | None) -> bytes:
+    """`redact` for a body in any encoding (bytes that are not UTF-8 pass unchanged)."""
+    if not secret or secret[-4:].encode() not in body:
+        return body
+    return redact(body.decode("utf-8", "surrogateescape"), secret).encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+@functools.lru_cache(maxsize=4)  # the credential rotates now and then, not per request
+def _masked_form(secret: str) -> re.Pattern[str]:
+    start, end = re.escape(secret[:3]), re.escape(secret[-4:])
+    return re.compile(rf"(?:{start}[\w-]*?)?(?:\*{{3,}}|\.{{3,}}|…|•{{3,}})[\w-]*?{end}(?![\w])")
 
 
 def usage_of(usage: Any) -> Usage | None:
@@ -189,6 +295,69 @@ def usage_of(usage: Any) -> Usage | None:
         return None
     prompt_count, completion_count, cached_count = (count or 0 for count in counts)
     return Usage(prompt_count, completion_count, cached_count)
+
+
+def narrow_model_list(raw: bytes, allowed: Collection[str]) -> bytes | None:
+    """A `GET /models` answer with only the `allowed` models; None when it is not a list
+    of models (the upstream's full list must not pass unfiltered)."""
+    try:
+        listing: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    models = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(models, list):
+        return None
+    listing["data"] = [
+        model for model in models if isinstance(model, dict) and model.get("id") in allowed
+    ]
+    return json.dumps(listing).encode()
+
+
+def usage_in_body(raw: bytes) -> Usage | None:
+    """The `usage` of a whole JSON answer; None when it is not JSON or has none."""
+    try:
+        answer: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return usage_of(answer.get("usage")) if isinstance(answer, dict) else None
+
+
+USAGE_TAIL_BYTES = 64 * 1024
+_USAGE_KEY = b'"usage"'
+
+
+class UsageTail:
+    """The last `USAGE_TAIL_BYTES` of a JSON answer too large to hold, and its `usage`.
+
+    Chat, completions, embeddings and Responses answers put the top-level `usage` object
+    at (or near) their end. Inside JSON strings a quote is escaped, so the last
+    `"usage"` key in the tail that parses as an object is the answer's own.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the answer."""
+        self._tail = (self._tail + chunk[-USAGE_TAIL_BYTES:])[-USAGE_TAIL_BYTES:]
+
+    def usage(self) -> Usage | None:
+        """The usage of the answer whose end has been fed; None when not found."""
+        decoder = json.JSONDecoder()
+        end = len(self._tail)
+        while (start := self._tail.rfind(_USAGE_KEY, 0, end)) >= 0:
+            end = start
+            rest = self._tail[start + len(_USAGE_KEY) :].decode("utf-8", "replace").lstrip()
+            if not rest.startswith(":"):
+                continue
+            try:
+                value, _ = decoder.raw_decode(rest[1:].lstrip())
+            except (ValueError, RecursionError):
+                continue
+            found = usage_of(value)
+            if found is not None:
+                return found
+        return None
 
 
 def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:

@@ -36,8 +36,19 @@ def start_sidecar(fake_upstream: Process, tmp_path: Path) -> Iterator[StartSidec
 
     def start_one(*flags: str) -> Process:
         port = free_port()
+        # The spend snapshot goes in the test's own folder, not in examples/, where it
+        # would carry one run's spend into the next.
+        state = ["--state-file", str(tmp_path / f"state-{len(started)}.json")]
         process = start(
-            ["sidecar", "--listen", f"127.0.0.1:{port}", "--upstream", fake_upstream.url, *flags],
+            [
+                "sidecar",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                fake_upstream.url,
+                *state,
+                *flags,
+            ],
             tmp_path / f"sidecar-{len(started)}.log",
             f"http://127.0.0.1:{port}",
             "/readyz",

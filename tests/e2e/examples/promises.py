@@ -197,6 +197,14 @@ async def dynamic_tpm(reach: Reach) -> None:
     assert "share of the Dynamic tpm pool is 450" in prod_refusal.body["message"]
 
 
+def budget_override(reach: Reach) -> None:
+    refusal = _refused(reach("sk-llmquota-example-launch-bot"))
+    assert refusal.status == 402
+    assert 5 <= refusal.served_before <= 12  # "about ten" replies under the raised cap
+    assert "key launch-bot" in refusal.body["message"]
+    assert "max budget 0.0001" in refusal.body["message"]  # 0.000100001, to 3 digits
+
+
 EXAMPLES = {
     "team-tiny-budget": Example(("sk-llmquota-example-tiny-budget",), team_tiny_budget),
     "team-member-cap": Example(
@@ -207,6 +215,7 @@ EXAMPLES = {
     "dynamic-tpm": Example(
         tuple(f"sk-llmquota-example-{name}" for name in ("prod", "prod-2", "dev")), dynamic_tpm
     ),
+    "budget-override": Example(("sk-llmquota-example-launch-bot",), budget_override),
 }
 """Folder of examples/ -> its keys and its README's promises."""
 
@@ -250,11 +259,22 @@ def dynamic_tpm_status(status_of: StatusOf) -> bool:
     return status_of("ratelimit", "shared-pool").get("subjects") == 3
 
 
+def budget_override_status(status_of: StatusOf) -> bool:
+    override = status_of("budgetoverride", "launch-week")
+    listed = status_of("apikey", "launch-bot").get("overrides", [])
+    return (
+        override.get("active") is True
+        and _condition(override, "Active").get("reason") == "Applied"
+        and [entry["name"] for entry in listed] == ["launch-week"]
+    )
+
+
 ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
     "team-tiny-budget": tiny_budget_status,
     "team-member-cap": member_cap_status,
     "model-budgets": model_budgets_status,
     "per-customer-budget": per_customer_status,
     "dynamic-tpm": dynamic_tpm_status,
+    "budget-override": budget_override_status,
 }
 """Folder -> what its README says `kubectl get` shows once its requests were sent."""

@@ -22,6 +22,8 @@ import kubernetes_validate  # type: ignore[import-untyped]  # ships no type info
 import pytest
 import yaml
 
+from llmquota.pricing.config_file import load_price_table
+
 pytestmark = pytest.mark.e2e
 
 VALUES_DIR = Path(__file__).parent / "values"
@@ -423,7 +425,9 @@ def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:
     )
 
 
-def test_global_budget_pricing_and_namespaces(helm_bin: Path, chart_dir: Path) -> None:
+def test_global_budget_pricing_and_namespaces(
+    helm_bin: Path, chart_dir: Path, tmp_path: Path
+) -> None:
     manifests = render(helm_bin, chart_dir, VALUES_DIR / "global-budget-pricing.yaml")
     args = operator_container(manifests)["args"]
     assert "--global-budget=llmquota-system/global" in args
@@ -441,11 +445,19 @@ def test_global_budget_pricing_and_namespaces(helm_bin: Path, chart_dir: Path) -
     assert config["fail-open"] == "true"
     assert yaml.safe_load(config["pricing.yaml"]) == {
         "models": {
-            "llama3": {"inputPerMillion": 0.2, "outputPerMillion": 0.2},
-            "gpt-4o-mini": {"inputPerMillion": 0.15, "outputPerMillion": 0.6},
+            "llama3": {"inputPerMillion": 0.2, "outputPerMillion": 0.2, "contextWindow": 131072},
+            "gpt-4o-mini": {
+                "inputPerMillion": 0.15,
+                "outputPerMillion": 0.6,
+                "cachedInputPerMillion": 0.075,
+            },
         },
         "unknownModel": {"inputPerMillion": 10, "outputPerMillion": 30},
     }
+    # What the chart writes, the sidecar's pricing file reader takes.
+    pricing_file = tmp_path / "pricing.yaml"
+    pricing_file.write_text(config["pricing.yaml"])
+    assert load_price_table(pricing_file).context_window("llama3") == 131072
 
     bindings = find(manifests, "RoleBinding", f"{RELEASE}-llmquota-resources")
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]

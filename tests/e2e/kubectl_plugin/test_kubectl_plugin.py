@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from tests.e2e.kubectl_plugin.plugin_bed import (
     seed,
     status_of,
 )
+from tests.support.kube_apiserver import REPO_ROOT, cache_dir
 
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
@@ -72,6 +73,22 @@ def test_top_sorts_and_filters_by_kind(seeded: PluginRunner) -> None:
     assert [row["NAME"] for row in rows][:2] == ["apikey/chatty", "apikey/lab"]
     _, rows = table(seeded.ok("top", "teams"))
     assert [row["NAME"] for row in rows] == ["team/qa", "team/research"]
+
+
+def test_top_shows_the_forecast(seeded: PluginRunner) -> None:
+    exhausts_at = (datetime.now(UTC) + timedelta(hours=1, minutes=30)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    forecast = {"burnRateUsdPerHour": 0.25, "exhaustsAt": exhausts_at}
+    seeded.patch_status("apikeys", "lab", status_of(2, None, timedelta(hours=3), forecast=forecast))
+    _, rows = table(seeded.ok("top", "--sort", "forecast"))
+    lab = rows[0]
+    assert lab["NAME"] == "apikey/lab"
+    assert lab["BURN/H"] == "0.25"
+    assert lab["EXHAUSTS IN"] in {"89m", "90m"}
+    assert all(row["EXHAUSTS IN"] == "-" for row in rows[1:])
+    item = next(item for item in seeded.json("top")["items"] if item["name"] == "lab")
+    assert item["forecast"] == forecast
 
 
 def test_top_all_namespaces(seeded: PluginRunner, kube_apiserver: KubeAPIServer) -> None:
@@ -167,6 +184,9 @@ def test_why_names_the_refusing_team_and_what_lifts_it(seeded: PluginRunner) -> 
     assert override["kind"] == "BudgetOverride"
     assert override["spec"]["target"] == {"kind": "Team", "name": "qa"}
     assert override["metadata"]["namespace"] == seeded.namespace
+    # The suggested override is a valid BudgetOverride, as the API server sees it.
+    applied = seeded.kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
+    assert applied.returncode == 0, applied.stderr
 
 
 def test_why_json_and_a_key_that_is_not_refused(seeded: PluginRunner) -> None:
@@ -324,3 +344,46 @@ def test_seed_helper_writes_what_the_crd_keeps(plugin: PluginRunner) -> None:
         "get", "team", "qa", "-n", plugin.namespace, "-o", "json", check=True
     ).stdout
     assert json.loads(shown)["status"]["memberSpend"] == {"ishaan": 20}
+
+
+def test_a_reader_bound_to_the_chart_viewer_role(
+    seeded: PluginRunner, kube_apiserver: KubeAPIServer, kubeconfig_with: Callable[..., Path]
+) -> None:
+    """Someone who may only read one namespace (the chart's viewer ClusterRole, bound there):
+    top and why work; the operator's Deployment cannot be listed, which why says and goes
+    on; -A is refused by the API server, in one line."""
+    namespace = seeded.namespace
+    release = f"pv-{namespace[-6:]}"
+    rendered = subprocess.run(
+        [str(cache_dir() / "bin" / "helm"), "template", release, str(REPO_ROOT / "charts/llmquota"),
+         "-s", "templates/approver-rbac.yaml"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    viewer = f"{release}-llmquota-viewer"
+    kube_apiserver.kubectl("apply", "-f", "-", input=rendered, check=True)
+    try:
+        kube_apiserver.kubectl("create", "serviceaccount", "reader", "-n", namespace, check=True)
+        kube_apiserver.kubectl(
+            "create", "rolebinding", "reader", "-n", namespace, f"--clusterrole={viewer}",
+            f"--serviceaccount={namespace}:reader", check=True,
+        )  # fmt: skip
+        token = kube_apiserver.kubectl(
+            "create", "token", "reader", "-n", namespace, check=True
+        ).stdout.strip()
+        env = seeded.env(KUBECONFIG=str(kubeconfig_with(namespace=namespace, token=token)))
+
+        top = seeded("top", env=env, namespace=False)
+        assert top.returncode == 0, top.stderr
+        assert table(top.stdout)[1][0]["NAME"] == "team/qa"
+
+        why = seeded("why", "apikey/qa-bot", env=env, namespace=False)
+        assert why.returncode == 0, why.stderr
+        assert "is REFUSED" in why.stdout
+        assert why.stderr.startswith("warning: Deployments may not be listed")
+
+        everywhere = seeded("top", "-A", env=env, namespace=False)
+        assert everywhere.returncode == 1
+        assert everywhere.stderr.startswith("error: Forbidden (403): ")
+        assert everywhere.stderr.count("\n") == 1
+    finally:
+        kube_apiserver.kubectl("delete", "-f", "-", input=rendered)

@@ -137,6 +137,9 @@ def start_sidecar(
             redis_url,
             "--manifests",
             str(manifests),
+            # The fake upstream's fault header is no OpenAI header: forwarded on request.
+            "--forward-header",
+            "x-fake-fault",
             *extra,
         ],
         directory / "sidecar.log",

@@ -40,6 +40,25 @@ def test_expired_key_is_401_key_expired(sidecar: Sidecar, clients: ClientFactory
     assert error.response.json()["error"]["code"] == "key_expired"
 
 
+@pytest.mark.parametrize(
+    ("key_fields", "code"),
+    [
+        pytest.param('expires: "2020-01-01T00:00:00Z"', "key_expired", id="expired"),
+        pytest.param("blocked: true", "key_blocked", id="blocked"),
+    ],
+)
+def test_listing_models_with_a_dead_key_is_401(
+    sidecar: Sidecar, clients: ClientFactory, key_fields: str, code: str
+) -> None:
+    name = "list-" + code.replace("_", "-")
+    key = f"sk-models-{name}"
+    sidecar.apply(name, team_and_key(name, name, key, key_fields=key_fields), key)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        clients(key).models.list()
+    assert refused.value.status_code == 401
+    assert refused.value.response.json()["error"]["code"] == code
+
+
 def test_model_not_allowed_is_403(sidecar: Sidecar, clients: ClientFactory) -> None:
     key = "sk-models-0001"
     sidecar.apply(

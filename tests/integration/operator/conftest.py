@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 from kopf.testing import KopfRunner
 
 from llmquota.operator.handlers import build_registry
@@ -43,6 +44,14 @@ def llmquota_crds(kube_apiserver: KubeAPIServer, tmp_path_factory: pytest.TempPa
 def redis_server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:
         yield server
+
+
+@pytest.fixture
+def db(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A client of the module's redis-server, closed after the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,7 @@ def global_max(db: redis.Redis, key_hash: str) -> int | None:
     return None if scope is None or scope.budget is None else scope.budget.max_nanos
 
 
-def test_keys_wait_for_the_global_budget_and_follow_it(
-    cluster: Cluster, redis_server: EmbeddedRedis
-) -> None:
-    db = redis.Redis.from_url(redis_server.url)
+def test_keys_wait_for_the_global_budget_and_follow_it(cluster: Cluster, db: redis.Redis) -> None:
     cluster.apply({"kind": "ApiKey", "metadata": {"name": "k"}, "spec": {}})
     missing = wait_for(
         lambda: (c := cluster.condition("apikey", "k", "Ready")) and c["status"] == "False" and c,
@@ -55,9 +52,8 @@ def test_keys_wait_for_the_global_budget_and_follow_it(
 
 
 def test_a_key_refused_by_the_global_budget_says_so(
-    cluster: Cluster, redis_server: EmbeddedRedis
+    cluster: Cluster, db: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
-    db = redis.Redis.from_url(redis_server.url)
     cluster.apply(
         {"kind": "Budget", "metadata": {"name": GLOBAL_BUDGET}, "spec": {"maxBudget": 50}},
         {"kind": "ApiKey", "metadata": {"name": "spender"}, "spec": {"budget": {"maxBudget": 100}}},
@@ -78,4 +74,3 @@ def test_a_key_refused_by_the_global_budget_says_so(
     )
     assert exceeded["reason"] == "GlobalBudgetExhausted"
     assert "the global budget" in exceeded["message"]
-    db.close()

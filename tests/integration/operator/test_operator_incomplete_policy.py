@@ -73,9 +73,8 @@ def written(db: redis.Redis, key: str) -> ResolvedPolicy | None:
 
 @pytest.mark.parametrize("break_it", ["delete", "rename"])
 def test_a_key_whose_budget_is_gone_is_refused_as_incomplete_not_unknown(
-    cluster: Cluster, redis_server: EmbeddedRedis, sidecar_url: str, break_it: str
+    cluster: Cluster, db: redis.Redis, sidecar_url: str, break_it: str
 ) -> None:
-    db = redis.Redis.from_url(redis_server.url)
     budget, key_name = f"tier-{break_it}", f"key-{break_it}"
     cluster.apply(
         {"kind": "Budget", "metadata": {"name": budget}, "spec": {"maxBudget": 10}},
@@ -121,4 +120,3 @@ def test_a_key_whose_budget_is_gone_is_refused_as_incomplete_not_unknown(
     unknown = chat(sidecar_url, "sk-nobody-has-this-key")
     assert unknown is not None
     assert unknown.status_code == 401
-    db.close()

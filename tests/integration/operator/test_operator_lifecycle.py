@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,13 +26,6 @@ pytestmark = pytest.mark.integration
 
 RETURN_DEADLINE_S = 10.0
 """How soon after the operator's return a deletion it missed must be applied."""
-
-
-@pytest.fixture
-def db(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def has_policy(db: redis.Redis, key_hash: str) -> bool:

@@ -23,11 +23,6 @@ from llmquota.store import EmbeddedRedis
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def db(redis_server: EmbeddedRedis) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
 def policy(db: redis.Redis, key_hash: str) -> ResolvedPolicy | None:
     raw = db.get(keyspace.policy_key(key_hash))
     return None if raw is None else ResolvedPolicy.model_validate_json(raw)

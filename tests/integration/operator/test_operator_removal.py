@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,28 @@ def populate(kube: KubeAPIServer, namespace: str, redis_url: str) -> None:
                 "metadata": {"name": "qa"},
                 "spec": {"budgetRef": {"name": "tier"}, "rateLimitRef": {"name": "std"}},
             },
-            {"kind": "ApiKey", "metadata": {"name": "bot"}, "spec": {"team": "qa"}},
+            {
+                "kind": "ApiKey",
+                "metadata": {"name": "bot"},
+                "spec": {"team": "qa", "budget": {"maxBudget": 1}},
+            },
+            {
+                "kind": "BudgetOverride",
+                "metadata": {"name": "launch"},
+                "spec": {
+                    "target": {"kind": "ApiKey", "name": "bot"},
+                    "increase": 5,
+                    "expires": (datetime.now(UTC) + timedelta(hours=1)).strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    ),
+                    "reason": "removal test",
+                },
+            },
+        )
+        wait_for(
+            lambda: (cluster.get("budgetoverride", "launch") or {}).get("status", {}).get("active"),
+            timeout=30,
+            what="the BudgetOverride active",
         )
         for kind, name in (("apikey", "bot"), ("team", "qa"), ("budget", "tier")):
             wait_for(
@@ -94,7 +116,7 @@ def test_crd_deletion_completes_with_the_operator_gone(own_apiserver: KubeAPISer
     with EmbeddedRedis() as redis_server:
         populate(own_apiserver, "removal-crd", redis_server.url)
     crds = ["teams.llmquota.dev", "apikeys.llmquota.dev", "budgets.llmquota.dev",
-            "ratelimits.llmquota.dev"]  # fmt: skip
+            "ratelimits.llmquota.dev", "budgetoverrides.llmquota.dev"]  # fmt: skip
     deleted = own_apiserver.kubectl("delete", "crd", *crds, f"--timeout={REMOVAL_DEADLINE_S}s")
     assert deleted.returncode == 0, deleted.stderr
     left = own_apiserver.kubectl("get", "crd", *crds)

@@ -49,11 +49,6 @@ def events_about(cluster: Cluster, reason: str, name: str) -> list[dict[str, Any
     return [e for e in cluster.events(reason) if e["involvedObject"]["name"] == name]
 
 
-@pytest.fixture
-def db(redis_server: EmbeddedRedis) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
 def test_a_key_refused_by_its_team_budget_says_so(
     cluster: Cluster, db: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:

@@ -44,6 +44,18 @@ HOSTILE_CASES = [
     HostileCase("max-budget-a-string", "Budget", {"maxBudget": "ten"}, "maxBudget"),
     HostileCase("soft-above-max", "Budget", {"maxBudget": 5, "softBudget": 8}, "softBudget"),
     HostileCase(
+        "unknown-failure-policy",
+        "Budget",
+        {"maxBudget": 5, "failurePolicy": "Sometimes"},
+        "failurePolicy",
+    ),
+    HostileCase(
+        "rate-failure-policy-open-lowercase",
+        "RateLimit",
+        {"rpm": 5, "failurePolicy": "open"},
+        "failurePolicy",
+    ),
+    HostileCase(
         "bad-duration", "Budget", {"maxBudget": 5, "budgetDuration": "10x"}, "budgetDuration"
     ),
     HostileCase(

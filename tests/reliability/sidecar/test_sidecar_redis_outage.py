@@ -1,8 +1,9 @@
 """Redis SIGKILLed under a running sidecar, then restarted on its data.
 
 While it is down the sidecar answers 503 service_unavailable (or admits uncounted with
---fail-open); when it is back the same sidecar process serves again by itself, and the
-spend settled before the crash is still there.
+--fail-open, or where every limit of the key says failurePolicy: Open); when it is back
+the same sidecar process serves again by itself, and the spend settled before the crash
+is still there.
 """
 
 from __future__ import annotations
@@ -95,3 +96,65 @@ async def test_sidecar_rides_out_a_redis_crash(rig: Rig, fail_open: bool) -> Non
 
     await wait_until(charged_again, timeout_s=5)
     assert sidecar.popen.poll() is None
+
+
+POLICY_KEYS = {
+    "open-budget": "sk-reliability-open-budget",
+    "closed-budget": "sk-reliability-closed-budget",
+    "rate-only": "sk-reliability-rate-only",
+    "closed-rate": "sk-reliability-closed-rate",
+}
+POLICY_MANIFESTS = "".join(
+    f"""
+---
+apiVersion: llmquota.dev/v1alpha1
+kind: ApiKey
+metadata: {{name: {name}}}
+spec: {spec}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}}}
+stringData: {{key: {POLICY_KEYS[name]}}}
+"""
+    for name, spec in (
+        # Money with failurePolicy Open and a rate limit (Open by default): let through.
+        ("open-budget", "{budget: {maxBudget: 100, failurePolicy: Open}, rateLimit: {rpm: 1000}}"),
+        # The default for money is Closed, whatever the rate limit says.
+        ("closed-budget", "{budget: {maxBudget: 100}, rateLimit: {rpm: 1000}}"),
+        # No budget (spend only counted) and a rate limit: nothing Closed applies.
+        ("rate-only", "{rateLimit: {rpm: 1000}}"),
+        # A rate limit that asks to fail closed keeps an Open budget's key out.
+        (
+            "closed-rate",
+            "{budget: {maxBudget: 100, failurePolicy: Open}, "
+            "rateLimit: {rpm: 1000, failurePolicy: Closed}}",
+        ),
+    )
+)
+
+
+async def test_during_an_outage_each_key_follows_its_limits_failure_policy(rig: Rig) -> None:
+    policies = await rig.apply(POLICY_MANIFESTS)
+    sidecar = rig.start_sidecar()
+    await rig.wait_for_policies(policies.values())
+    clients = {name: rig.client(sidecar, key) for name, key in POLICY_KEYS.items()}
+    for client in clients.values():  # each policy is in the sidecar's cache now
+        await asyncio.to_thread(ask, client)
+
+    await asyncio.to_thread(rig.redis.kill)
+    outcomes = {}
+    for name, client in clients.items():
+        try:
+            await asyncio.to_thread(ask, client)
+        except openai.APIStatusError as refused:
+            outcomes[name] = refused.status_code
+        else:
+            outcomes[name] = 200
+    assert outcomes == {
+        "open-budget": 200,
+        "closed-budget": 503,
+        "rate-only": 200,
+        "closed-rate": 503,
+    }
+    await asyncio.to_thread(rig.redis.restart)

@@ -22,6 +22,7 @@ from tests.reliability.rig import UPSTREAM_KEY, Rig
 
 from llmquota.policy import keyspace
 from llmquota.policy.resolved import NANOS_PER_USD, ResolvedPolicy
+from llmquota.sidecar.spend_snapshot import default_state_file
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,7 @@ async def spend_then_wipe(
         await asyncio.to_thread(ask, client)
     spent, _ = await rig.spend(policies["wipe-bot"], "team")
     assert spent == BEFORE_WIPE * cost_nanos
-    state_file = rig.manifests / ".llmquota-state.json"
+    state_file = default_state_file(rig.manifests)
 
     async def snapshot_holds_it() -> bool:
         return snapshot_spend(state_file, "team/default/wipe") == spent
@@ -168,7 +169,7 @@ async def test_a_restarted_sidecar_gets_its_spend_back_from_the_state_file(
     """Without --redis every start is on an empty store: the state file carries the spend."""
     folder = tmp_path / "manifests"
     folder.mkdir()
-    state_file = folder / ".llmquota-state.json"
+    state_file = default_state_file(folder)
     (folder / "test.yaml").write_text(team_and_key("wipe-probe", "wipe-probe", PROBE_KEY))
     first = start_embedded(tmp_path, upstream, 1)
     try:

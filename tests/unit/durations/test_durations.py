@@ -147,3 +147,10 @@ def test_a_manifest_with_a_bad_duration_is_refused_saying_what_to_write() -> Non
     assert error["loc"] == ("budgetDuration",)
     assert "1w), 1mo or monthly" in error["msg"]
     assert BudgetSpec.model_validate({"maxBudget": 1, "budgetDuration": "1w"}).budget_duration
+
+
+def test_the_crd_schema_carries_the_pattern() -> None:
+    """The API server refuses a bad duration itself: the pattern is in the schema."""
+    schema = BudgetSpec.model_json_schema(by_alias=True)["properties"]["budgetDuration"]
+    (duration,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
+    assert duration["pattern"] == DURATION_PATTERN

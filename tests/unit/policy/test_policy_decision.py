@@ -52,7 +52,7 @@ def test_budget_refusal_names_scope_spend_max_and_reset() -> None:
         0,
         0,
         b"max_budget",
-        nanos(99.995),
+        nanos(100),
         nanos(100),
         3 * 86_400_000 + 7_200_000,
         nanos(0.01),
@@ -76,6 +76,17 @@ def test_budget_refusal_names_scope_spend_max_and_reset() -> None:
             "code": "budget_exceeded",
         }
     }
+
+
+@pytest.mark.parametrize("retry_ms", [-1, 86_400_000], ids=["never-resets", "resets-in-a-day"])
+def test_a_refusal_only_reservations_cause_says_so_and_asks_to_retry_soon(retry_ms: int) -> None:
+    raw: list[int | bytes | str] = [0, 0, b"max_budget", 1000, 200_000, retry_ms, 155_000]
+    refused = interpret_admit(raw, team_call())
+    assert isinstance(refused, Refused)
+    assert refused.status == 402
+    assert "held by requests in flight" in refused.message
+    assert "(+0.000155 reserved in flight)" in refused.message
+    assert refused.headers == {"Retry-After": "1"}
 
 
 def test_model_budget_refusal_that_never_resets_has_no_retry_after() -> None:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import pytest
 
 from llmquota.sidecar.wire import (
+    BodyTooLargeError,
     InvalidBodyError,
     Usage,
+    UsageTail,
     client_response_headers,
+    decode_body,
     error_body,
+    narrow_model_list,
     parse_body,
     presented_key,
+    redact,
+    redact_bytes,
     stream_asks_usage,
     upstream_request_headers,
+    usage_in_body,
     usage_of,
     with_stream_usage,
 )
@@ -76,17 +85,80 @@ def test_client_credentials_never_go_upstream() -> None:
             ("Content-Length", "12"),
             ("Host", "localhost:4000"),
             ("OpenAI-Beta", "assistants=v2"),
+            ("X-Stainless-Lang", "python"),
             ("x-fake-fault", "status:500"),
+            ("x-custom", "1"),
+            ("OpenAI-Organization", "org-someone-else"),
+            ("OpenAI-Project", "proj-someone-else"),
+            ("Forwarded", "for=10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("Cookie", "session=1"),
         ],
         "sk-upstream",
+        {"x-fake-fault"},
     )
     assert headers == {
         "Authorization": "Bearer sk-upstream",
         "Content-Type": "application/json",
         "OpenAI-Beta": "assistants=v2",
+        "X-Stainless-Lang": "python",
         "x-fake-fault": "status:500",
     }
     assert "Authorization" not in upstream_request_headers([("Authorization", "Bearer x")], None)
+
+
+UPSTREAM_SECRET = "sk-proj-hostileupstream-abcd1234"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        UPSTREAM_SECRET,
+        "sk-proj-********************1234",
+        "sk-...1234",
+        "sk-proj-host...1234",
+        "****1234",
+    ],
+)
+def test_the_upstream_credential_is_redacted_whole_or_masked(echo: str) -> None:
+    body = json.dumps({"error": {"message": f"Incorrect API key provided: {echo}."}}).encode()
+    assert b"1234" not in redact_bytes(body, UPSTREAM_SECRET)
+    headers = client_response_headers([("x-echo", f"Bearer {echo}")], {}, UPSTREAM_SECRET)
+    assert headers == {"x-echo": "Bearer [redacted]"}
+
+
+def test_redaction_leaves_other_text_alone() -> None:
+    text = "request 1234 failed; sk-other-key-9999; 1234 tokens"
+    assert redact(text, UPSTREAM_SECRET) == text
+    assert redact_bytes(b"\xff\xfe 1234", UPSTREAM_SECRET) == b"\xff\xfe 1234"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"object": "list", "data": [{"id": "a"}, {"id": "b"}, 7]}', [{"id": "a"}]),
+        (b"not json", None),
+        (b'{"data": {"id": "a"}}', None),
+        (b"[]", None),
+    ],
+)
+def test_a_model_list_is_narrowed_or_refused(raw: bytes, expected: object) -> None:
+    narrowed = narrow_model_list(raw, ["a"])
+    assert (None if narrowed is None else json.loads(narrowed)["data"]) == expected
+
+
+def test_usage_is_found_at_the_end_of_an_answer_too_large_to_hold() -> None:
+    answer = json.dumps(
+        {
+            "choices": [{"message": {"content": '"usage": {"prompt_tokens": 1}' * 5000}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 22},
+        }
+    ).encode()
+    tail = UsageTail()
+    for start in range(0, len(answer), 1000):
+        tail.feed(answer[start : start + 1000])
+    assert tail.usage() == Usage(11, 22)
+    assert usage_in_body(answer) == Usage(11, 22)
 
 
 def test_response_headers_carry_own_limits_instead_of_the_upstreams() -> None:
@@ -140,3 +212,35 @@ def test_error_body_is_openais_envelope() -> None:
     assert json.loads(error_body("no", "invalid_request_error", None, "model")) == {
         "error": {"message": "no", "type": "invalid_request_error", "param": "model", "code": None}
     }
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "GZIP "])
+def test_a_compressed_body_is_decoded(encoding: str) -> None:
+    data = b'{"model": "m"}'
+    packed = zlib.compress(data) if encoding == "deflate" else _gzip(data)
+    assert decode_body(packed, encoding, 100) == data
+
+
+def test_a_body_that_inflates_past_the_limit_is_refused_without_inflating_it() -> None:
+    bomb = _gzip(b"\0" * 10_000_000)
+    with pytest.raises(BodyTooLargeError):
+        decode_body(bomb, "gzip", 1000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "status"),
+    [
+        (b"not gzip", "gzip", 400),
+        (_gzip(b"{}")[:-9], "gzip", 400),
+        (b"{}", "br", 415),
+        (b"{}", "gzip, deflate", 415),
+    ],
+)
+def test_a_body_that_does_not_decode_is_refused(raw: bytes, encoding: str, status: int) -> None:
+    with pytest.raises(InvalidBodyError) as refused:
+        decode_body(raw, encoding, 1000)
+    assert refused.value.status == status

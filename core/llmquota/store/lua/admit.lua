@@ -18,8 +18,9 @@
 -- admitted holding only that share when the key holds nothing there yet and no other
 -- such capped request is in flight there (field `cap`); otherwise it is refused with
 -- `key_share`. So at most one request at a time holds less than its worst case.
--- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms} (-1 = no
--- such limit) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
+-- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
+-- (-1 = no such limit; budget_room: the tightest budget's room before this request's
+-- reservation, > 0) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
 -- error, with nothing written, when cost or tokens are not integers in [0, 1e15].
 
 local spec = cjson.decode(ARGV[1])
@@ -33,6 +34,7 @@ local reset_ms = (minute + 1) * 60000 - now
 local windows = {}
 local reserve, capped = {}, {}  -- per budget check: nano-USD to hold, whether capped
 local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
+local budget_room = -1
 
 local function num(v) return tonumber(v) or 0 end
 
@@ -97,6 +99,7 @@ for i, c in ipairs(spec.checks) do
       end
     end
     if max >= 0 then
+      if budget_room < 0 or max - spend - resv < budget_room then budget_room = max - spend - resv end
       local left = max - spend - resv - spec.cost
       if left < 0 then left = 0 end
       if budget_left < 0 or left < budget_left then budget_left = left end
@@ -187,4 +190,4 @@ for i, c in ipairs(spec.checks) do
 end
 redis.call('SET', 'llmquota:lease:' .. spec.id, cjson.encode(lease))
 redis.call('ZADD', LEASES, now + spec.lease_ms, spec.id)
-return {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms}
+return {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
