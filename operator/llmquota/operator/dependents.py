@@ -6,13 +6,19 @@ team references; the global budget affects every key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Literal
 
 from llmquota.models import ApiKey, Team
 from llmquota.models.subject import SubjectSpec
 
-__all__ = ["DependencyKind", "keys_affected", "referenced_names", "subjects_referencing"]
+__all__ = [
+    "DependencyKind",
+    "keys_affected",
+    "keys_to_reresolve",
+    "referenced_names",
+    "subjects_referencing",
+]
 
 DependencyKind = Literal["Team", "Budget", "RateLimit"]
 
@@ -50,4 +56,24 @@ def keys_affected(
     via_team = {team.metadata.name for team in teams if name in referenced_names(team.spec, kind)}
     return [
         key for key in keys if name in referenced_names(key.spec, kind) or key.spec.team in via_team
+    ]
+
+
+def keys_to_reresolve(
+    affected: Iterable[ApiKey],
+    applied: Container[tuple[str, str]],
+    in_progress: Container[tuple[str, str]],
+) -> list[ApiKey]:
+    """Of the keys a change affects, those to resolve again now.
+
+    A key not applied yet in this process resolves itself in its own handler (at a cold
+    start every object is "created": doing it here too doubles the work), unless that
+    handler is running right now: it may have resolved before this change was in the
+    indexes, and would then stay on the stale resolution (a key whose Team arrived
+    while its Secret was being generated stayed incomplete until a restart).
+    """
+    return [
+        key
+        for key in affected
+        if (ref := (key.metadata.namespace, key.metadata.name)) in applied or ref in in_progress
     ]

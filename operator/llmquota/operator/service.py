@@ -20,7 +20,12 @@ from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.conditions import Observation, Transition, event_for
-from llmquota.operator.dependents import DependencyKind, keys_affected, subjects_referencing
+from llmquota.operator.dependents import (
+    DependencyKind,
+    keys_affected,
+    keys_to_reresolve,
+    subjects_referencing,
+)
 from llmquota.operator.keys import (
     KEY_FIELD,
     generate_key,
@@ -364,9 +369,7 @@ async def reresolve_dependents(
         affected = keys_affected(
             kind, name, state.indexes.teams.of(namespace), state.indexes.keys.of(namespace)
         )
-    # Keys not applied yet in this process are on their way through their own handler
-    # (at a cold start every object is "created"): resolving them here too doubles work.
-    applied = [k for k in affected if (k.metadata.namespace, k.metadata.name) in state.keys]
+    applied = keys_to_reresolve(affected, state.keys, state.applying())
     await refresh_keys(
         state, applied, without=(kind, namespace, name) if deleted else None, known_key=True
     )

@@ -147,6 +147,10 @@ class OperatorState:
         """One lock per ApiKey: its handler and its Secret's handler never interleave."""
         return self._locks[(namespace, name)]
 
+    def applying(self) -> set[tuple[str, str]]:
+        """The ApiKeys whose policy is being resolved and written right now (lock held)."""
+        return {ref for ref, lock in self._locks.items() if lock.locked()}
+
     def global_budget(self) -> Budget | None:
         """The --global-budget Budget, when configured and present."""
         if self.config.global_budget is None:

@@ -26,6 +26,7 @@ from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
+from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 __all__ = ["llmquota_crds", "namespace", "redis_server", "running_operator"]  # fixtures
@@ -56,12 +57,26 @@ async def test_example_on_a_cluster(
     try:
 
         async def policies_written() -> bool:
-            names = [keyspace.policy_key(hash_key(key)) for key in example.keys]
-            return bool(store.exists(*names) == len(names))
+            """Every key's policy is in the store, and complete: a key reconciled before
+            its Team or Budget was seen has a policy marked incomplete (503) until then."""
+            raw = [store.get(keyspace.policy_key(hash_key(key))) for key in example.keys]
+            return all(
+                found is not None and ResolvedPolicy.model_validate_json(found).refusal is None
+                for found in raw
+            )
 
         await wait_until(policies_written, APPLY_TIMEOUT_S)
     finally:
         store.close()
+
+    async def overrides_active() -> bool:
+        """A folder's BudgetOverrides apply once the operator marked them (a user would
+        `kubectl wait --for=jsonpath='{.status.active}'=true`)."""
+        listed = kube_apiserver.kubectl("get", "budgetoverrides", "-n", namespace, "-o", "json")
+        items = json.loads(listed.stdout)["items"] if listed.returncode == 0 else [{}]
+        return all((item.get("status") or {}).get("active") is True for item in items)
+
+    await wait_until(overrides_active, APPLY_TIMEOUT_S)
     sidecar = start_sidecar("--redis", redis_server.url)
     checked = example.check(clients_of(sidecar, opened_clients))
     if inspect.isawaitable(checked):

@@ -23,7 +23,11 @@ from llmquota.store import EmbeddedRedis
 if TYPE_CHECKING:
     from tests.support.kube_apiserver import KubeAPIServer
 
-from tests.integration.operator.operator_helpers import Cluster, operator_config
+from tests.integration.operator.operator_helpers import (
+    Cluster,
+    collect_operator_leftovers,
+    operator_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +99,7 @@ def running_operator(
         timeout=60,
     ) as runner:
         yield runner
+    collect_operator_leftovers()
     assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
 
 

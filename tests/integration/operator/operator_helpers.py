@@ -4,10 +4,12 @@ an operator's configuration, and an operator started and stopped inside a test."
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +31,7 @@ __all__ = [
     "STATUS_INTERVAL",
     "Cluster",
     "admit",
+    "collect_operator_leftovers",
     "operator_config",
     "operator_running",
     "spend",
@@ -103,6 +106,19 @@ def operator_config(redis_url: str, namespace: str, **overrides: Any) -> Operato
     return OperatorConfig(**(base | overrides))
 
 
+def collect_operator_leftovers() -> None:
+    """Collect what a stopped in-process operator's loop left behind.
+
+    KopfRunner runs the operator on an event loop in a thread; connections whose close
+    raced that loop's end (pooled Redis connections cancelled mid-call) are freed only
+    by a later garbage collection, whose ResourceWarning would then fail whichever
+    unrelated test was running. A real operator exits with its process.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 @contextmanager
 def operator_running(
     kube: KubeAPIServer, namespace: str, redis_url: str, **overrides: Any
@@ -116,6 +132,7 @@ def operator_running(
         timeout=60,
     ) as runner:
         yield runner
+    collect_operator_leftovers()
     assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
 
 

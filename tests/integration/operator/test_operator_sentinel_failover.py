@@ -10,7 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 from kopf.testing import KopfRunner
-from tests.integration.operator.operator_helpers import Cluster, operator_config
+from tests.integration.operator.operator_helpers import (
+    Cluster,
+    collect_operator_leftovers,
+    operator_config,
+)
 from tests.reliability.harness import admit_once
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.redis_server import SentinelGroup
@@ -40,6 +44,7 @@ def sentinel_operator(
         ["run", "--standalone", "--namespace", namespace], registry=registry, timeout=60
     ) as runner:
         yield runner
+    collect_operator_leftovers()
     assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
 
 

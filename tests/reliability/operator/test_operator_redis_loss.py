@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from kopf.testing import KopfRunner
+from tests.integration.operator.operator_helpers import collect_operator_leftovers
 from tests.reliability.harness import admit_once, wait_until
 from tests.reliability.rig import CrashableRedis
 
@@ -70,6 +71,7 @@ def running_operator(
                  other_namespace]  # fmt: skip
     with KopfRunner(arguments, registry=build_registry(config), timeout=60) as runner:
         yield runner
+    collect_operator_leftovers()
     assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output
 
 

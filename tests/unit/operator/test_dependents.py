@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmquota.models import ApiKey, Team
-from llmquota.operator.dependents import keys_affected, subjects_referencing
+from llmquota.operator.dependents import keys_affected, keys_to_reresolve, subjects_referencing
 
 
 def key(name: str, **spec: Any) -> ApiKey:
@@ -50,3 +50,11 @@ def test_rate_limit_change_via_team() -> None:
 def test_subjects_referencing_counts_teams_and_keys() -> None:
     assert subjects_referencing("Budget", "tier", TEAMS, KEYS) == 2
     assert subjects_referencing("RateLimit", "std", TEAMS, KEYS) == 1
+
+
+def test_a_key_whose_handler_is_running_is_resolved_again() -> None:
+    # "a" was applied, "b" is in its own handler right now (it may have resolved before
+    # the change reached the indexes), "c" has not been seen by its handler yet.
+    affected = [key("a", team="qa"), key("b", team="qa"), key("c", team="qa")]
+    chosen = keys_to_reresolve(affected, applied={("ns", "a")}, in_progress={("ns", "b")})
+    assert [k.metadata.name for k in chosen] == ["a", "b"]
