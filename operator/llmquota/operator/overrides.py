@@ -18,6 +18,7 @@ from typing import Any
 from llmquota.models import ApiKey, BudgetOverride, Team
 from llmquota.operator import service
 from llmquota.operator.conditions import Observation, Transition, format_time
+from llmquota.operator.dependents import keys_to_reresolve
 from llmquota.operator.state import Gone, OperatorState
 from llmquota.operator.team_view import team_budget_limits
 from llmquota.policy.resolve import ResolutionError
@@ -136,7 +137,7 @@ async def refresh_target(
     else:
         keys = state.indexes.team_keys(namespace, target.metadata.name)
         plural = "teams"
-    applied = [k for k in keys if (k.metadata.namespace, k.metadata.name) in state.keys]
+    applied = keys_to_reresolve(keys, state.keys, state.applying())
     await service.refresh_keys(state, applied, without=without, known_key=True)
     remaining = [
         o

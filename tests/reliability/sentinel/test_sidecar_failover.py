@@ -129,6 +129,11 @@ async def test_a_sidecar_follows_a_sentinel_failover_under_load(
     assert failover.serving_after_s < promoted_after_s + 5
     assert set(failover.refused_statuses) <= {503}
     # Served but not counted: the settles that met the dead primary (the sidecar logs
-    # each), and at most one admission per worker that never reached the replica.
+    # each), and at most one admission per worker that never reached the replica. Without
+    # WAIT, settles the old primary acknowledged but had not yet sent to its replica are
+    # lost too (asynchronous replication, docs/architecture.md): one CI run lost 25 that
+    # way, so only the WAIT mode is held to the bound; both never count more than served.
     one_request = max(outcome.cost_nanos for outcome in load.served())
-    assert 0 <= failover.lost_nanos <= (settle_errors + WORKERS) * one_request
+    assert failover.lost_nanos >= 0
+    if flags == WAIT_FLAGS:
+        assert failover.lost_nanos <= (settle_errors + WORKERS) * one_request
