@@ -7,10 +7,8 @@ manifests it guards and goes through the same resolution as production.
 
 from __future__ import annotations
 
-import random
 import socket
 import uuid
-from pathlib import Path
 
 from tests.support.waiting import wait_until
 
@@ -20,7 +18,7 @@ from llmquota.policy.decision import Admitted, Refused, interpret_admit
 from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import QuotaStore
 
-__all__ = ["admit_once", "free_port", "policies_from_yaml", "restartable_port", "wait_until"]
+__all__ = ["admit_once", "free_port", "policies_from_yaml", "wait_until"]
 
 
 def policies_from_yaml(text: str) -> dict[str, ResolvedPolicy]:
@@ -52,23 +50,3 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def restartable_port() -> int:
-    """A free port below the ephemeral range, for a server that a test kills and restarts.
-
-    While a killed server is down, a client reconnecting to its port from the ephemeral
-    range can be given that very port as its own and connect to itself (TCP
-    self-connect), reading its own commands back as replies; and the restarted server
-    could not bind it. Ports outside that range are never picked for outgoing sockets.
-    """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(10_000, min(ephemeral_low, 30_000)), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    msg = "no free port below the ephemeral range"
-    raise RuntimeError(msg)

@@ -15,7 +15,8 @@ from typing import Any
 
 import openai
 from tests.e2e.sidecar.processes import Process, start_sidecar
-from tests.reliability.harness import policies_from_yaml, restartable_port, wait_until
+from tests.reliability.harness import policies_from_yaml, wait_until
+from tests.support.redis_server import loopback_port
 
 from llmquota.policy import keyspace
 from llmquota.policy.resolved import ResolvedPolicy
@@ -36,7 +37,7 @@ class CrashableRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = restartable_port()
+        self.port = loopback_port()
         self.server = EmbeddedRedis(directory, port=self.port).start()
 
     @property
