@@ -26,6 +26,7 @@ __all__ = [
     "ScopeKind",
     "nanos",
     "usd",
+    "window_spec",
 ]
 
 NANOS_PER_USD = 1_000_000_000
@@ -46,6 +47,13 @@ def usd(amount_nanos: int) -> float:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def window_spec(wire: str) -> WindowSpec:
+    """The inverse of `WindowSpec.wire` (`fixed:<ms>`, `monthly`, `none`)."""
+    if wire.startswith(_FIXED):
+        return WindowSpec("fixed", int(wire.removeprefix(_FIXED)))
+    return WindowSpec("monthly" if wire == "monthly" else "none")
 
 
 class BudgetIncrease(_Frozen):
@@ -79,11 +87,7 @@ class BudgetLimits(_Frozen):
 
     def window_at(self, now_ms: int) -> Window:
         """The window of this budget that contains `now_ms`."""
-        if self.window.startswith(_FIXED):
-            spec = WindowSpec("fixed", int(self.window.removeprefix(_FIXED)))
-        else:
-            spec = WindowSpec("monthly" if self.window == "monthly" else "none")
-        return window_at(spec, self.anchor_ms, now_ms)
+        return window_at(window_spec(self.window), self.anchor_ms, now_ms)
 
     @property
     def duration(self) -> str:

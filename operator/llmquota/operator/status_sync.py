@@ -48,7 +48,6 @@ from llmquota.operator.status_view import (
     Seed,
     budget_observations,
     budget_view,
-    current_window,
     ended_spend,
     key_state_observations,
     reset_worth_telling,
@@ -192,7 +191,7 @@ async def _restore_missing(
     the counter (the operator restarted too), from the status the object shows. A counter
     present with a lower value is read as it is.
     """
-    window = current_window(counted.limits, now_ms)
+    window = counted.limits.window_at(now_ms)
     seed = state.seeds.get(counted.ref)
     if seed is None:
         seed = seed_from_status(counted.limits, counted.shown, now_ms)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from llmquota.durations import NEVER, Window, WindowSpec, window_at
+from llmquota.durations import NEVER, Window
 from llmquota.operator.conditions import Observation, Transition, format_time, merge_conditions
 from llmquota.policy.exhaustion import budget_exhausted
 from llmquota.policy.resolved import BudgetLimits, ScopeKind, nanos, usd
@@ -25,7 +25,6 @@ __all__ = [
     "StatusUpdate",
     "budget_observations",
     "budget_view",
-    "current_window",
     "ended_spend",
     "key_state_observations",
     "merge_patch",
@@ -34,7 +33,6 @@ __all__ = [
     "seed_from_status",
     "status_patch",
     "subject_status_fields",
-    "window_spec",
 ]
 
 
@@ -60,23 +58,9 @@ class Seed:
     model_spend_nanos: dict[str, int] = field(default_factory=dict)
 
 
-def window_spec(wire: str) -> WindowSpec:
-    """The inverse of `WindowSpec.wire` (`fixed:<ms>`, `monthly`, `none`)."""
-    if wire.startswith("fixed:"):
-        return WindowSpec("fixed", int(wire.removeprefix("fixed:")))
-    if wire == "monthly":
-        return WindowSpec("monthly")
-    return WindowSpec("none")
-
-
-def current_window(limits: BudgetLimits, now_ms: int) -> Window:
-    """The window of `limits` that contains `now_ms`."""
-    return window_at(window_spec(limits.window), limits.anchor_ms, now_ms)
-
-
 def budget_view(limits: BudgetLimits, counter: BudgetCounter, now_ms: int) -> BudgetView:
     """What a counter means now: a counter of an earlier window counts as zero."""
-    window = current_window(limits, now_ms)
+    window = limits.window_at(now_ms)
     fresh = counter.window_start_ms is not None and counter.window_start_ms == window.start_ms
     return BudgetView(
         window=window,
@@ -239,7 +223,7 @@ def seed_from_status(limits: BudgetLimits, status: Mapping[str, Any], now_ms: in
     spend = status.get("spend")
     if spend is None:
         return None
-    window = current_window(limits, now_ms)
+    window = limits.window_at(now_ms)
     shown_end = parse_time_ms(status.get("budgetResetAt"))
     if (shown_end or NEVER) != window.end_ms:
         return None  # the status is of an earlier window: the new one starts at zero

@@ -18,9 +18,8 @@ from llmquota.operator.status_view import (
     seed_from_status,
     status_patch,
     subject_status_fields,
-    window_spec,
 )
-from llmquota.policy.resolved import BudgetLimits, nanos
+from llmquota.policy.resolved import BudgetLimits, nanos, window_spec
 from llmquota.store import BudgetCounter
 
 HOUR = 3_600_000
