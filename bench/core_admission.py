@@ -29,8 +29,8 @@ from llmquota.models import ApiKey, Budget, Team, parse_resource
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, interpret_admit
 from llmquota.policy.key_hash import hash_key
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.policy.resolve import NamespaceObjects, resolve_key_policy
-from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.store import EmbeddedRedis, QuotaStore, find_redis_server
 
 RESULTS = Path(__file__).parent / "results"

@@ -50,7 +50,7 @@ from typing import Any
 import redis
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -47,8 +47,8 @@ from llmquota.models import (
 )
 from llmquota.models.registry import RESOURCE_KINDS, AnyResource
 from llmquota.policy.key_hash import hash_key
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
-from llmquota.policy.resolved import ResolvedPolicy
 
 __all__ = [
     "MANIFEST_SUFFIXES",

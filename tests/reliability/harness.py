@@ -15,7 +15,7 @@ from tests.support.waiting import wait_until
 from llmquota.manifests import ManifestResolver
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, Refused, interpret_admit
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 __all__ = ["admit_once", "free_port", "policies_from_yaml", "wait_until"]

@@ -19,7 +19,7 @@ from tests.reliability.harness import policies_from_yaml, wait_until
 from tests.support.redis_server import loopback_port
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis, QuotaStore
 
 __all__ = ["UPSTREAM_KEY", "CrashableRedis", "Rig"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import BudgetLimits, RateLimits, ResolvedPolicy, Scope
+from llmquota.policy.limits import BudgetLimits, RateLimits, ResolvedPolicy, Scope
 
 __all__ = [
     "KEY_SHARE",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from llmquota.policy.admission import AdmissionCall
-from llmquota.policy.resolved import ResolvedPolicy, usd
+from llmquota.policy.limits import ResolvedPolicy, usd
 
 __all__ = [
     "BUDGET_REMAINING_HEADER",

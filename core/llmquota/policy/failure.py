@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from llmquota.policy.resolved import Scope
+from llmquota.policy.limits import Scope
 
 __all__ = ["closed_scope", "fails_open"]
 

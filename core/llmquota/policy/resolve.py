@@ -27,7 +27,7 @@ from llmquota.models import (
 )
 from llmquota.models.budgetoverride import OverrideTargetKind
 from llmquota.models.subject import SubjectSpec
-from llmquota.policy.resolved import (
+from llmquota.policy.limits import (
     BudgetIncrease,
     BudgetLimits,
     EndUserTemplate,

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
 from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts

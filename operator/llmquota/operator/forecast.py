@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from llmquota.durations import NEVER, Window
 from llmquota.operator.conditions import Observation, format_time
 from llmquota.policy.exhaustion import budget_left_nanos
-from llmquota.policy.resolved import usd
+from llmquota.policy.limits import usd
 
 __all__ = [
     "HOUR_MS",

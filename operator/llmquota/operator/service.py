@@ -42,8 +42,8 @@ from llmquota.operator.team_view import (
     check_team_refs,
 )
 from llmquota.policy.key_hash import hash_key, key_hint
+from llmquota.policy.limits import PolicyRefusal, ResolvedPolicy
 from llmquota.policy.resolve import ResolutionError, resolve_key_policy
-from llmquota.policy.resolved import PolicyRefusal, ResolvedPolicy
 
 __all__ = [
     "REFRESH_CONCURRENCY",

@@ -21,8 +21,8 @@ from llmquota.operator.forecast import SpendSample
 from llmquota.operator.kube import Kube
 from llmquota.operator.mirror import MirrorSource
 from llmquota.operator.status_view import Seed
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.policy.resolve import NamespaceObjects
-from llmquota.policy.resolved import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 __all__ = ["MEMO_KEY", "Gone", "Indexes", "KeyRecord", "OperatorState", "ScopeRef"]

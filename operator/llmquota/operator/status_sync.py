@@ -60,8 +60,8 @@ from llmquota.operator.team_view import (
     team_members,
     team_scope,
 )
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
 from llmquota.policy.resolve import ResolutionError
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
 from llmquota.store import BudgetCounter
 
 __all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "sync_once", "sync_statuses"]

@@ -15,7 +15,7 @@ from typing import Any
 from llmquota.durations import NEVER, Window
 from llmquota.operator.conditions import Observation, Transition, format_time, merge_conditions
 from llmquota.policy.exhaustion import budget_exhausted
-from llmquota.policy.resolved import BudgetLimits, ScopeKind, nanos, usd
+from llmquota.policy.limits import BudgetLimits, ScopeKind, nanos, usd
 from llmquota.store import BudgetCounter
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from llmquota.models import ApiKey, Team
+from llmquota.policy.limits import BudgetLimits
 from llmquota.policy.resolve import (
     COUNT_ONLY,
     NamespaceObjects,
@@ -20,7 +21,6 @@ from llmquota.policy.resolve import (
     raised,
     team_scope_id,
 )
-from llmquota.policy.resolved import BudgetLimits
 
 __all__ = [
     "check_team_refs",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from llmquota.policy.resolved import BudgetLimits, Scope, usd
+from llmquota.policy.limits import BudgetLimits, Scope, usd
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.store import BudgetCounter, QuotaStore
 

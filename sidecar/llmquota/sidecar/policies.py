@@ -13,7 +13,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 __all__ = ["PolicyCache"]

@@ -36,7 +36,7 @@ from llmquota.policy.decision import (
 )
 from llmquota.policy.failure import fails_open
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
 from llmquota.pricing.tokenizer import output_token_counter
 from llmquota.sidecar.metrics import ModelLabels

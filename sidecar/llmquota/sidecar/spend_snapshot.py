@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store import BudgetCounter, QuotaStore
 
 __all__ = [

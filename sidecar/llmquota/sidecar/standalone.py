@@ -32,7 +32,7 @@ from llmquota.manifests import (
     apply_resolution,
     watch_manifest_dir,
 )
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.sidecar.spend_snapshot import (
     SNAPSHOT_INTERVAL_S,
     SpendSnapshot,

@@ -26,7 +26,7 @@ from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 __all__ = ["llmquota_crds", "namespace", "redis_server", "running_operator"]  # fixtures

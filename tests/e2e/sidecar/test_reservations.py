@@ -28,7 +28,7 @@ from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.pricing import load_price_table
 from llmquota.store import EmbeddedRedis
 

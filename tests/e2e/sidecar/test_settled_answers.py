@@ -10,8 +10,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key
 
 from llmquota.policy import keyspace
+from llmquota.policy.limits import NANOS_PER_USD
 from llmquota.policy.resolve import team_scope_id
-from llmquota.policy.resolved import NANOS_PER_USD
 
 pytestmark = pytest.mark.e2e
 

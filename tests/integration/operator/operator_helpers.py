@@ -21,7 +21,7 @@ from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
 from llmquota.operator.handlers import build_registry
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, Refused, interpret_admit
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.store import QuotaStore
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from tests.integration.operator.operator_helpers import Cluster, wait_for
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from tests.integration.operator.operator_helpers import Cluster, spend, wait_for
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.store import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from tests.integration.operator.operator_helpers import Cluster, wait_for
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

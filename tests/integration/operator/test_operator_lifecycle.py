@@ -16,7 +16,7 @@ from tests.integration.operator.operator_helpers import Cluster, operator_runnin
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from tests.support.waiting import wait_until
 from llmquota.operator.handlers import build_registry
 from llmquota.policy.decision import Admitted
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

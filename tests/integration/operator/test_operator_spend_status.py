@@ -15,7 +15,7 @@ from tests.integration.operator.operator_helpers import Cluster, admit, spend, w
 from llmquota.policy import keyspace
 from llmquota.policy.decision import Refused
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from tests.integration.store.scenario import CENT, api_key, attempt, policy_for
 from tests.integration.store.test_store_processes import race
 from tests.support.redis_server import SentinelGroup
 
-from llmquota.policy.resolved import nanos
+from llmquota.policy.limits import nanos
 from llmquota.store import QuotaStore
 from llmquota.store.scripts import script_source
 

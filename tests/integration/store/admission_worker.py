@@ -21,7 +21,7 @@ import uuid
 
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, interpret_admit
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 __all__ = ["main"]

@@ -17,8 +17,8 @@ from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team, par
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, Refused, interpret_admit
 from llmquota.policy.key_hash import hash_key
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.policy.resolve import NamespaceObjects, resolve_key_policy
-from llmquota.policy.resolved import ResolvedPolicy, nanos
 from llmquota.store import QuotaStore
 
 __all__ = [

@@ -12,7 +12,7 @@ from llmquota.policy import keyspace
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Refused, interpret_admit
 from llmquota.policy.exhaustion import budget_exhausted, budget_left_nanos
-from llmquota.policy.resolved import BudgetLimits, ResolvedPolicy, Scope
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

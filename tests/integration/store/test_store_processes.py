@@ -16,7 +16,7 @@ from tests.integration.store.scenario import CENT, api_key, attempt, policy_for
 from tests.support.redis_server import RedisEndpoint
 from tests.support.waiting import wait_until
 
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.store import QuotaStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -31,7 +31,7 @@ from tests.support.redis_server import RedisEndpoint, flush
 from llmquota.durations import WindowSpec, window_at
 from llmquota.policy.admission import KEY_SHARE, MAX_AMOUNT, RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, interpret_admit
-from llmquota.policy.resolved import ResolvedPolicy, Scope
+from llmquota.policy.limits import ResolvedPolicy, Scope
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from tests.integration.store.scenario import (
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import MAX_AMOUNT
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from tests.integration.store.scenario import (
 )
 
 from llmquota.models import Team
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from tests.integration.store.scenario import (
     policy_for,
 )
 
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import BudgetCounter, QuotaStore
 
 pytestmark = pytest.mark.integration

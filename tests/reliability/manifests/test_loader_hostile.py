@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.reliability.manifests.hostile_cases import HostileCase, hostile_params
 
 from llmquota.manifests import ManifestResolver, ObjectId, Resolution
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 
 GOOD_KEY = """
 apiVersion: llmquota.dev/v1alpha1

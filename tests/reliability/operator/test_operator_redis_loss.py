@@ -23,7 +23,7 @@ from llmquota.operator.handlers import build_registry
 from llmquota.policy import keyspace
 from llmquota.policy.decision import Admitted
 from llmquota.policy.key_hash import hash_key, key_hint
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import openai
 
-from llmquota.policy.resolved import nanos
+from llmquota.policy.limits import nanos
 from llmquota.pricing import load_price_table
 
 __all__ = ["Failover", "Load", "Outcome"]

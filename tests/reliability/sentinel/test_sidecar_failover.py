@@ -18,7 +18,7 @@ from tests.reliability.sentinel.failover_load import Failover, Load
 from tests.support.redis_server import SentinelGroup
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.e2e

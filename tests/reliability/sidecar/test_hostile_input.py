@@ -26,7 +26,7 @@ from tests.reliability.sidecar.raw_http import RawResponse, build_request, excha
 from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 pytestmark = pytest.mark.e2e

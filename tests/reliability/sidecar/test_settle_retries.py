@@ -16,7 +16,7 @@ from tests.reliability.harness import wait_until
 from tests.reliability.rig import Rig
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import NANOS_PER_USD
+from llmquota.policy.limits import NANOS_PER_USD
 
 pytestmark = pytest.mark.e2e
 

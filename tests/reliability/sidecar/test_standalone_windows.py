@@ -13,7 +13,7 @@ from tests.reliability.harness import wait_until
 from tests.reliability.rig import Rig
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.reliability.harness import wait_until
 from tests.reliability.rig import Rig
 
-from llmquota.policy.resolved import ResolvedPolicy, nanos
+from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.pricing import estimate_request, load_price_table
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from tests.reliability.rig import CrashableRedis
 
 from llmquota.policy import keyspace
 from llmquota.policy.decision import Admitted
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from tests.reliability.harness import wait_until
 from tests.reliability.rig import UPSTREAM_KEY, Rig
 
 from llmquota.policy import keyspace
-from llmquota.policy.resolved import NANOS_PER_USD, ResolvedPolicy
+from llmquota.policy.limits import NANOS_PER_USD, ResolvedPolicy
 from llmquota.sidecar.spend_snapshot import default_state_file
 
 pytestmark = pytest.mark.e2e

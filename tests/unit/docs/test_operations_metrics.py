@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from llmquota.operator import metrics as operator_metrics
-from llmquota.policy.resolved import ScopeKind
+from llmquota.policy.limits import ScopeKind
 from llmquota.pricing import load_price_table
 from llmquota.sidecar.metrics import BUDGET_GAUGE_KINDS, BUDGET_KINDS, Labelled, SidecarMetrics
 

@@ -19,7 +19,7 @@ from llmquota.manifests import (
     watch_manifest_dir,
 )
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.resolved import ResolvedPolicy
+from llmquota.policy.limits import ResolvedPolicy
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from llmquota.operator.forecast import (
     forecast_fields,
     record_sample,
 )
-from llmquota.policy.resolved import nanos
+from llmquota.policy.limits import nanos
 
 MINUTE = 60_000
 START = 1_800_000_000_000  # a window start (epoch ms), on the minute

@@ -19,7 +19,7 @@ from llmquota.operator.status_view import (
     status_patch,
     subject_status_fields,
 )
-from llmquota.policy.resolved import BudgetLimits, nanos, window_spec
+from llmquota.policy.limits import BudgetLimits, nanos, window_spec
 from llmquota.store import BudgetCounter
 
 HOUR = 3_600_000

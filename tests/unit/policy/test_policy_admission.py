@@ -18,7 +18,7 @@ from llmquota.policy.admission import (
     dynamic_group,
     scopes_for,
 )
-from llmquota.policy.resolved import RateLimits, nanos
+from llmquota.policy.limits import RateLimits, nanos
 
 
 def checks_of(spec_json: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from llmquota.policy.decision import (
     format_wait,
     interpret_admit,
 )
-from llmquota.policy.resolved import nanos
+from llmquota.policy.limits import nanos
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

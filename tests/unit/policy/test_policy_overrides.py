@@ -10,7 +10,7 @@ from tests.integration.store.scenario import api_key, budget_override, policy_fo
 
 from llmquota.models import BudgetOverride
 from llmquota.policy.admission import RequestEstimate, admission_call
-from llmquota.policy.resolved import BudgetIncrease, BudgetLimits, nanos
+from llmquota.policy.limits import BudgetIncrease, BudgetLimits, nanos
 
 EXPIRES = datetime(2026, 12, 8, tzinfo=UTC)
 EXPIRES_MS = int(EXPIRES.timestamp() * 1000)

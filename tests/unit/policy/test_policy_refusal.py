@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from llmquota.policy.decision import check_key
-from llmquota.policy.resolved import PolicyRefusal, ResolvedPolicy
+from llmquota.policy.limits import PolicyRefusal, ResolvedPolicy
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

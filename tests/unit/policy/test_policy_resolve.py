@@ -18,9 +18,9 @@ from tests.integration.store.scenario import (
 )
 
 from llmquota.policy.key_hash import hash_key
+from llmquota.policy.limits import BudgetLimits, LimitSet, RateLimits, nanos
 from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
 from llmquota.policy.resolve import rate_limits as rate_limits_of
-from llmquota.policy.resolved import BudgetLimits, LimitSet, RateLimits, nanos
 
 TEAM_CREATED = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
 

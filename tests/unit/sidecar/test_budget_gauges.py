@@ -8,7 +8,7 @@ from typing import cast
 
 from prometheus_client import generate_latest
 
-from llmquota.policy.resolved import BudgetLimits, Scope, nanos
+from llmquota.policy.limits import BudgetLimits, Scope, nanos
 from llmquota.pricing import load_price_table
 from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.metrics import SidecarMetrics

@@ -1,4 +1,4 @@
-"""The resolved policy: everything that applies to one ApiKey, flattened for the hot path.
+"""The limits that apply to one ApiKey (its resolved policy), flattened for the hot path.
 
 The operator (or the standalone loader) writes one per key hash into Redis; sidecars read
 and cache them. Money is in integer nano-USD, so Lua compares exactly.
