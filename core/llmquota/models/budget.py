@@ -170,12 +170,6 @@ class Budget(ResourceModel[BudgetSpec, BudgetStatus]):
             {"name": "Max", "type": "number", "jsonPath": ".spec.maxBudget"},
             {"name": "Soft", "type": "number", "jsonPath": ".spec.softBudget", "priority": 1},
             {"name": "Duration", "type": "string", "jsonPath": ".spec.budgetDuration"},
-            {
-                "name": "Windows",
-                "type": "string",
-                "jsonPath": ".spec.windows[*].budgetDuration",
-                "priority": 1,
-            },
             {"name": "Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
             {"name": "Enforcement", "type": "string", "jsonPath": ".spec.enforcement"},
             {"name": "Subjects", "type": "integer", "jsonPath": ".status.subjects"},
