@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tests.reliability.manifests.hostile_cases import manifest
 
 from llmquota.models import BudgetSpec, RateLimitSpec
@@ -59,7 +59,7 @@ ACCEPTED = [
     pytest.param("RateLimit", {"rpm": 1, "enforcement": "Audit"}, id="audited-rate-limit"),
 ]  # fmt: skip
 
-SPECS = {"Budget": BudgetSpec, "RateLimit": RateLimitSpec}
+SPECS: dict[str, type[BaseModel]] = {"Budget": BudgetSpec, "RateLimit": RateLimitSpec}
 
 
 def apply(kube: KubeAPIServer, obj: dict[str, Any]) -> tuple[int, str]:
