@@ -50,6 +50,8 @@ class QuotaStore:
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
+        # The KEYS each request admitted here was given, until it is settled or aborted.
+        self._in_flight: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(
@@ -158,40 +160,75 @@ class QuotaStore:
     # Enforcement ----------------------------------------------------------------------
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
-        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`."""
+        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`.
+
+        An admitted request's KEYS are kept until it is settled or aborted: those scripts
+        are given the same KEYS, since a script may touch only keys it is given."""
+        script_call = call.script_call()
         result: list[Any] = await self._scripts.admit(
-            keys=call.keys, args=[call.spec_json, self._clock()]
+            keys=script_call.keys, args=[script_call.spec_json, self._clock()]
         )
+        if int(result[0]) == 1:
+            self._in_flight[call.request_id] = script_call.keys
         return result
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
-        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown.
+        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown
+        (never admitted here, or already settled or aborted).
 
         Both are held to what one step may add (`counter_amount`), which the script checks.
         """
-        args: list[str | int] = [
-            request_id,
-            counter_amount(cost_nanos),
-            counter_amount(tokens),
-            self._clock(),
-        ]
+        keys = self._in_flight.get(request_id)
+        if keys is None:
+            return 0
+        args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
         if self._replica_wait is not None:
-            return await run_replicated(self.redis, self._scripts.settle, args, self._replica_wait)
-        return int(await self._scripts.settle(args=args))
+            settled = await run_replicated(
+                self.redis, self._scripts.settle, keys, args, self._replica_wait
+            )
+        else:
+            settled = int(await self._scripts.settle(keys=keys, args=args))
+        del self._in_flight[request_id]
+        return settled
 
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
-        return int(await self._scripts.abort(args=[request_id, self._clock()]))
+        keys = self._in_flight.get(request_id)
+        if keys is None:
+            return 0
+        aborted = int(await self._scripts.abort(keys=keys, args=[self._clock()]))
+        del self._in_flight[request_id]
+        return aborted
 
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
-        """Extend the leases of requests still in flight; how many were still held."""
-        if not request_ids:
+        """Extend the leases of requests still in flight; how many were still held.
+
+        One script run per hash tag, pipelined: one round trip."""
+        records: dict[str, list[str]] = {}
+        for request_id in request_ids:
+            keys = self._in_flight.get(request_id)
+            if keys is not None:
+                leases, record, *_ = keys
+                records.setdefault(leases, []).append(record)
+        if not records:
             return 0
-        return int(await self._scripts.renew(args=[lease_ms, self._clock(), *request_ids]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for leases, members in records.items():
+                await self._scripts.renew(
+                    keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+                )
+            renewed: list[int] = await pipe.execute()
+        return sum(int(count) for count in renewed)
 
     async def sweep(self, limit: int = 1000) -> int:
-        """Free expired leases (their holder died); how many were freed."""
-        return int(await self._scripts.sweep(args=[self._clock(), limit]))
+        """Free expired leases (their holder died) under every hash tag; how many were
+        freed. The leases zsets are found by SCAN, so no list of tags has to be kept."""
+        freed = 0
+        async for leases in self.redis.scan_iter(
+            match=keyspace.LEASES_PATTERN, count=1000, _type="zset"
+        ):
+            freed += int(await self._scripts.sweep(keys=[leases], args=[self._clock(), limit]))
+        return freed
 
     # Counters for status --------------------------------------------------------------
 
