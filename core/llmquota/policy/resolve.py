@@ -27,6 +27,7 @@ from llmquota.models import (
 )
 from llmquota.models.budgetoverride import OverrideTargetKind
 from llmquota.models.subject import SubjectSpec
+from llmquota.policy.identity import WorkloadPolicy
 from llmquota.policy.limits import (
     BudgetIncrease,
     BudgetLimits,
@@ -51,6 +52,7 @@ __all__ = [
     "raised",
     "rate_limits",
     "resolve_key_policy",
+    "resolve_workload_policy",
     "team_scope_id",
 ]
 
@@ -293,6 +295,91 @@ def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
     )
 
 
+def _global_scopes(global_budget: Budget | None) -> list[Scope]:
+    """The global budget's scope, when there is one: every request counts against it."""
+    if global_budget is None:
+        return []
+    meta = global_budget.metadata
+    return [
+        Scope(
+            kind="global",
+            id=f"global/{meta.namespace}/{meta.name}",
+            tag="global",
+            label="the global budget",
+            budget=budget_limits(global_budget.spec, _anchor_ms(meta.creation_timestamp)),
+        )
+    ]
+
+
+def _team_part(
+    team: Team, objects: NamespaceObjects
+) -> tuple[Scope, list[Scope], list[EndUserTemplate]]:
+    """What a team adds to a policy: its own scope (unraised, for the member's window),
+    its scopes as charged (raised by overrides, then its pools) and its end-user template."""
+    namespace = team.metadata.namespace
+    team_anchor = _anchor_ms(team.metadata.creation_timestamp)
+    team_scope, *team_pools = _subject_scopes(
+        "team",
+        scope_id=team_scope_id(namespace, team.metadata.name),
+        tag=f"{namespace}/{team.metadata.name}",
+        label=f"team {team.metadata.name}",
+        spec=team.spec,
+        anchor_ms=team_anchor,
+        namespace=namespace,
+        objects=objects,
+    )
+    team_increases = increases_for("Team", team.metadata.name, objects.overrides)
+    end_user = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
+    return (
+        team_scope,
+        [_raised(team_scope, team_increases), *team_pools],
+        [] if end_user is None else [end_user],
+    )
+
+
+def resolve_workload_policy(
+    team: Team, objects: NamespaceObjects, global_budget: Budget | None = None
+) -> WorkloadPolicy | None:
+    """What keyless requests of the workloads a Team selects are checked against; None
+    when the Team selects none. Raises ResolutionError naming what is wrong.
+
+    The team's scopes as a key of the team gets them, without a key or member; each
+    workload's own counter (see `identity.workload_policy_for`) has the
+    workloadBudgetRef's limits, cut from the Team's creation.
+    """
+    if team.spec.workload_selector is None:
+        return None
+    namespace = team.metadata.namespace
+    _, team_scopes, end_users = _team_part(team, objects)
+    workload_budget = COUNT_ONLY
+    if team.spec.workload_budget_ref is not None:
+        referenced = _referenced(
+            "Budget",
+            team.spec.workload_budget_ref,
+            "spec.workloadBudgetRef",
+            namespace,
+            objects.budgets,
+        )
+        workload_budget = budget_limits(
+            referenced.spec, _anchor_ms(team.metadata.creation_timestamp)
+        )
+    return WorkloadPolicy(
+        namespace=namespace,
+        team=team.metadata.name,
+        selector=team.spec.workload_selector,
+        team_policy=ResolvedPolicy(
+            key_hash="",
+            namespace=namespace,
+            key_name="",
+            team=team.metadata.name,
+            models=list(team.spec.models),
+            scopes=[*_global_scopes(global_budget), *team_scopes],
+            end_users=end_users,
+        ),
+        workload_budget=workload_budget,
+    )
+
+
 def resolve_key_policy(
     key: ApiKey,
     key_hash: str,
@@ -308,20 +395,8 @@ def resolve_key_policy(
             "TeamNotFound",
             f"Team {key.spec.team!r} not found in namespace {namespace}",
         )
-    scopes: list[Scope] = []
+    scopes: list[Scope] = _global_scopes(global_budget)
     end_users: list[EndUserTemplate] = []
-    if global_budget is not None:
-        scopes.append(
-            Scope(
-                kind="global",
-                id=f"global/{global_budget.metadata.namespace}/{global_budget.metadata.name}",
-                tag="global",
-                label="the global budget",
-                budget=budget_limits(
-                    global_budget.spec, _anchor_ms(global_budget.metadata.creation_timestamp)
-                ),
-            )
-        )
     models = list(key.spec.models)
     key_tag = f"{namespace}/key/{key.metadata.name}"
     if team is not None:
@@ -330,25 +405,12 @@ def resolve_key_policy(
         except SpecValidationError as error:
             raise ResolutionError(error.field, "ModelsOutsideTeam", error.message) from error
         models = models or list(team.spec.models)
-        team_anchor = _anchor_ms(team.metadata.creation_timestamp)
-        team_scope, *team_pools = _subject_scopes(
-            "team",
-            scope_id=team_scope_id(namespace, team.metadata.name),
-            tag=f"{namespace}/{team.metadata.name}",
-            label=f"team {team.metadata.name}",
-            spec=team.spec,
-            anchor_ms=team_anchor,
-            namespace=namespace,
-            objects=objects,
-        )
+        team_scope, team_scopes, team_end_users = _team_part(team, objects)
         key_tag = team_scope.tag
-        team_increases = increases_for("Team", team.metadata.name, objects.overrides)
-        scopes.extend([_raised(team_scope, team_increases), *team_pools])
+        scopes.extend(team_scopes)
         if key.spec.user is not None:
             scopes.append(_member_scope(key.spec.user, team, team_scope))
-        team_end_users = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
-        if team_end_users is not None:
-            end_users.append(team_end_users)
+        end_users.extend(team_end_users)
     key_anchor = _anchor_ms(key.metadata.creation_timestamp)
     key_scope, *key_pools = _subject_scopes(
         "key",
