@@ -59,6 +59,7 @@ from tests.support.kube_apiserver import (
     find_binaries,
     run_kube_apiserver,
 )
+from tests.support.waiting import WaitTimeoutError, wait_until_sync
 
 RESULTS = Path(__file__).parent / "results"
 GROUP = "llmquota.dev/v1alpha1"
@@ -208,11 +209,20 @@ def team_max_nanos(db: redis.Redis, key_hash: str) -> int | None:
     return team.budget.max_nanos if team and team.budget else None
 
 
-def _until(probe: Callable[[], bool], started: float, what: str) -> None:
-    while not probe():
-        if time.perf_counter() - started > 30:
-            raise RuntimeError(f"{what} did not happen within 30 s")
-        time.sleep(0.01)
+def _when_enforced(db: redis.Redis, key_hash: str, sidecar: Sidecar) -> dict[str, float]:
+    """When (perf_counter) the zero budget reached the policy and the sidecar's 402."""
+    seen_at: dict[str, float] = {}
+
+    def both_seen() -> bool:
+        now = time.perf_counter()
+        if "policy" not in seen_at and team_max_nanos(db, key_hash) == 0:
+            seen_at["policy"] = now
+        if "refusal" not in seen_at and sidecar.status() == 402:
+            seen_at["refusal"] = now
+        return len(seen_at) == 2
+
+    wait_until_sync(both_seen, 30, poll_s=0.01, what="the policy and the sidecar's 402")
+    return seen_at
 
 
 def enforcement_latency(
@@ -223,21 +233,12 @@ def enforcement_latency(
     to_refusal: list[float] = []
     for _ in range(samples):
         apply(1000)
-        _until(lambda: sidecar.status() == 200, time.perf_counter(), "admitting again")
+        wait_until_sync(lambda: sidecar.status() == 200, 30, poll_s=0.01, what="admitting again")
         started = time.perf_counter()
         apply(0)
-        policy_at = refused_at = None
-        while policy_at is None or refused_at is None:
-            now = time.perf_counter()
-            if policy_at is None and team_max_nanos(db, key_hash) == 0:
-                policy_at = now
-            if refused_at is None and sidecar.status() == 402:
-                refused_at = now
-            if now - started > 30:
-                raise RuntimeError("the sidecar did not refuse within 30 s")
-            time.sleep(0.01)
-        to_policy.append(policy_at - started)
-        to_refusal.append(refused_at - started)
+        seen_at = _when_enforced(db, key_hash, sidecar)
+        to_policy.append(seen_at["policy"] - started)
+        to_refusal.append(seen_at["refusal"] - started)
     return {"samples": samples, "to_policy": summary(to_policy), "to_402": summary(to_refusal)}
 
 
@@ -257,22 +258,25 @@ def process(argv: list[str], log: Path, ready_url: str) -> Iterator[subprocess.P
         started = subprocess.Popen(
             [sys.executable, "-m", "llmquota.cli", *argv], stdout=output, stderr=subprocess.STDOUT
         )
+
+        def answers() -> bool:
+            if started.poll() is not None:
+                raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}")
+            url = urllib.parse.urlsplit(ready_url)
+            probe = http.client.HTTPConnection(url.hostname or "", url.port, timeout=1)
+            try:
+                probe.request("GET", url.path)
+                return probe.getresponse().status == 200
+            except OSError:
+                return False
+            finally:
+                probe.close()
+
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                url = urllib.parse.urlsplit(ready_url)
-                probe = http.client.HTTPConnection(url.hostname or "", url.port, timeout=1)
-                try:
-                    probe.request("GET", url.path)
-                    if probe.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
-                if time.monotonic() > deadline or started.poll() is not None:
-                    raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
+            try:
+                wait_until_sync(answers, 30, poll_s=0.1, what=ready_url)
+            except WaitTimeoutError:
+                raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}") from None
             yield started
         finally:
             started.terminate()
@@ -351,8 +355,7 @@ def latency_runs(
 
 
 def wait_key_hash(db: redis.Redis, namespace: str, name: str) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def key_hash_of_policy() -> str | None:
         for member in db.smembers(keyspace.POLICY_INDEX):
             key_hash = member.decode() if isinstance(member, bytes) else str(member)
             raw = db.get(keyspace.policy_key(key_hash))
@@ -362,8 +365,9 @@ def wait_key_hash(db: redis.Redis, namespace: str, name: str) -> str:
                 and p.key_name == name
             ):
                 return p.key_hash
-        time.sleep(0.05)
-    raise RuntimeError(f"no policy for {namespace}/{name}")
+        return None
+
+    return wait_until_sync(key_hash_of_policy, 60, what=f"a policy for {namespace}/{name}")
 
 
 def _runs(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -38,6 +38,12 @@ import aiohttp
 
 from llmquota.store import EmbeddedRedis
 
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO))  # the one wait helper lives with the tests
+
+from tests.support.waiting import wait_until_sync  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 KEY = "sk-bench-0001"
 MANIFESTS = f"""
@@ -72,18 +78,16 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{url} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+            return False
+
+    wait_until_sync(answers, timeout, poll_s=0.1, what=url)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -46,6 +46,10 @@ import redis.asyncio as aioredis
 from llmquota.store import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the test bed's launcher and the wait helper live with the tests
+
+from tests.support.waiting import wait_until, wait_until_sync  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 SOAK_NAMESPACE = "soak"
 UPSTREAM_KEY = "sk-soak-upstream"
@@ -100,18 +104,16 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{url} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+            return False
+
+    wait_until_sync(answers, timeout, poll_s=0.1, what=url)
 
 
 def start(
@@ -237,7 +239,6 @@ def start_operator(
     stack: contextlib.ExitStack, workdir: Path, manifest: Path, redis_url: str
 ) -> subprocess.Popen[bytes]:
     """The test bed's API server with the manifests applied, and the operator on it."""
-    sys.path.insert(0, str(ROOT))  # the test bed's launcher lives with the tests
     from tests.support.kube_apiserver import (  # noqa: PLC0415 - needs the path above
         find_binaries,
         run_kube_apiserver,
@@ -264,12 +265,12 @@ def start_operator(
 async def wait_for_policies(redis_url: str, count: int, within_s: float = 60) -> None:
     """Until the operator has written a policy for every key with a Secret."""
     client = aioredis.Redis.from_url(redis_url)
+
+    async def all_written() -> bool:
+        return bool(await client.scard("llmquota:policies") >= count)
+
     try:
-        deadline = time.monotonic() + within_s
-        while await client.scard("llmquota:policies") < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the operator did not write every policy")
-            await asyncio.sleep(0.1)
+        await wait_until(all_written, within_s, poll_s=0.1, what=f"{count} policies written")
     finally:
         await client.aclose()
 

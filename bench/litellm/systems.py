@@ -17,13 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tests.support.waiting import wait_until_sync
 
 from llmquota.store import EmbeddedRedis
 
@@ -96,9 +97,9 @@ def _answers(url: str) -> bool:
 def _wait_ready(
     processes: Sequence[subprocess.Popen[bytes]], urls: Sequence[str], logs: Sequence[Path]
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
     pending = list(zip(processes, urls, logs, strict=True))
-    while pending:
+
+    def all_ready() -> bool:
         for entry in list(pending):
             process, url, log = entry
             if process.poll() is not None:
@@ -107,10 +108,9 @@ def _wait_ready(
                 raise RuntimeError(msg)
             if _answers(url):
                 pending.remove(entry)
-        if pending and time.monotonic() > deadline:
-            msg = f"not ready after {START_TIMEOUT_S:.0f}s: {[url for _, url, _ in pending]}"
-            raise TimeoutError(msg)
-        time.sleep(0.1)
+        return not pending
+
+    wait_until_sync(all_ready, START_TIMEOUT_S, poll_s=0.1, what=f"ready at {list(urls)}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

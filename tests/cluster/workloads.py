@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.support.kube_apiserver import KubeAPIServer, cache_dir
+from tests.support.waiting import wait_until_sync
 
 RELEASE = "lq"
 APPS = "apps"
@@ -86,10 +86,7 @@ def get_json(api: KubeAPIServer, *args: str) -> Any:
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
     """Poll ``check`` (itself a cluster round trip) until true, failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.5)
+    wait_until_sync(check, timeout, poll_s=0.5, what=what)
 
 
 def namespace(name: str) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .waiting import WaitTimeoutError, wait_until_sync
+
 __all__ = [
     "REPO_ROOT",
     "Binaries",
@@ -320,7 +322,9 @@ def _wait_http_ok(
     """Poll ``url`` until it answers 200, the process dies, or ``deadline`` passes."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     last = "no answer yet"
-    while True:
+
+    def answers_ok() -> bool:
+        nonlocal context, last
         if process.popen.poll() is not None:
             raise process.failure(f"exited with code {process.popen.returncode} while starting")
         if ca_file is not None and ca_file.exists():
@@ -332,16 +336,19 @@ def _wait_http_ok(
             try:
                 with urllib.request.urlopen(req, timeout=2, context=context) as response:
                     if response.status == 200:
-                        return
+                        return True
                     last = f"HTTP {response.status}"
             except urllib.error.HTTPError as error:
                 last = f"HTTP {error.code}: {error.read()[:300]!r}"
                 error.close()
             except (OSError, ssl.SSLError) as error:
                 last = repr(error)
-        if time.monotonic() > deadline:
-            raise process.failure(f"not ready at {url} in time (last: {last})")
-        time.sleep(0.2)
+        return False
+
+    try:
+        wait_until_sync(answers_ok, deadline - time.monotonic(), poll_s=0.2, what=url)
+    except WaitTimeoutError:
+        raise process.failure(f"not ready at {url} in time (last: {last})") from None
 
 
 def _write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:

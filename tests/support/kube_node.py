@@ -73,6 +73,7 @@ from .node_config import (
 )
 from .node_dns import ServiceRecords
 from .node_sweep import CGROUP_PREFIX, forget_run, make_cgroup_root, record_run, sweep_leftovers
+from .waiting import WaitTimeoutError, wait_until_sync
 
 __all__ = [
     "NODE_IP",
@@ -246,15 +247,20 @@ def _wait_for(
     check: Callable[[], bool], what: str, deadline: float, process: _Process | None = None
 ) -> None:
     """Poll ``check()`` until true; fail at ``deadline`` or when ``process`` died."""
-    while not check():
+
+    def checked() -> bool:
+        if check():
+            return True
         if process is not None and process.popen.poll() is not None:
             raise process.failure(f"exited with code {process.popen.returncode}")
-        if time.monotonic() > deadline:
-            if process is not None:
-                raise process.failure(f"{what}: not in time")
-            msg = f"{what}: not in time"
-            raise RuntimeError(msg)
-        time.sleep(0.25)
+        return False
+
+    try:
+        wait_until_sync(checked, deadline - time.monotonic(), poll_s=0.25, what=what)
+    except WaitTimeoutError as timeout:
+        if process is not None:
+            raise process.failure(str(timeout)) from None
+        raise
 
 
 @contextlib.contextmanager

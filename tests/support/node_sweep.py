@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .kube_apiserver import cache_dir
+from .waiting import WaitTimeoutError, wait_until_sync
 
 __all__ = [
     "CGROUP_PREFIX",
@@ -91,30 +92,38 @@ def _kill(pids: set[int] | list[int]) -> None:
 def sweep(holder: int | None, root_name: str) -> None:
     """Kill what runs in the namespace and the cgroups (by pid), then remove the cgroups."""
     deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while True:
+    left: set[int] = set()
+
+    def killed_all() -> bool:
+        nonlocal left
         left = set(_netns_pids(holder) if holder else []) | _cgroup_pids(root_name)
-        if not left:
-            break
-        if time.monotonic() > deadline:
-            msg = f"processes of the test node did not exit: {sorted(left)}"
-            raise RuntimeError(msg)
         _kill(left)
-        time.sleep(0.1)
+        return not left
+
+    try:
+        wait_until_sync(killed_all, _STOP_TIMEOUT_S, poll_s=0.1, what="the test node's processes")
+    except WaitTimeoutError:
+        msg = f"processes of the test node did not exit: {sorted(left)}"
+        raise RuntimeError(msg) from None
     if holder:
         _kill([holder])
-    while True:
+    remaining: list[Path] = []
+
+    def removed_all() -> bool:
+        nonlocal remaining
         remaining = []
         for directory in _cgroup_dirs(root_name):
             try:
                 directory.rmdir()
             except OSError:
                 remaining.append(directory)
-        if not remaining:
-            return
-        if time.monotonic() > deadline:
-            msg = f"cgroups of the test node could not be removed: {remaining[:5]}"
-            raise RuntimeError(msg)
-        time.sleep(0.1)
+        return not remaining
+
+    try:
+        wait_until_sync(removed_all, deadline - time.monotonic(), poll_s=0.1, what="cgroups")
+    except WaitTimeoutError:
+        msg = f"cgroups of the test node could not be removed: {remaining[:5]}"
+        raise RuntimeError(msg) from None
 
 
 def sweep_leftovers() -> None:

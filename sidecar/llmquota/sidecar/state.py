@@ -1,6 +1,6 @@
 """The application's state, one `web.AppKey` per thing a handler needs.
 
-Opened and closed by `app`'s cleanup contexts; read by `proxy` and `probes`.
+Opened and closed by `app`'s cleanup contexts; read by the request phases and `probes`.
 """
 
 from __future__ import annotations

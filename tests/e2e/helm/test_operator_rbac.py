@@ -14,7 +14,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 import yaml
+from tests.support.waiting import WaitTimeoutError, wait_until_sync
 
 from llmquota.store import EmbeddedRedis
 
@@ -35,13 +35,10 @@ DEADLINE_S = 60.0
 
 
 def _wait_for(probe: Callable[[], Any], what: str, log: Path) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}; operator log:\n{log.read_text()[-4000:]}")
+    try:
+        return wait_until_sync(probe, DEADLINE_S, poll_s=0.1, what=what)
+    except WaitTimeoutError as timeout:
+        pytest.fail(f"{timeout}; operator log:\n{log.read_text()[-4000:]}")
 
 
 def _render(helm: Path, chart: Path, release: str, home: str, watched: str) -> list[dict[str, Any]]:

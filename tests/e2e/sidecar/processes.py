@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import openai
 import redis
+from tests.support.waiting import wait_until_sync
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
@@ -33,14 +33,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout}s")
-        time.sleep(0.05)
 
 
 def answers(url: str) -> bool:
@@ -87,7 +79,7 @@ def start(args: list[str], log: Path, url: str, ready_path: str) -> Process:
             raise RuntimeError(f"{args[0]} exited {popen.returncode}: {process.log_text()}")
         return answers(url + ready_path)
 
-    wait_until(ready, f"{args[0]} ready on {url}")
+    wait_until_sync(ready, START_TIMEOUT_S, what=f"{args[0]} ready on {url}")
     return process
 
 
@@ -111,10 +103,10 @@ class Sidecar:
         """Write a manifest file and wait until each key's policy is in the store."""
         (self.manifests / f"{name}.yaml").write_text(text)
         for key in keys:
-            wait_until(
+            wait_until_sync(
                 functools.partial(self.has_policy, key),
-                f"policy of {name} in the store",
                 APPLY_TIMEOUT_S,
+                what=f"policy of {name} in the store",
             )
 
 

@@ -66,9 +66,9 @@ spec:
     async def lifted() -> bool:
         return served(client)
 
-    took = await wait_until(lifted, timeout_s=5)
+    await wait_until(lifted, timeout_s=5, what="served again after the override")
+    took = time.monotonic() - written
     assert took < APPLY_WITHIN_S, f"served again {took:.2f}s after the override was written"
-    assert time.monotonic() - written < 5
 
     async def refused_again() -> bool:
         return not served(client)

@@ -14,8 +14,8 @@ from tests.e2e.sidecar.processes import (
     Process,
     Sidecar,
     team_and_key,
-    wait_until,
 )
+from tests.support.waiting import wait_until_sync
 
 from llmquota.policy import keyspace
 from llmquota.policy.resolve import team_scope_id
@@ -34,7 +34,7 @@ def team_counter(sidecar: Sidecar, team: str) -> dict[str, int]:
         raw = sidecar.redis.hgetall(counter_key)
         return {_text(name): int(value) for name, value in raw.items()}
 
-    wait_until(lambda: read().get("resv", 0) == 0, f"{team}'s reservations settled", 5)
+    wait_until_sync(lambda: read().get("resv", 0) == 0, 5, what=f"{team}'s reservations settled")
     return read()
 
 

@@ -8,7 +8,8 @@ import json
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key, wait_until
+from tests.e2e.sidecar.processes import ClientFactory, Sidecar, team_and_key
+from tests.support.waiting import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -50,4 +51,4 @@ def test_seed_budget_serves_one_then_402(sidecar: Sidecar, clients: ClientFactor
         return any(entry.get("outcome") == "budget_exceeded" for entry in entries)
 
     # Request log lines are written in batches (see sidecar/logs.py).
-    wait_until(refusal_logged, "the refusal's log line", timeout=5)
+    wait_until_sync(refusal_logged, 5, what="the refusal's log line")

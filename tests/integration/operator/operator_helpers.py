@@ -7,15 +7,14 @@ import asyncio
 import gc
 import json
 import os
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pytest
 from kopf.testing import KopfRunner
+from tests.support.waiting import wait_until_sync
 
 from llmquota.operator.config import HostPort, OperatorConfig, SidecarConfig
 from llmquota.operator.handlers import build_registry
@@ -44,14 +43,7 @@ STATUS_INTERVAL = 0.5
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "") -> T:
     """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or probe}: last {last!r}")
+    return wait_until_sync(probe, timeout, what=what or repr(probe))
 
 
 class Cluster:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from tests.e2e.sidecar.processes import LLMQUOTA, answers, free_port, team_and_key
 from tests.reliability.harness import wait_until
 from tests.reliability.rig import CrashableRedis, Rig
+from tests.support.waiting import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -117,12 +117,13 @@ def test_the_sidecar_refuses_to_start_naming_file_object_and_field(
             stdout=output,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+    def exited_never_ready() -> bool:
+        assert not answers(f"http://127.0.0.1:{port}/readyz"), "ready on a bad folder"
+        return sidecar.poll() is not None
+
     try:
-        deadline = time.monotonic() + EXIT_TIMEOUT_S
-        while sidecar.poll() is None:
-            assert not answers(f"http://127.0.0.1:{port}/readyz"), "ready on a bad folder"
-            assert time.monotonic() < deadline, "neither exited nor became ready"
-            time.sleep(0.1)
+        wait_until_sync(exited_never_ready, EXIT_TIMEOUT_S, poll_s=0.1, what="the sidecar exited")
     finally:
         if sidecar.poll() is None:
             sidecar.kill()

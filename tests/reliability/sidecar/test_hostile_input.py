@@ -5,13 +5,12 @@ crashes, and never charges a key other than the one presented."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import socket
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from tests.e2e.sidecar.processes import Process, start_sidecar
 from tests.reliability.harness import policies_from_yaml
 from tests.reliability.rig import UPSTREAM_KEY, Rig
 from tests.reliability.sidecar.raw_http import RawResponse, build_request, exchange
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_until_sync
 
 from llmquota.policy import keyspace
 from llmquota.policy.limits import ResolvedPolicy
@@ -105,10 +104,11 @@ def target(tmp_path_factory: pytest.TempPathFactory, upstream: Process) -> Itera
             "--max-body-bytes", str(MAX_BODY), "--upstream-timeout", "5",
             "--body-timeout", str(BODY_TIMEOUT_S),
         )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while not all(client.exists(keyspace.policy_key(p.key_hash)) for p in policies.values()):
-            assert time.monotonic() < deadline, "policies not written"
-            time.sleep(0.05)
+        wait_until_sync(
+            lambda: all(client.exists(keyspace.policy_key(p.key_hash)) for p in policies.values()),
+            15,
+            what="policies written",
+        )
         yield Target(sidecar, client, upstream, policies)
         sidecar.stop()
         client.close()
@@ -519,7 +519,7 @@ def test_requests_aiohttp_cannot_parse_get_the_envelope_and_one_quiet_log_line(
     def logged() -> bool:
         return "invalid HTTP request" in target.sidecar.log_text()[len(before) :]
 
-    wait_for(logged, timeout_s=5)
+    wait_until_sync(logged, timeout_s=5, what="the parser error's log line")
     new_lines = target.sidecar.log_text()[len(before) :].splitlines()
     parser_lines = [line for line in new_lines if "invalid HTTP request" in line]
     assert len(parser_lines) == 1, new_lines
@@ -527,18 +527,6 @@ def test_requests_aiohttp_cannot_parse_get_the_envelope_and_one_quiet_log_line(
     assert entry["level"] in {"info", "warning"}
     assert "exc" not in entry
     assert "Traceback" not in "\n".join(new_lines)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
-    """The synchronous twin of tests.support.waiting.wait_until, for these sync tests."""
-    asyncio.run(wait_until(_as_async(condition), timeout_s))
-
-
-def _as_async(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return condition()
-
-    return check
 
 
 @FUZZ_SETTINGS

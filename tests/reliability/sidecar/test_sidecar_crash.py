@@ -75,12 +75,13 @@ async def test_a_killed_sidecars_slots_and_reservations_free_themselves(rig: Rig
         # Every slot is still held by a dead lease; the first admission after they
         # expire frees them (admit sweeps expired leases before it checks).
         statuses = []
-        while time.monotonic() - killed_at < LEASE_S + 3:
+
+        async def admitted() -> bool:
             statuses.append(await post(session, successor.url))
-            if statuses[-1] == 200:
-                break
-            await asyncio.sleep(0.1)
-        assert statuses[-1] == 200, statuses
+            return statuses[-1] == 200
+
+        within_s = LEASE_S + 3 - (time.monotonic() - killed_at)
+        await wait_until(admitted, within_s, poll_s=0.1, what="an admission after the leases")
         assert time.monotonic() - killed_at < LEASE_S + 3
 
         # The whole capacity is back: 50 at once are admitted again.
