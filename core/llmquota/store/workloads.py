@@ -8,6 +8,8 @@ the operator finds the counters behind `status.workloadSpend` without watching P
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 from llmquota.policy import keyspace
@@ -18,6 +20,7 @@ __all__ = [
     "delete_workload_policy",
     "note_workload",
     "put_workload_policy",
+    "replace_workload_policies",
     "workload_policies",
     "workload_policy_teams",
     "workloads_of",
@@ -44,6 +47,22 @@ async def delete_workload_policy(store: QuotaStore, namespace: str, team: str) -
         pipe.hdel(keyspace.workload_policies_key(namespace), team)
         pipe.publish(keyspace.POLICY_CHANNEL, keyspace.workload_policies_change(namespace))
         await pipe.execute()
+
+
+async def replace_workload_policies(
+    store: QuotaStore, policies: Sequence[WorkloadPolicy], previous: Sequence[WorkloadPolicy]
+) -> int:
+    """Write `policies` and withdraw those of `previous` no longer among them (a folder
+    loaded again, standalone); how many changed."""
+    changed = 0
+    for policy in policies:
+        changed += await put_workload_policy(store, policy)
+    kept = {(policy.namespace, policy.team) for policy in policies}
+    for gone in previous:
+        if (gone.namespace, gone.team) not in kept:
+            await delete_workload_policy(store, gone.namespace, gone.team)
+            changed += 1
+    return changed
 
 
 async def workload_policies(store: QuotaStore, namespace: str) -> list[WorkloadPolicy]:
