@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-namespace",
         default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
-        help="namespace of --sidecar-config-map, --upstream-secret and --sidecar-redis-secret, "
+        help="namespace of --sidecar-config-map, --upstream-secret, --sidecar-redis-secret and "
+        "--sidecar-redis-password-secret, "
         "mirrored from there into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
     add(
@@ -109,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME:KEY",
         help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
         "it as an environment variable from the Secret; absent: --redis, as a plain value",
+    )
+    add(
+        "--sidecar-redis-password-secret",
+        default=_env("sidecar-redis-password-secret"),
+        metavar="NAME:KEY",
+        help="Secret and key (default password) with the Redis password, mounted into injected "
+        "sidecars as --redis-password-file (mirrored like --sidecar-redis-secret)",
     )
     add(
         "--fail-open",
@@ -167,6 +175,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         secret_name, _, key = args.upstream_secret.partition(":")
         secret_key = key or secret_key
     redis_secret, _, redis_key = (args.sidecar_redis_secret or "").partition(":")
+    password_secret, _, password_key = (args.sidecar_redis_password_secret or "").partition(":")
     sidecar = None
     if args.sidecar_image:
         sidecar = SidecarConfig(
@@ -174,6 +183,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
             redis_url=args.redis,
             redis_secret=redis_secret or None,
             redis_secret_key=redis_key or "url",
+            redis_password_secret=password_secret or None,
+            redis_password_secret_key=password_key or "password",
             upstream=args.upstream,
             upstream_secret=secret_name,
             upstream_secret_key=secret_key,
