@@ -410,8 +410,9 @@ def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Pat
         "items": [{"key": "redis-password", "path": "password"}],
     }
     # Injected sidecars get the same Secret, mounted as a file (the webhook's part).
-    assert "--sidecar-redis-password-secret=llmquota-redis-password:redis-password" in (
-        container["args"]
+    assert (
+        "--sidecar-redis-password-secret=llmquota-redis-password:redis-password"
+        in (container["args"])
     )
     assert not any("password" in arg for arg in container["args"] if "-secret=" not in arg)
 
