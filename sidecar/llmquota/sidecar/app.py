@@ -17,13 +17,14 @@ from aiohttp import web
 
 from llmquota.manifests import ManifestResolver, parse_global_budget_ref
 from llmquota.pricing import load_price_table
-from llmquota.sidecar import probes, proxy
+from llmquota.sidecar import handlers, probes
 from llmquota.sidecar.budget_gauges import BudgetGauges
 from llmquota.sidecar.credentials import UpstreamCredential
 from llmquota.sidecar.health_listener import health_listener_ctx
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
+from llmquota.sidecar.recording import recorded
 from llmquota.sidecar.settings import SidecarSettings
 from llmquota.sidecar.standalone import Standalone, StandaloneStatus
 from llmquota.sidecar.state import (
@@ -37,7 +38,9 @@ from llmquota.sidecar.state import (
     STANDALONE,
     STORE,
     UPSTREAM,
+    WORKLOADS,
 )
+from llmquota.sidecar.workload_identity import WorkloadPolicies, read_identity
 from llmquota.store import EmbeddedRedis, QuotaStore
 
 __all__ = ["POST_ENDPOINTS", "create_app"]
@@ -55,15 +58,16 @@ def create_app(settings: SidecarSettings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[PRICES] = load_price_table(settings.pricing)
-    app[METRICS] = SidecarMetrics.create(app[PRICES])
+    app[METRICS] = SidecarMetrics.create(app[PRICES], settings.workload or "")
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
     app[STANDALONE] = StandaloneStatus()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
     app.cleanup_ctx.extend([_store_ctx, _upstream_ctx, _background_ctx, health_listener_ctx])
+    proxy_post, list_models = recorded(handlers.proxy_post), recorded(handlers.list_models)
     for prefix in ("/v1", ""):
         for endpoint in POST_ENDPOINTS:
-            app.router.add_post(f"{prefix}/{endpoint}", proxy.proxy_post)
-        app.router.add_get(f"{prefix}/models", proxy.list_models)
+            app.router.add_post(f"{prefix}/{endpoint}", proxy_post)
+        app.router.add_get(f"{prefix}/models", list_models)
     app.router.add_get("/healthz", probes.healthz)
     app.router.add_get("/readyz", probes.readyz)
     app.router.add_get("/metrics", probes.metrics)
@@ -87,7 +91,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(store.close)
         app[STORE] = store
-        app[POLICIES] = PolicyCache(store)
+        identity = read_identity(settings.identity_dir, settings.workload)
+        app[WORKLOADS] = WorkloadPolicies(store, identity)
+        app[POLICIES] = PolicyCache(store, also=app[WORKLOADS].invalidate)
         app[IN_FLIGHT] = InFlight(store, settings.lease_ms, app[METRICS])
         app[BUDGET_GAUGES] = BudgetGauges(store, app[METRICS])
         yield

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from llmquota.durations import NEVER, Window
-from llmquota.operator.conditions import Observation
-from llmquota.operator.status_view import (
+from llmquota.operator.rules.conditions import Observation
+from llmquota.operator.rules.status_view import (
     GuardView,
     Seed,
     budget_observations,
@@ -31,7 +31,7 @@ LIMITS = BudgetLimits(
 
 def test_window_spec_round_trips_the_wire_form() -> None:
     assert window_spec(f"fixed:{HOUR}").length_ms == HOUR
-    assert window_spec("monthly").kind == "monthly"
+    assert window_spec("monthly").unit == "monthly"
     assert window_spec("none").kind == "none"
 
 
