@@ -108,6 +108,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="standalone mode: Team/ApiKey/Budget/RateLimit/Secret YAML in DIR, followed live",
     )
     parser.add_argument(
+        "--workload",
+        default=_env("workload"),
+        metavar="KIND/NAME",
+        help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
+        "keyless requests are charged to it, and metrics carry it as `workload`",
+    )
+    parser.add_argument(
+        "--identity-dir",
+        type=Path,
+        default=_env("identity-dir"),
+        metavar="DIR",
+        help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
+        "the injection webhook); with --workload, matched against Teams' workloadSelector",
+    )
+    parser.add_argument(
         "--global-budget",
         default=_env("global-budget"),
         metavar="NS/NAME",
@@ -235,6 +250,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         redis_wait_replicas=args.redis_wait_replicas,
         redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
+        identity_dir=None if args.identity_dir is None else Path(args.identity_dir),
+        workload=args.workload or None,
         global_budget=args.global_budget or None,
         state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
