@@ -340,6 +340,8 @@ def _admitted(answer: AdmittedAnswer, audit: Audited | None) -> Admitted:
     budget_left = answer.budget_left
     if budget_left >= 0:
         headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)
+    if audit is not None:
+        headers[AUDIT_HEADER] = audit.header
     room = answer.budget_room
     return Admitted(
         headers=headers,
