@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
+from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
-from llmquota.store.scripts import Scripts
+from llmquota.store.scripts import Scripts, script_source
 
 __all__ = ["BudgetCounter", "QuotaStore"]
 
@@ -45,13 +47,19 @@ class QuotaStore:
         redis: Redis,
         clock_ms: Callable[[], int] | None = None,
         replica_wait: ReplicaWait | None = None,
+        fast_path: FastScripts | None = None,
     ) -> None:
         """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
-        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`)."""
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`);
+        `fast_path`: admit, settle and abort go through it instead (`store.fast_path`)."""
         self.redis = redis
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
+        self._fast = fast_path
+        self._hot = {
+            name: LuaScript.of(script_source(name)) for name in ("admit", "settle", "abort")
+        }
         # The KEYS each request admitted here was given, until it is settled or aborted.
         self._in_flight: dict[str, list[str]] = {}
 
@@ -67,13 +75,29 @@ class QuotaStore:
 
         `options` are those of `llmquota.store.connection.connect` (`password_file`,
         `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
-        llmquota cannot use.
+        llmquota cannot use. The hot path's scripts take `store.fast_path` where the URL
+        allows (`redis://`, `unix://`), with the same timeouts.
         """
-        return cls(connect(url, **options), clock_ms, replica_wait)
+        fast = FastScripts.for_url(
+            url,
+            password_file=options.get("password_file"),
+            timeout_s=options.get("socket_timeout"),
+            connect_timeout_s=options.get("socket_connect_timeout"),
+        )
+        return cls(connect(url, **options), clock_ms, replica_wait, fast)
 
     async def close(self) -> None:
         """Close the client and its pool."""
         await self.redis.aclose()
+        if self._fast is not None:
+            await self._fast.close()
+
+    async def _run_hot(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        """admit, settle or abort: on the fast path when there is one, else redis-py's."""
+        if self._fast is not None:
+            return await self._fast.run(self._hot[name], keys, args)
+        script: AsyncScript = getattr(self._scripts, name)
+        return await script(keys=keys, args=args)
 
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""
@@ -172,8 +196,8 @@ class QuotaStore:
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
         script_call = call.script_call(self._local_now_ms())
-        result: list[Any] = await self._scripts.admit(
-            keys=script_call.keys, args=[script_call.spec_json, self._clock()]
+        result: list[Any] = await self._run_hot(
+            "admit", script_call.keys, [script_call.spec_json, self._clock()]
         )
         if int(result[0]) == 1:
             self._in_flight[call.request_id] = script_call.keys
@@ -194,7 +218,7 @@ class QuotaStore:
                 self.redis, self._scripts.settle, keys, args, self._replica_wait
             )
         else:
-            settled = int(await self._scripts.settle(keys=keys, args=args))
+            settled = int(await self._run_hot("settle", keys, args))
         del self._in_flight[request_id]
         return settled
 
@@ -203,7 +227,7 @@ class QuotaStore:
         keys = self._in_flight.get(request_id)
         if keys is None:
             return 0
-        aborted = int(await self._scripts.abort(keys=keys, args=[self._clock()]))
+        aborted = int(await self._run_hot("abort", keys, [self._clock()]))
         del self._in_flight[request_id]
         return aborted
 
