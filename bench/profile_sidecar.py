@@ -109,6 +109,30 @@ def tables(raw: str) -> tuple[str, int]:
     return "\n".join(lines), total
 
 
+def phase_shares(raw: str) -> dict[str, float]:
+    """Each phase's share (%) of a raw profile's CPU samples."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit() and not IDLE.search(stack):
+            counts[phase_of(stack)] += int(count_text)
+    total = sum(counts.values())
+    return {name: 100 * n / total for name, n in counts.items()}
+
+
+def comparison(before: str, after: str) -> str:
+    """A markdown table of two raw profiles' phase shares, side by side."""
+    first, second = phase_shares(before), phase_shares(after)
+    names = [name for name, _ in PHASES] + ["other (interpreter, GC)"]
+    lines = ["| phase | before | after |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {first.get(name, 0):.1f}% | {second.get(name, 0):.1f}% |"
+        for name in names
+        if first.get(name, 0) >= 0.5 or second.get(name, 0) >= 0.5
+    ]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def one_system(work: Path, name: str) -> Iterator[floors.System]:
     """Redis, the fake upstream and the system under test (`llmquota` or `bare+2`)."""
@@ -142,7 +166,13 @@ def main() -> int:
     parser.add_argument("--system", choices=("llmquota", "bare+2"), default="llmquota")
     parser.add_argument("--label", default="", help="suffix of the result files")
     parser.add_argument("--tables", type=Path, help="only print the tables of a saved raw profile")
+    parser.add_argument(
+        "--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"), help="two saved profiles"
+    )
     args = parser.parse_args()
+    if args.compare is not None:
+        print(comparison(*(path.read_text() for path in args.compare)))
+        return 0
     if args.tables is not None:
         print(tables(args.tables.read_text())[0])
         return 0
