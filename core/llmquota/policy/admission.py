@@ -93,6 +93,19 @@ class AdmissionCall:
         one round trip on a single Redis."""
         return _script_call(self.lease_tag, self.request_id, self.checks, self.request)
 
+    def slot_calls(self) -> list[ScriptCall]:
+        """One script run per hash tag (a Redis Cluster runs a script in one slot), each
+        with its own lease there, in the order of the scopes: the global budget's slot
+        first, then the team's (its member, key and end users share its tag), then a
+        Dynamic pool's."""
+        by_tag: dict[str, list[Check]] = {}
+        for check in self.checks:
+            by_tag.setdefault(check.tag, []).append(check)
+        return [
+            _script_call(tag, self.request_id, checks, self.request)
+            for tag, checks in by_tag.items()
+        ]
+
 
 def _script_call(
     tag: str, request_id: str, checks: Sequence[Check], request: Mapping[str, Any]

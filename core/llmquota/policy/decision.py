@@ -27,6 +27,7 @@ __all__ = [
     "format_wait",
     "interpret_admit",
     "read_answer",
+    "tightest_admitted",
 ]
 
 
@@ -196,6 +197,36 @@ def read_answer(result: Sequence[int | bytes | str]) -> AdmittedAnswer | Refused
     name = limit.decode() if isinstance(limit, bytes) else str(limit)
     current, maximum, retry_ms, reserved = (int(value) for value in amounts)
     return RefusedAnswer(int(scope), name, current, maximum, retry_ms, reserved)
+
+
+def tightest_admitted(
+    results: Sequence[Sequence[int | bytes | str]],
+) -> list[int]:
+    """One admitted answer from those of several slots (a Cluster admits per slot): each
+    limit the tightest any slot reported, as admit.lua picks it among its own checks."""
+    answers = [AdmittedAnswer(*(int(value) for value in result[1:])) for result in results]
+
+    def least(values: Sequence[int]) -> int:
+        known = [value for value in values if value >= 0]
+        return min(known, default=-1)
+
+    def tightest_pair(pairs: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        limited = [(left, limit) for limit, left in pairs if limit >= 0]
+        left, limit = min(limited, default=(-1, -1))
+        return limit, left
+
+    req_limit, req_left = tightest_pair([(a.req_limit, a.req_left) for a in answers])
+    tok_limit, tok_left = tightest_pair([(a.tok_limit, a.tok_left) for a in answers])
+    tightest = AdmittedAnswer(
+        budget_left=least([a.budget_left for a in answers]),
+        req_limit=req_limit,
+        req_left=req_left,
+        tok_limit=tok_limit,
+        tok_left=tok_left,
+        reset_ms=min(a.reset_ms for a in answers),
+        budget_room=least([a.budget_room for a in answers]),
+    )
+    return [ADMITTED, *tightest]
 
 
 def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:

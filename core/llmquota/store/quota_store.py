@@ -2,21 +2,33 @@
 
 Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything else
 (policy writes, status reads, re-seeding) is the operator's, off the request path.
+
+On a Redis Cluster a script runs in one hash slot, so an admission runs once per hash tag
+its counters carry (`AdmissionCall.slot_calls`: the global budget's first, then the
+team's, then a Dynamic pool's), each reserving in its slot; when one refuses, the slots
+reserved before are freed. A refusal therefore never leaves a reservation behind, and
+while one is held elsewhere for a moment it can only refuse other requests early, never
+let one through: the no-overshoot bound holds. That costs one round trip per further
+slot, only for requests that span slots; settle and abort run per slot likewise.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
+from llmquota.policy.decision import ADMITTED, tightest_admitted
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
-from llmquota.store.connection import connect
+from llmquota.store.connection import RedisUrlError, connect
 from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts
 
@@ -40,18 +52,24 @@ class QuotaStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         clock_ms: Callable[[], int] | None = None,
         replica_wait: ReplicaWait | None = None,
     ) -> None:
         """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
-        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`)."""
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`;
+        not on a Cluster, where WAIT would reach another connection than the settle)."""
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
+        if self.cluster and replica_wait is not None:
+            msg = "--redis-wait-replicas needs one primary (redis:// or redis+sentinel://)"
+            raise RedisUrlError(msg)
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
-        # The KEYS each request admitted here was given, until it is settled or aborted.
-        self._in_flight: dict[str, list[str]] = {}
+        # The KEYS of each slot a request admitted here reserved in, until it is settled
+        # or aborted: those scripts are given the same KEYS.
+        self._in_flight: dict[str, list[list[str]]] = {}
 
     @classmethod
     def from_url(
@@ -96,16 +114,20 @@ class QuotaStore:
         previous = await self.redis.set(name, encoded, get=True)
         if previous == encoded.encode():
             return False
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # No MULTI: the policy, the index and the channel live in different Cluster slots.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(keyspace.POLICY_INDEX, policy.key_hash)
             pipe.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
             await pipe.execute()
         return True
 
     async def delete_policy(self, key_hash: str) -> None:
-        """Remove a key's policy; sidecars refuse the key from then on."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keyspace.policy_key(key_hash))
+        """Remove a key's policy; sidecars refuse the key from then on.
+
+        The policy goes before the news of it: a sidecar told of the change must not
+        read it back (a Cluster runs a pipeline's commands on several nodes at once)."""
+        await self.redis.delete(keyspace.policy_key(key_hash))
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.srem(keyspace.POLICY_INDEX, key_hash)
             pipe.publish(keyspace.POLICY_CHANNEL, key_hash)
             await pipe.execute()
@@ -129,7 +151,7 @@ class QuotaStore:
         hashes = list(key_hashes)
         if not hashes:
             return {}
-        encoded = await self.redis.mget([keyspace.policy_key(key_hash) for key_hash in hashes])
+        encoded = await self._mget([keyspace.policy_key(key_hash) for key_hash in hashes])
         owners: dict[str, tuple[str, str]] = {}
         for key_hash, raw in zip(hashes, encoded, strict=True):
             if raw is None:
@@ -145,7 +167,9 @@ class QuotaStore:
         """Key hashes whose policy changed, as they are published (`*`: all of them).
 
         The first item is `*` once subscribed, so a (re)subscribing cache drops what it
-        holds: a change published while it was not listening is not missed.
+        holds: a change published while it was not listening is not missed. On a Cluster
+        the subscription is held on one node (PUBLISH reaches every node); when that node
+        fails, the feed ends with an error and the caller subscribes again.
         """
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
@@ -160,17 +184,31 @@ class QuotaStore:
     # Enforcement ----------------------------------------------------------------------
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
-        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`.
+        """Run admit.lua, once per hash slot on a Cluster; the raw answer (the tightest of
+        the slots' when all admit) is read by `policy.decision.interpret_admit`.
 
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
-        script_call = call.script_call()
-        result: list[Any] = await self._scripts.admit(
-            keys=script_call.keys, args=[script_call.spec_json, self._clock()]
-        )
-        if int(result[0]) == 1:
-            self._in_flight[call.request_id] = script_call.keys
-        return result
+        script_calls = call.slot_calls() if self.cluster else [call.script_call()]
+        reserved: list[list[str]] = []
+        answers: list[list[Any]] = []
+        try:
+            for script_call in script_calls:
+                answer: list[Any] = await self._scripts.admit(
+                    keys=script_call.keys, args=[script_call.spec_json, self._clock()]
+                )
+                if int(answer[0]) != ADMITTED:
+                    await self._abort_slots(reserved)
+                    return answer
+                reserved.append(script_call.keys)
+                answers.append(answer)
+        except BaseException:
+            # A slot that did not answer: free what the others hold now, not at expiry.
+            with contextlib.suppress(RedisError, OSError):
+                await self._abort_slots(reserved)
+            raise
+        self._in_flight[call.request_id] = reserved
+        return answers[0] if len(answers) == 1 else tightest_admitted(answers)
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
         """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown
@@ -178,46 +216,61 @@ class QuotaStore:
 
         Both are held to what one step may add (`counter_amount`), which the script checks.
         """
-        keys = self._in_flight.get(request_id)
-        if keys is None:
+        slots = self._in_flight.get(request_id)
+        if slots is None:
             return 0
         args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
-        if self._replica_wait is not None:
-            settled = await run_replicated(
+        answers = [await self._settle_slot(keys, args) for keys in slots]
+        del self._in_flight[request_id]
+        return max(answers, key=_SETTLE_RANK.index)
+
+    async def _settle_slot(self, keys: list[str], args: list[str | int]) -> int:
+        if self._replica_wait is not None and isinstance(self.redis, Redis):
+            return await run_replicated(
                 self.redis, self._scripts.settle, keys, args, self._replica_wait
             )
-        else:
-            settled = int(await self._scripts.settle(keys=keys, args=args))
-        del self._in_flight[request_id]
-        return settled
+        return int(await self._scripts.settle(keys=keys, args=args))
 
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
-        keys = self._in_flight.get(request_id)
-        if keys is None:
+        slots = self._in_flight.get(request_id)
+        if slots is None:
             return 0
-        aborted = int(await self._scripts.abort(keys=keys, args=[self._clock()]))
+        aborted = await self._abort_slots(slots)
         del self._in_flight[request_id]
         return aborted
 
-    async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
-        """Extend the leases of requests still in flight; how many were still held.
+    async def _abort_slots(self, slots: Sequence[list[str]]) -> int:
+        """Free what a request holds in each of `slots`; 1 when anything was freed."""
+        freed = [int(await self._scripts.abort(keys=keys, args=[self._clock()])) for keys in slots]
+        return max(freed, default=0)
 
-        One script run per hash tag, pipelined: one round trip."""
+    async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
+        """Extend the leases of requests still in flight; how many were still held (on a
+        Cluster a request holds one in each slot it reserved in).
+
+        One script run per hash tag: pipelined on one Redis (one round trip), side by side
+        on a Cluster."""
         records: dict[str, list[str]] = {}
         for request_id in request_ids:
-            keys = self._in_flight.get(request_id)
-            if keys is not None:
-                leases, record, *_ = keys
+            for leases, record, *_ in self._in_flight.get(request_id, []):
                 records.setdefault(leases, []).append(record)
         if not records:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for leases, members in records.items():
-                await self._scripts.renew(
-                    keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+        if isinstance(self.redis, RedisCluster):
+            renewed = await asyncio.gather(
+                *(
+                    self._scripts.renew(keys=[leases], args=[lease_ms, self._clock(), *members])
+                    for leases, members in records.items()
                 )
-            renewed: list[int] = await pipe.execute()
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for leases, members in records.items():
+                    await self._scripts.renew(
+                        keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+                    )
+                renewed = await pipe.execute()
         return sum(int(count) for count in renewed)
 
     async def sweep(self, limit: int = 1000) -> int:
@@ -229,6 +282,12 @@ class QuotaStore:
         ):
             freed += int(await self._scripts.sweep(keys=[leases], args=[self._clock(), limit]))
         return freed
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """GET of many keys in one call; on a Cluster one per slot, side by side."""
+        if isinstance(self.redis, RedisCluster):
+            return await self.redis.mget_nonatomic(keys)
+        return await self.redis.mget(keys)
 
     # Counters for status --------------------------------------------------------------
 
@@ -323,6 +382,10 @@ class QuotaStore:
             ],
         )
         return bool(restored)
+
+
+# Settle answers, least to most telling: unknown, settled, late (its lease had expired).
+_SETTLE_RANK = (0, 1, 2)
 
 
 def _text(value: bytes | str) -> str:
