@@ -311,11 +311,7 @@ CLUSTER_SLOTS = 16384
 
 
 class ClusterGroup:
-    """Three Redis Cluster primaries sharing the 16384 hash slots, real processes.
-
-    llmquota refuses `redis+cluster://` today; the group shows why (one admission's keys
-    lie in several slots) and is what the Lua reshape for Cluster will run against.
-    """
+    """Three Redis Cluster primaries sharing the 16384 hash slots, real processes."""
 
     def __init__(self, directory: Path, size: int = 3) -> None:
         self.nodes = [_cluster_node(directory / f"node-{index}") for index in range(size)]
@@ -342,6 +338,21 @@ class ClusterGroup:
 
     async def _all_answer(self) -> bool:
         return all(node.answers() for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """The `redis+cluster://` URL naming every node as a seed."""
+        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in self.addresses)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Each node's (host, port)."""
+        return [node.address for node in self.nodes]
+
+    def flush(self) -> None:
+        """Empty every node (scripts stay cached)."""
+        for node in self.nodes:
+            self._command(node, "FLUSHALL")
 
     async def _ok(self) -> bool:
         return all(_cluster_ok(node) for node in self.nodes)

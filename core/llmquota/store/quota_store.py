@@ -114,23 +114,18 @@ class QuotaStore:
         previous = await self.redis.set(name, encoded, get=True)
         if previous == encoded.encode():
             return False
-        # No MULTI: the policy, the index and the channel live in different Cluster slots.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(keyspace.POLICY_INDEX, policy.key_hash)
-            pipe.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
-            await pipe.execute()
+        # No MULTI, and one command after the other: the policy, the index and the channel
+        # live in different Cluster slots (and a Cluster pipeline takes no PUBLISH).
+        await self.redis.sadd(keyspace.POLICY_INDEX, policy.key_hash)
+        await self.redis.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
         return True
 
     async def delete_policy(self, key_hash: str) -> None:
-        """Remove a key's policy; sidecars refuse the key from then on.
-
-        The policy goes before the news of it: a sidecar told of the change must not
-        read it back (a Cluster runs a pipeline's commands on several nodes at once)."""
+        """Remove a key's policy; sidecars refuse the key from then on. The policy goes
+        before the news of it, so a sidecar told of the change cannot read it back."""
         await self.redis.delete(keyspace.policy_key(key_hash))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.srem(keyspace.POLICY_INDEX, key_hash)
-            pipe.publish(keyspace.POLICY_CHANNEL, key_hash)
-            await pipe.execute()
+        await self.redis.srem(keyspace.POLICY_INDEX, key_hash)
+        await self.redis.publish(keyspace.POLICY_CHANNEL, key_hash)
 
     async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
         """A key's policy, or None for an unknown key."""
@@ -171,6 +166,8 @@ class QuotaStore:
         the subscription is held on one node (PUBLISH reaches every node); when that node
         fails, the feed ends with an error and the caller subscribes again.
         """
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()  # its pub/sub picks a node from the slot map
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keyspace.POLICY_CHANNEL)
@@ -198,14 +195,14 @@ class QuotaStore:
                     keys=script_call.keys, args=[script_call.spec_json, self._clock()]
                 )
                 if int(answer[0]) != ADMITTED:
-                    await self._abort_slots(reserved)
+                    await self._abort_slots(reserved, refused=True)
                     return answer
                 reserved.append(script_call.keys)
                 answers.append(answer)
         except BaseException:
             # A slot that did not answer: free what the others hold now, not at expiry.
             with contextlib.suppress(RedisError, OSError):
-                await self._abort_slots(reserved)
+                await self._abort_slots(reserved, refused=True)
             raise
         self._in_flight[call.request_id] = reserved
         return answers[0] if len(answers) == 1 else tightest_admitted(answers)
@@ -240,9 +237,11 @@ class QuotaStore:
         del self._in_flight[request_id]
         return aborted
 
-    async def _abort_slots(self, slots: Sequence[list[str]]) -> int:
-        """Free what a request holds in each of `slots`; 1 when anything was freed."""
-        freed = [int(await self._scripts.abort(keys=keys, args=[self._clock()])) for keys in slots]
+    async def _abort_slots(self, slots: Sequence[list[str]], *, refused: bool = False) -> int:
+        """Free what a request holds in each of `slots`; 1 when anything was freed.
+        `refused`: another slot refused it, so its requests are not counted either."""
+        args = [self._clock(), int(refused)]
+        freed = [int(await self._scripts.abort(keys=keys, args=args)) for keys in slots]
         return max(freed, default=0)
 
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
