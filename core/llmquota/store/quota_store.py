@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from llmquota.policy import keyspace
@@ -29,8 +30,9 @@ from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.decision import ADMITTED, tightest_admitted
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import RedisUrlError, connect
+from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
-from llmquota.store.scripts import Scripts
+from llmquota.store.scripts import Scripts, script_source
 
 __all__ = ["BudgetCounter", "QuotaStore"]
 
@@ -55,10 +57,12 @@ class QuotaStore:
         redis: Redis | RedisCluster,
         clock_ms: Callable[[], int] | None = None,
         replica_wait: ReplicaWait | None = None,
+        fast_path: FastScripts | None = None,
     ) -> None:
         """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
         `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`;
-        not on a Cluster, where WAIT would reach another connection than the settle)."""
+        not on a Cluster, where WAIT would reach another connection than the settle);
+        `fast_path`: admit, settle and abort go through it instead (`store.fast_path`)."""
         self.redis = redis
         self.cluster = isinstance(redis, RedisCluster)
         if self.cluster and replica_wait is not None:
@@ -67,6 +71,10 @@ class QuotaStore:
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
+        self._fast = fast_path
+        self._hot = {
+            name: LuaScript.of(script_source(name)) for name in ("admit", "settle", "abort")
+        }
         # The KEYS of each slot a request admitted here reserved in, until it is settled
         # or aborted: those scripts are given the same KEYS.
         self._in_flight: dict[str, list[list[str]]] = {}
@@ -83,13 +91,29 @@ class QuotaStore:
 
         `options` are those of `llmquota.store.connection.connect` (`password_file`,
         `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
-        llmquota cannot use.
+        llmquota cannot use. The hot path's scripts take `store.fast_path` where the URL
+        allows (`redis://`, `unix://`), with the same timeouts.
         """
-        return cls(connect(url, **options), clock_ms, replica_wait)
+        fast = FastScripts.for_url(
+            url,
+            password_file=options.get("password_file"),
+            timeout_s=options.get("socket_timeout"),
+            connect_timeout_s=options.get("socket_connect_timeout"),
+        )
+        return cls(connect(url, **options), clock_ms, replica_wait, fast)
 
     async def close(self) -> None:
         """Close the client and its pool."""
         await self.redis.aclose()
+        if self._fast is not None:
+            await self._fast.close()
+
+    async def _run_hot(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        """admit, settle or abort: on the fast path when there is one, else redis-py's."""
+        if self._fast is not None:
+            return await self._fast.run(self._hot[name], keys, args)
+        script: AsyncScript = getattr(self._scripts, name)
+        return await script(keys=keys, args=args)
 
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""
@@ -191,8 +215,8 @@ class QuotaStore:
         answers: list[list[Any]] = []
         try:
             for script_call in script_calls:
-                answer: list[Any] = await self._scripts.admit(
-                    keys=script_call.keys, args=[script_call.spec_json, self._clock()]
+                answer: list[Any] = await self._run_hot(
+                    "admit", script_call.keys, [script_call.spec_json, self._clock()]
                 )
                 if int(answer[0]) != ADMITTED:
                     await self._abort_slots(reserved, refused=True)
@@ -226,7 +250,7 @@ class QuotaStore:
             return await run_replicated(
                 self.redis, self._scripts.settle, keys, args, self._replica_wait
             )
-        return int(await self._scripts.settle(keys=keys, args=args))
+        return int(await self._run_hot("settle", keys, args))
 
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
@@ -240,8 +264,8 @@ class QuotaStore:
     async def _abort_slots(self, slots: Sequence[list[str]], *, refused: bool = False) -> int:
         """Free what a request holds in each of `slots`; 1 when anything was freed.
         `refused`: another slot refused it, so its requests are not counted either."""
-        args = [self._clock(), int(refused)]
-        freed = [int(await self._scripts.abort(keys=keys, args=args)) for keys in slots]
+        args: list[str | int] = [self._clock(), int(refused)]
+        freed = [int(await self._run_hot("abort", keys, args)) for keys in slots]
         return max(freed, default=0)
 
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:

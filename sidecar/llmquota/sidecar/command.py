@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 from llmquota.event_loop import new_event_loop
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
@@ -19,6 +21,7 @@ from llmquota.sidecar.settings import (
     SidecarSettings,
 )
 from llmquota.sidecar.spend_snapshot import default_state_file
+from llmquota.sidecar.workers import run_workers
 from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
@@ -105,6 +108,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="standalone mode: Team/ApiKey/Budget/RateLimit/Secret YAML in DIR, followed live",
     )
     parser.add_argument(
+        "--workload",
+        default=_env("workload"),
+        metavar="KIND/NAME",
+        help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
+        "keyless requests are charged to it, and metrics carry it as `workload`",
+    )
+    parser.add_argument(
+        "--identity-dir",
+        type=Path,
+        default=_env("identity-dir"),
+        metavar="DIR",
+        help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
+        "the injection webhook); with --workload, matched against Teams' workloadSelector",
+    )
+    parser.add_argument(
         "--global-budget",
         default=_env("global-budget"),
         metavar="NS/NAME",
@@ -177,6 +195,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(_env("shutdown-timeout", "30") or 30),
         help="seconds a shutdown waits for requests in flight (default: %(default)s)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("workers", "1") or 1),
+        metavar="N",
+        help="serve from N processes sharing --listen (SO_REUSEPORT), for a gateway that "
+        "serves many Pods; a sidecar beside one workload keeps 1 (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default=_env("log-level", "INFO"))
 
 
@@ -190,8 +216,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
             "--upstream must not carry user:password@; put the upstream's key in "
             "--upstream-key-file (it is sent as Authorization: Bearer)"
         )
-    if args.max_connections < 1 or args.header_timeout <= 0:
-        raise SystemExit("--max-connections and --header-timeout must be positive")
+    if args.max_connections < 1 or args.header_timeout <= 0 or args.workers < 1:
+        raise SystemExit("--max-connections, --header-timeout and --workers must be positive")
     health_listen = None
     if args.health_listen not in {"", "off"}:
         health_host, _, health_port = args.health_listen.rpartition(":")
@@ -224,6 +250,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         redis_wait_replicas=args.redis_wait_replicas,
         redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
+        identity_dir=None if args.identity_dir is None else Path(args.identity_dir),
+        workload=args.workload or None,
         global_budget=args.global_budget or None,
         state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,
@@ -271,12 +299,25 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ValueError as error:  # PricingFileError, a bad --global-budget, ...
         return _refuse(error)
+    if args.workers > 1:
+        return run_workers(settings, args.workers, _serve_worker)
+    _serve(app, settings, "")
+    return 0
+
+
+def _serve_worker(settings: SidecarSettings) -> int:
+    """One of `--workers`: an app of its own, in the forked process."""
+    _serve(create_app(settings), settings, f" (worker {os.getpid()})")
+    return 0
+
+
+def _serve(app: web.Application, settings: SidecarSettings, who: str) -> None:
     serve(
         app,
         settings,
         new_event_loop(),
         ready=lambda: print(
-            f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
+            f"llmquota sidecar listening on http://{settings.host}:{settings.port}{who}",
+            flush=True,
         ),
     )
-    return 0
