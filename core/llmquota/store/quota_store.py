@@ -72,6 +72,8 @@ class QuotaStore:
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
         self._fast = fast_path
+        self._loading = asyncio.Lock()
+        self._scripts_loaded = asyncio.Event()
         self._hot = {
             name: LuaScript.of(script_source(name)) for name in ("admit", "settle", "abort")
         }
@@ -112,8 +114,20 @@ class QuotaStore:
         """admit, settle or abort: on the fast path when there is one, else redis-py's."""
         if self._fast is not None:
             return await self._fast.run(self._hot[name], keys, args)
+        if isinstance(self.redis, RedisCluster) and not self._scripts_loaded.is_set():
+            await self._load_scripts(self.redis)
         script: AsyncScript = getattr(self._scripts, name)
         return await script(keys=keys, args=args)
+
+    async def _load_scripts(self, cluster: RedisCluster) -> None:
+        """Load every script on every primary once, before the first call: redis-py's
+        Cluster client fails calls (a connection torn down under another) when many
+        concurrent first calls all meet NOSCRIPT and load the script at once."""
+        async with self._loading:
+            if not self._scripts_loaded.is_set():
+                for script in self._scripts.all():
+                    await cluster.script_load(script.script)
+                self._scripts_loaded.set()
 
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""
@@ -132,15 +146,18 @@ class QuotaStore:
     # Policies -------------------------------------------------------------------------
 
     async def put_policy(self, policy: ResolvedPolicy) -> bool:
-        """Write a key's policy and tell every sidecar; False when it was already so."""
+        """Write a key's policy and tell every sidecar; False when it was already so.
+
+        The index entry is written either way: on a Cluster the index can be lost with
+        its node while the policy, on another, survives."""
         encoded = policy.model_dump_json()
         name = keyspace.policy_key(policy.key_hash)
-        previous = await self.redis.set(name, encoded, get=True)
-        if previous == encoded.encode():
-            return False
         # No MULTI, and one command after the other: the policy, the index and the channel
         # live in different Cluster slots (and a Cluster pipeline takes no PUBLISH).
+        previous = await self.redis.set(name, encoded, get=True)
         await self.redis.sadd(keyspace.POLICY_INDEX, policy.key_hash)
+        if previous == encoded.encode():
+            return False
         await self.redis.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
         return True
 
@@ -160,6 +177,32 @@ class QuotaStore:
         """The key hashes that have a policy."""
         members = await self.redis.smembers(keyspace.POLICY_INDEX)
         return {_text(member) for member in members}
+
+    async def missing_policies(self, key_hashes: Iterable[str]) -> set[str]:
+        """Of `key_hashes`, those whose policy or index entry is gone (a Redis, or one
+        Cluster node, that lost its data). Run every second by the operator, so it reads
+        no policy, only whether each exists."""
+        hashes = list(dict.fromkeys(key_hashes))
+        indexed = await self.policy_hashes()
+        names = {keyspace.policy_key(key_hash): key_hash for key_hash in hashes}
+        gone = {names[name] for name in await self._missing(list(names))}
+        return gone | {key_hash for key_hash in hashes if key_hash not in indexed}
+
+    async def missing_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Of (tag, scope id) pairs, those whose budget counter does not exist."""
+        names = {keyspace.budget_key(tag, scope_id): (tag, scope_id) for tag, scope_id in scopes}
+        return [names[name] for name in await self._missing(list(names))]
+
+    async def _missing(self, names: list[str]) -> list[str]:
+        """Of distinct key names, those that do not exist: one EXISTS over all of them
+        (split by slot on a Cluster), and only when some are gone, one per key."""
+        if not names or await self.redis.exists(*names) == len(names):
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(name)
+            found: list[int] = await pipe.execute()
+        return [name for name, exists in zip(names, found, strict=True) if not exists]
 
     async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
         """(namespace, ApiKey name) each policy names, in one round trip.

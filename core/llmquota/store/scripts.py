@@ -23,6 +23,10 @@ def script_source(name: str) -> str:
     return f"{(lua / '_common.lua').read_text()}\n{(lua / f'{name}.lua').read_text()}"
 
 
+NAMES = ("admit", "settle", "abort", "renew", "sweep", "seed", "restore")
+"""Every operation, one file each in `lua/`."""
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The registered scripts; redis-py runs them by SHA and reloads after a restart."""
@@ -35,12 +39,11 @@ class Scripts:
     seed: AsyncScript
     restore: AsyncScript
 
+    def all(self) -> list[AsyncScript]:
+        """Every registered script."""
+        return [getattr(self, name) for name in NAMES]
+
     @classmethod
     def register(cls, redis: Redis | RedisCluster) -> Scripts:
         """Register every operation with `redis`."""
-        return cls(
-            **{
-                name: redis.register_script(script_source(name))
-                for name in ("admit", "settle", "abort", "renew", "sweep", "seed", "restore")
-            }
-        )
+        return cls(**{name: redis.register_script(script_source(name)) for name in NAMES})
