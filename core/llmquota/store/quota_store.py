@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -25,6 +26,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.decision import ADMITTED, tightest_admitted
@@ -135,6 +137,11 @@ class QuotaStore:
 
     def _clock(self) -> int:
         return self._clock_ms() if self._clock_ms is not None else 0
+
+    def _local_now_ms(self) -> int:
+        """This process's clock (or the injected one), around which calendar windows'
+        boundaries are handed to the scripts; they pick the window Redis' clock is in."""
+        return self._clock_ms() if self._clock_ms is not None else int(time.time() * 1000)
 
     async def now_ms(self) -> int:
         """The store's clock: Redis TIME (or the injected test clock)."""
@@ -253,7 +260,8 @@ class QuotaStore:
 
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
-        script_calls = call.slot_calls() if self.cluster else [call.script_call()]
+        now_ms = self._local_now_ms()
+        script_calls = call.slot_calls(now_ms) if self.cluster else [call.script_call(now_ms)]
         reserved: list[list[str]] = []
         answers: list[list[Any]] = []
         try:
@@ -365,6 +373,17 @@ class QuotaStore:
             raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
         return [_budget_counter(raw) for raw in raw_counters]
 
+    async def read_window_budgets(
+        self, windows: Iterable[tuple[str, str, str]]
+    ) -> list[BudgetCounter]:
+        """The counters of further budget windows, by (tag, scope id, window wire form),
+        in one round trip (a budget's main window is `read_budgets`')."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tag, scope_id, window in windows:
+                pipe.hgetall(keyspace.budget_window_key(tag, scope_id, window))
+            raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
+        return [_budget_counter(raw) for raw in raw_counters]
+
     async def seed_budget(
         self,
         tag: str,
@@ -435,11 +454,14 @@ class QuotaStore:
         if counter.window_start_ms is None:
             return False
         pairs = [value for item in counter.model_spend_nanos.items() for value in item]
+        spec = window_spec(limits.window)
+        bounds = calendar_bounds(spec, self._local_now_ms()) if spec.needs_bounds else []
         restored = await self._scripts.restore(
             keys=[keyspace.budget_key(tag, scope_id)],
             args=[
                 limits.window,
                 limits.anchor_ms,
+                ",".join(str(bound) for bound in bounds),
                 counter.window_start_ms,
                 counter.spend_nanos,
                 generation,
