@@ -5,9 +5,11 @@ physical floor in Python next to it: the same aiohttp, the same uvloop, one keep
 upstream session, the request body read and forwarded as bytes, the answer relayed chunk
 by chunk. With `--redis URL` it also makes two EVALSHA round trips per request (redis-py
 with hiredis), one before forwarding and one after, the store traffic an admission and a
-settlement cost at the least.
+settlement cost at the least; with `--fast-path` too, those two go through llmquota's
+own pipelined call path (llmquota.store.fast_path) instead of redis-py.
 
     python bench/bare_proxy.py --upstream http://127.0.0.1:9000 [--listen H:P] [--redis URL]
+        [--fast-path]
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ import uvloop
 from aiohttp import web
 from redis.asyncio import Redis
 
+from llmquota.store.fast_path import FastScripts, LuaScript
+
 # Bumps a counter, as a stand-in for an admit and a settle script: one round trip each.
 SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host"})
 UPSTREAM: web.AppKey[aiohttp.ClientSession] = web.AppKey("upstream", aiohttp.ClientSession)
 
 
-def make_app(upstream: str, redis_url: str | None) -> web.Application:
+def make_app(upstream: str, redis_url: str | None, fast_path: bool) -> web.Application:
     redis = None if redis_url is None else Redis.from_url(redis_url)
     sha: list[str] = []
+    fast = None
+    if redis_url is not None and fast_path:
+        fast = FastScripts.for_url(redis_url, timeout_s=2.0, connect_timeout_s=2.0)
+    fast_script = LuaScript.of(SCRIPT)
 
     async def store_round_trip() -> None:
-        if redis is not None:
+        if fast is not None:
+            await fast.run(fast_script, ["bench:bare"], [1])
+        elif redis is not None:
             if not sha:
                 sha.append(await redis.script_load(SCRIPT))
             await redis.evalsha(sha[0], 1, "bench:bare", 1)
@@ -60,6 +70,8 @@ def make_app(upstream: str, redis_url: str | None) -> web.Application:
         await app[UPSTREAM].close()
         if redis is not None:
             await redis.aclose()
+        if fast is not None:
+            await fast.close()
 
     app = web.Application()
     app.cleanup_ctx.append(session)
@@ -72,11 +84,14 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:4100")
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--redis", default=None, help="also two EVALSHA round trips a request")
+    parser.add_argument(
+        "--fast-path", action="store_true", help="make them through llmquota.store.fast_path"
+    )
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
     uvloop.install()
     web.run_app(
-        make_app(args.upstream.rstrip("/"), args.redis),
+        make_app(args.upstream.rstrip("/"), args.redis, args.fast_path),
         host=host,
         port=int(port),
         access_log=None,

@@ -8,6 +8,7 @@ round trips an admission and a settlement need at the least, and LiteLLM's proxy
     direct          wrk -> fake upstream
     bare            wrk -> bare proxy -> fake upstream
     bare+2 EVALSHA  the same, two EVALSHA round trips per request (redis-py + hiredis)
+    bare+2 fast     the same two through llmquota.store.fast_path (pipelined, hiredis)
     llmquota        the sidecar, a key with a 30d budget and an rpm limit (2 scopes)
     llmquota 5      the sidecar with 5 scopes: global, team, member, key, end user
     litellm         LiteLLM's proxy, custom-auth hook, no database (bench/litellm)
@@ -273,7 +274,11 @@ def all_systems(work: Path, with_litellm: bool) -> Iterator[list[System]]:
         )
         found = [System("direct", upstream, 0)]
         bare = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), "--upstream", upstream]
-        for name, extra in (("bare", []), ("bare+2 EVALSHA", ["--redis", redis])):
+        for name, extra in (
+            ("bare", []),
+            ("bare+2 EVALSHA", ["--redis", redis]),
+            ("bare+2 fast", ["--redis", redis, "--fast-path"]),
+        ):
             port = systems.free_port()
             command = [*bare, "--listen", f"127.0.0.1:{port}", *extra]
             log = work / f"{name.replace(' ', '-').replace('+', '-')}.log"
@@ -355,6 +360,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (its install)")
+    parser.add_argument(
+        "--only", default="", metavar="NAME,...", help="measure only these systems (and bare)"
+    )
+    parser.add_argument("--out", default="floors", help="results file stem (bench/results/)")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         print("bench/floors.py needs wrk and taskset: apt-get install wrk util-linux")
@@ -370,8 +379,10 @@ def main() -> int:
         all_systems(Path(tmp), not args.no_litellm) as found,
     ):
         work = Path(tmp)
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        measured = [s for s in found if not wanted or s.name in wanted | {"bare", "direct"}]
         for round_index in range(args.rounds):
-            for system in found:
+            for system in measured:
                 for kind, stream in (("whole", False), ("streamed", True)):
                     script = wrk_script(work, stream=stream, user=system.user)
                     figures = measure(system, script, args.seconds)
@@ -390,7 +401,7 @@ def main() -> int:
     markdown = f"{heading}\n{table(results)}\n"
     print(markdown)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "floors.md").write_text(markdown)
+    (RESULTS / f"{args.out}.md").write_text(markdown)
     serial = {
         "load_average_1m_start": load_at_start,
         "load_average_1m_end": load_at_end,
@@ -398,7 +409,7 @@ def main() -> int:
         "seconds": args.seconds,
         "results": {n: {k: asdict(f) for k, f in kinds.items()} for n, kinds in results.items()},
     }
-    (RESULTS / "floors.json").write_text(json.dumps(serial, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(serial, indent=2) + "\n")
     return 0
 
 
