@@ -43,14 +43,17 @@ __all__ = [
     "COUNT_ONLY",
     "NamespaceObjects",
     "ResolutionError",
+    "ResolvedTeam",
     "budget_limits",
     "increases_for",
     "key_scope_id",
+    "member_scope",
     "member_scope_id",
     "pool_scope_id",
     "raised",
     "rate_limits",
     "resolve_key_policy",
+    "resolve_team",
     "team_scope_id",
 ]
 
@@ -274,7 +277,7 @@ def member_scope_id(namespace: str, team: str, user: str) -> str:
     return f"member/{namespace}/{team}/{user}"
 
 
-def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
+def member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
     """The member's counter in the team's window, capped by maxBudgetInTeam if set."""
     member = next((m for m in team.spec.members if m.user == user), None)
     cap = None if member is None else member.max_budget_in_team
@@ -291,6 +294,37 @@ def _member_scope(user: str, team: Team, team_scope: Scope) -> Scope:
             fail_open=team_budget.fail_open,
         ),
     )
+
+
+@dataclass(frozen=True)
+class ResolvedTeam:
+    """What a Team contributes to each of its keys' policies; its own status counts the
+    same `scope` (one builder, so a Team's status and its keys' admission agree)."""
+
+    scope: Scope
+    """The team's own counter: tag, id, window anchor, raised by its BudgetOverrides."""
+    pools: list[Scope]
+    """The pool of a Dynamic RateLimit the team references."""
+    end_users: EndUserTemplate | None
+
+
+def resolve_team(team: Team, objects: NamespaceObjects) -> ResolvedTeam:
+    """The team's scopes; raises ResolutionError naming a reference that does not resolve."""
+    namespace = team.metadata.namespace
+    anchor_ms = _anchor_ms(team.metadata.creation_timestamp)
+    own, *pools = _subject_scopes(
+        "team",
+        scope_id=team_scope_id(namespace, team.metadata.name),
+        tag=f"{namespace}/{team.metadata.name}",
+        label=f"team {team.metadata.name}",
+        spec=team.spec,
+        anchor_ms=anchor_ms,
+        namespace=namespace,
+        objects=objects,
+    )
+    end_users = _end_user_template(team.spec, own, anchor_ms, namespace, objects)
+    increases = increases_for("Team", team.metadata.name, objects.overrides)
+    return ResolvedTeam(scope=_raised(own, increases), pools=pools, end_users=end_users)
 
 
 def resolve_key_policy(
@@ -330,25 +364,13 @@ def resolve_key_policy(
         except SpecValidationError as error:
             raise ResolutionError(error.field, "ModelsOutsideTeam", error.message) from error
         models = models or list(team.spec.models)
-        team_anchor = _anchor_ms(team.metadata.creation_timestamp)
-        team_scope, *team_pools = _subject_scopes(
-            "team",
-            scope_id=team_scope_id(namespace, team.metadata.name),
-            tag=f"{namespace}/{team.metadata.name}",
-            label=f"team {team.metadata.name}",
-            spec=team.spec,
-            anchor_ms=team_anchor,
-            namespace=namespace,
-            objects=objects,
-        )
-        key_tag = team_scope.tag
-        team_increases = increases_for("Team", team.metadata.name, objects.overrides)
-        scopes.extend([_raised(team_scope, team_increases), *team_pools])
+        resolved_team = resolve_team(team, objects)
+        key_tag = resolved_team.scope.tag
+        scopes.extend([resolved_team.scope, *resolved_team.pools])
         if key.spec.user is not None:
-            scopes.append(_member_scope(key.spec.user, team, team_scope))
-        team_end_users = _end_user_template(team.spec, team_scope, team_anchor, namespace, objects)
-        if team_end_users is not None:
-            end_users.append(team_end_users)
+            scopes.append(member_scope(key.spec.user, team, resolved_team.scope))
+        if resolved_team.end_users is not None:
+            end_users.append(resolved_team.end_users)
     key_anchor = _anchor_ms(key.metadata.creation_timestamp)
     key_scope, *key_pools = _subject_scopes(
         "key",

@@ -10,11 +10,9 @@ import os
 import signal
 from pathlib import Path
 
-import kopf
-
 from llmquota.operator.config import OperatorConfig, SidecarConfig, parse_host_port
 from llmquota.operator.handlers import build_registry
-from llmquota.operator.metrics import HealthServer, free_loopback_port
+from llmquota.operator.lifecycle import serve
 from llmquota.store import check_redis
 
 __all__ = ["add_arguments", "config_from_args", "run"]
@@ -199,26 +197,6 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
-async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
-    """Run kopf with llmquota's registry, plus the /healthz + /metrics server."""
-    liveness = f"http://127.0.0.1:{free_loopback_port()}/healthz"
-    health = HealthServer(config.health_listen, liveness)
-    await health.start()
-    try:
-        await kopf.operator(
-            registry=build_registry(config),
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            standalone=config.peering is None,
-            peering_name=config.peering,
-            liveness_endpoint=liveness,
-            stop_flag=stop_flag,
-            memo=kopf.Memo(),
-        )
-    finally:
-        await health.stop()
-
-
 def run(args: argparse.Namespace) -> int:
     """`llmquota operator`."""
     try:
@@ -232,5 +210,5 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # `kill -USR1 <pid>` prints every thread's stack: a stuck operator can be inspected.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, build_registry(config)))
     return 0

@@ -1,11 +1,11 @@
 """The kopf handlers: thin, always the same steps (Gafaelfawr's shape).
 
-Validate the body into the pydantic model -> turn a validation error into a Ready=False
-condition (never a retry loop) -> delegate to `service` -> patch status ourselves.
-Handlers never return a value: kopf would write it into status. Handler progress and
-the diff-base live in annotations (`llmquota.dev/...`), not in status. Spend and the
-conditions that follow from it are not handlers' work: one loop syncs them for all
-objects (`status_sync`, started at startup).
+Validate the body into the pydantic model (a validation error becomes a Ready=False
+InvalidSpec status, never a retry loop) -> delegate to a service the factory built ->
+the service writes the status into kopf's patch. Handlers never return a value: kopf
+would write it into status. Handler progress and the diff-base live in annotations
+(`llmquota.dev/...`), not in status. Spend and the conditions that follow from it are
+not handlers' work: one loop syncs them for all objects (`services.status_sync`).
 
 Everything is registered on a registry built per operator (`build_registry`), so that
 the webhook handler exists only when a webhook server does.
@@ -13,11 +13,12 @@ the webhook handler exists only when a webhook server does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -33,15 +34,16 @@ from llmquota.models import (
     RateLimit,
     Team,
 )
-from llmquota.operator import mirroring, overrides, service
-from llmquota.operator.conditions import Observation
 from llmquota.operator.config import OperatorConfig
+from llmquota.operator.factory import Factory
 from llmquota.operator.injection import injected_spec, wants_injection
-from llmquota.operator.keys import SECRET_LABEL, key_from_secret, secret_name_of
 from llmquota.operator.lifecycle import cleanup, login, startup
 from llmquota.operator.metrics import ReconcileResult, forget_exhaustion, measure_reconcile
-from llmquota.operator.state import MEMO_KEY, OperatorState
-from llmquota.policy.key_hash import hash_key
+from llmquota.operator.rules.key_secrets import SECRET_LABEL, key_from_secret, secret_name_of
+from llmquota.operator.rules.readiness import invalid_spec_observation
+from llmquota.operator.services import mirroring
+from llmquota.operator.state import MEMO_KEY
+from llmquota.operator.storage.kubernetes import KubeObject
 
 __all__ = ["build_registry"]
 
@@ -73,33 +75,21 @@ def _namespaced(namespace: str | None) -> str:
     return namespace
 
 
-def _state(memo: Mapping[str, Any]) -> OperatorState:
-    state: OperatorState = memo[MEMO_KEY]
-    return state
+def _factory(memo: Mapping[str, Any]) -> Factory:
+    factory: Factory = memo[MEMO_KEY]
+    return factory
 
 
-def _invalid(
-    state: OperatorState, body: kopf.Body, status: Mapping[str, Any], error: ValidationError
-) -> dict[str, Any]:
-    """Ready=False InvalidSpec (no retries: only a new spec can fix it) and an Event."""
-    message = "; ".join(
-        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
-        for problem in error.errors()
-    )
-    patch, transitions = service.update_status(
-        state,
-        body["metadata"].get("uid"),
-        status,
-        {"observedGeneration": body["metadata"].get("generation")},
-        [Observation("Ready", "False", "InvalidSpec", message)],
-        generation=body["metadata"].get("generation"),
-        now=datetime.now(UTC),
-    )
-    service.tell(body, transitions)
-    return patch
+@contextlib.contextmanager
+def _retried_while_redis_away() -> Iterator[None]:
+    """Redis unreachable: kopf retries the handler in 2 s."""
+    try:
+        yield
+    except RedisError as error:
+        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
 
 
-def _validated(
+async def _validated(
     model: type[ResourceT],
     body: kopf.Body,
     status: Mapping[str, Any],
@@ -112,9 +102,21 @@ def _validated(
     try:
         return model.model_validate(_plain(body))
     except ValidationError as error:
-        patch.status.update(_invalid(_state(memo), body, status, error))
+        target = KubeObject.of_body(body)
+        fields = {"observedGeneration": target.generation}
+        observations = [invalid_spec_observation(error)]
+        now = datetime.now(UTC)
+        writer = _factory(memo).status_writer
+        await writer.write(target, status, fields, observations, now=now, into=patch.status)
         measured.result = "invalid"
         return None
+
+
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event.get("type") == "DELETED"
+
+
+# Indexes ---------------------------------------------------------------------------------
 
 
 async def apikeys_by_team(
@@ -163,41 +165,12 @@ async def apikey_changed(
 ) -> None:
     """Create, update, resume: Secret, resolution, policy in Redis, status."""
     with measure_reconcile("ApiKey") as measured:
-        apikey = _validated(ApiKey, body, status, patch, memo=memo, measured=measured)
+        apikey = await _validated(ApiKey, body, status, patch, memo=memo, measured=measured)
         if apikey is None:
             return
-        measured.result = await _reconcile_key(_state(memo), apikey, body, status, patch)
-
-
-async def _reconcile_key(
-    state: OperatorState,
-    apikey: ApiKey,
-    body: kopf.Body,
-    status: Mapping[str, Any],
-    patch: kopf.Patch,
-) -> str:
-    """Apply one ApiKey and patch its status; "ok" or "invalid" (for the metric)."""
-    try:
-        outcome = await service.apply_key(state, apikey)
-    except RedisError as error:
-        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
-    now = datetime.now(UTC)
-    status_update, transitions = service.update_status(
-        state,
-        apikey.metadata.uid,
-        status,
-        service.key_status_fields(outcome, apikey.metadata.generation),
-        service.key_observations(apikey, outcome, now),
-        generation=apikey.metadata.generation,
-        now=now,
-    )
-    patch.status.update(status_update)
-    service.tell(body, transitions)
-    return "ok" if outcome.ready.status == "True" else "invalid"
-
-
-def _deleted(event: kopf.RawEvent) -> bool:
-    return event.get("type") == "DELETED"
+        with _retried_while_redis_away():
+            ready = await _factory(memo).keys.reconcile(apikey, status, into=patch.status)
+        measured.result = "ok" if ready else "invalid"
 
 
 async def apikey_deleted(
@@ -213,19 +186,15 @@ async def apikey_deleted(
     """The key's policy leaves Redis as the watch reports the ApiKey gone.
 
     No finalizer: a deletion this watch misses (the operator was down) is caught by the
-    sweep for orphaned policies (`orphans`), which runs at start.
+    sweep for orphaned policies (`services.orphan_sweep`), which runs at start.
     """
     if not _deleted(event):
         return
-    _state(memo).conditions.pop(uid, None)
+    factory = _factory(memo)
+    factory.status_writer.forget(uid)
     forget_exhaustion(_namespaced(namespace), "ApiKey", name)
-    with measure_reconcile("ApiKey") as measured:
-        try:
-            await service.forget_key(
-                _state(memo), _namespaced(namespace), name, secret_name_of(name, spec)
-            )
-        except RedisError as error:
-            raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+    with measure_reconcile("ApiKey") as measured, _retried_while_redis_away():
+        await factory.keys.forget(_namespaced(namespace), name, secret_name_of(name, spec))
         measured.result = "ok"
 
 
@@ -235,18 +204,10 @@ def secret_of_interest(
     """Secrets the operator generated, or that some ApiKey names in spec.secretName."""
     if SECRET_LABEL in labels:
         return True
-    state = memo.get(MEMO_KEY)
-    if not isinstance(state, OperatorState):
+    factory = memo.get(MEMO_KEY)
+    if not isinstance(factory, Factory):
         return False
-    return bool(state.indexes.keys_using_secret(_namespaced(namespace), name))
-
-
-def _rotated(state: OperatorState, namespace: str, name: str, new_hash: str | None) -> bool:
-    """Whether a key's Secret now differs from the hash written (gone: only if known)."""
-    record = state.keys.get((namespace, name))
-    if new_hash is None:
-        return record is not None  # a live key lost its Secret: generate a new one
-    return record is None or record.key_hash != new_hash
+    return bool(factory.state.indexes.keys_using_secret(_namespaced(namespace), name))
 
 
 async def secret_event(
@@ -258,16 +219,8 @@ async def secret_event(
     **_: Any,
 ) -> None:
     """A key Secret changed: rotate the policy of the ApiKeys using it (old hash deleted)."""
-    state = _state(memo)
-    deleted = event.get("type") == "DELETED"
-    key = None if deleted else key_from_secret(body)
-    new_hash = None if key is None else hash_key(key)
-    stale = [
-        apikey
-        for apikey in state.indexes.keys_using_secret(_namespaced(namespace), name)
-        if _rotated(state, _namespaced(namespace), apikey.metadata.name, new_hash)
-    ]
-    await service.refresh_keys(state, stale)
+    key = None if _deleted(event) else key_from_secret(body)
+    await _factory(memo).keys.rotate(_namespaced(namespace), name, key)
 
 
 # Team ------------------------------------------------------------------------------------
@@ -283,39 +236,14 @@ async def team_changed(
 ) -> None:
     """Create, update, resume: check references, then re-resolve the team's keys."""
     with measure_reconcile("Team") as measured:
-        team = _validated(Team, body, status, patch, memo=memo, measured=measured)
+        team = await _validated(Team, body, status, patch, memo=memo, measured=measured)
         if team is None:
             return
-        state = _state(memo)
-        ready = service.team_ready(state, team)
-        status_update, transitions = service.update_status(
-            state,
-            team.metadata.uid,
-            status,
-            {"observedGeneration": team.metadata.generation},
-            [ready],
-            generation=team.metadata.generation,
-            now=datetime.now(UTC),
-        )
-        patch.status.update(status_update)
-        service.tell(body, transitions)
-        if reason != kopf.Reason.RESUME:  # resumed keys resolve themselves
-            await _reresolve(state, "Team", team.metadata.namespace, team.metadata.name)
-        measured.result = "ok" if ready.status == "True" else "invalid"
-
-
-async def _reresolve(
-    state: OperatorState,
-    kind: service.DependencyKind,
-    namespace: str,
-    name: str,
-    *,
-    deleted: bool = False,
-) -> None:
-    try:
-        await service.reresolve_dependents(state, kind, namespace, name, deleted=deleted)
-    except RedisError as error:
-        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
+        with _retried_while_redis_away():
+            ready = await _factory(memo).references.team_changed(
+                team, status, into=patch.status, resumed=reason == kopf.Reason.RESUME
+            )
+        measured.result = "ok" if ready else "invalid"
 
 
 async def team_deleted(
@@ -324,18 +252,21 @@ async def team_deleted(
     """The team's keys lose it: Ready=False TeamNotFound, their policies refusing them."""
     if not _deleted(event):
         return
-    _state(memo).conditions.pop(uid, None)
+    factory = _factory(memo)
+    factory.status_writer.forget(uid)
     forget_exhaustion(_namespaced(namespace), "Team", name)
-    with measure_reconcile("Team") as measured:
-        await _reresolve(_state(memo), "Team", _namespaced(namespace), name, deleted=True)
+    with measure_reconcile("Team") as measured, _retried_while_redis_away():
+        await factory.references.reresolve("Team", _namespaced(namespace), name, deleted=True)
         measured.result = "ok"
 
 
 # Budget and RateLimit --------------------------------------------------------------------
 
 
-def _reference_changed(model: type[ReferenceT]) -> Any:
-    kind: service.DependencyKind = "Budget" if model is Budget else "RateLimit"
+def _reference_handlers(
+    model: type[ReferenceT], kind: Literal["Budget", "RateLimit"]
+) -> tuple[Any, Any]:
+    """The change and deletion handlers of Budgets, or of RateLimits."""
 
     async def changed(
         body: kopf.Body,
@@ -346,13 +277,13 @@ def _reference_changed(model: type[ReferenceT]) -> Any:
         **_: Any,
     ) -> None:
         with measure_reconcile(kind) as measured:
-            obj = _validated(model, body, status, patch, memo=memo, measured=measured)
+            obj = await _validated(model, body, status, patch, memo=memo, measured=measured)
             if obj is None:
                 return
-            state = _state(memo)
-            patch.status.update(service.sync_reference_status(state, obj, status))
-            if reason != kopf.Reason.RESUME:
-                await _reresolve(state, kind, obj.metadata.namespace, obj.metadata.name)
+            with _retried_while_redis_away():
+                await _factory(memo).references.reference_changed(
+                    obj, status, into=patch.status, resumed=reason == kopf.Reason.RESUME
+                )
             measured.result = "ok"
 
     async def deleted(
@@ -365,12 +296,52 @@ def _reference_changed(model: type[ReferenceT]) -> Any:
     ) -> None:
         if not _deleted(event):
             return
-        _state(memo).conditions.pop(uid, None)
-        with measure_reconcile(kind) as measured:
-            await _reresolve(_state(memo), kind, _namespaced(namespace), name, deleted=True)
+        factory = _factory(memo)
+        factory.status_writer.forget(uid)
+        with measure_reconcile(kind) as measured, _retried_while_redis_away():
+            await factory.references.reresolve(kind, _namespaced(namespace), name, deleted=True)
             measured.result = "ok"
 
     return changed, deleted
+
+
+# BudgetOverride --------------------------------------------------------------------------
+
+
+async def override_changed(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Create, update, resume: Active and its Events, the target's keys re-resolved."""
+    with measure_reconcile("BudgetOverride") as measured:
+        override = await _validated(
+            BudgetOverride, body, status, patch, memo=memo, measured=measured
+        )
+        if override is None:
+            return
+        with _retried_while_redis_away():
+            await _factory(memo).overrides.reconcile(override, status, into=patch.status)
+        measured.result = "ok"
+
+
+async def override_deleted(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """The increase is withdrawn from the target's keys as the watch reports it gone.
+
+    A watched event, not a finalizer, as for the other kinds; a deletion missed while
+    the operator was down changes nothing that matters, since the increase would
+    have ended at its `expires` by itself, and the key's next re-resolution drops it.
+    """
+    if not _deleted(event):
+        return
+    with measure_reconcile("BudgetOverride") as measured:
+        try:
+            override = BudgetOverride.model_validate(_plain(body))
+        except ValidationError:
+            return
+        with _retried_while_redis_away():
+            await _factory(memo).overrides.withdraw(override)
+        measured.result = "ok"
 
 
 # Webhook ---------------------------------------------------------------------------------
@@ -398,7 +369,7 @@ async def inject_sidecar(
     """
     if config.sidecar is None:
         return
-    state = _state(memo)
+    state = _factory(memo).state
     try:
         sidecar = await mirroring.injected_sidecar(state, config.sidecar)
     except (ApiException, OSError) as error:
@@ -410,55 +381,6 @@ async def inject_sidecar(
     patch.spec.update(injected)
     if namespace and not dryrun:
         await mirroring.mirror_into(state, namespace)
-
-
-# BudgetOverride --------------------------------------------------------------------------
-
-
-async def override_changed(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Create, update, resume: Active and its Events, the target's keys re-resolved."""
-    with measure_reconcile("BudgetOverride") as measured:
-        override = _validated(BudgetOverride, body, status, patch, memo=memo, measured=measured)
-        if override is None:
-            return
-        status_update, events = overrides.override_status(_state(memo), override, status)
-        patch.status.update(status_update)
-        for type_, reason, message in events:
-            kopf.event(body, type=type_, reason=reason, message=message)
-        await _refresh_target(_state(memo), override)
-        measured.result = "ok"
-
-
-async def _refresh_target(
-    state: OperatorState, override: BudgetOverride, *, gone: bool = False
-) -> None:
-    try:
-        await overrides.refresh_target(state, override, datetime.now(UTC), gone=gone)
-    except RedisError as error:
-        raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
-
-
-async def override_deleted(
-    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
-    """The increase is withdrawn from the target's keys as the watch reports it gone.
-
-    A watched event, not a finalizer, as for the other kinds; a deletion missed while
-    the operator was down changes nothing that matters, since the increase would
-    have ended at its `expires` by itself, and the key's next re-resolution drops it.
-    """
-    if not _deleted(event):
-        return
-    with measure_reconcile("BudgetOverride") as measured:
-        try:
-            override = BudgetOverride.model_validate(_plain(body))
-        except ValidationError:
-            return
-        _state(memo).conditions.pop(override.metadata.uid or "", None)
-        await _refresh_target(_state(memo), override, gone=True)
-        measured.result = "ok"
 
 
 # Registry --------------------------------------------------------------------------------
@@ -498,11 +420,11 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.event(*resource, "budgetoverrides", registry=registry, id="budgetoverride-delete")(
         override_deleted
     )
-    # Expiries are recorded by the status sync (`overrides.record_expiries`), not a kopf
-    # daemon per override: a daemon needs a finalizer, which would trap the removal.
+    # Expiries are recorded by the status sync (`OverrideService.record_expiries`), not a
+    # kopf daemon per override: a daemon needs a finalizer, which would trap the removal.
     for plural, (changed, deleted) in (
-        ("budgets", _reference_changed(Budget)),
-        ("ratelimits", _reference_changed(RateLimit)),
+        ("budgets", _reference_handlers(Budget, "Budget")),
+        ("ratelimits", _reference_handlers(RateLimit, "RateLimit")),
     ):
         for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on_change(*resource, plural, registry=registry, id=plural)(changed)

@@ -1,9 +1,11 @@
-"""The operator's life: kopf settings, login, and what startup opens and cleanup closes.
+"""The operator's life: kopf's run, its settings, login, startup and cleanup.
 
-Startup puts the clients (Redis, Kubernetes) and the bookkeeping into kopf's `memo` and
-starts the status sync, the Redis watchdog, the sweep for orphaned policies and the
-mirroring of the sidecar's configuration; cleanup stops and closes them. Login hands
-kopf an API session with a connection limit.
+`serve` runs kopf with llmquota's registry (`handlers.build_registry`) beside the
+health/metrics server. Startup has the factory open the clients (Redis, Kubernetes),
+build the services and start the status sync, the Redis watchdog, the sweep for
+orphaned policies and the mirroring of the sidecar's configuration, and puts the
+factory into kopf's `memo`; cleanup stops and closes them. Login hands kopf an API
+session with a connection limit.
 """
 
 from __future__ import annotations
@@ -17,21 +19,17 @@ import aiohttp
 import kopf
 
 from llmquota.operator.config import OperatorConfig
-from llmquota.operator.kube import Kube
-from llmquota.operator.mirroring import keep_mirrors, mirror_sources
-from llmquota.operator.orphans import keep_policies_owned
-from llmquota.operator.recovery import watch_store
-from llmquota.operator.state import MEMO_KEY, Indexes, OperatorState
-from llmquota.operator.status_sync import sync_statuses
-from llmquota.store import QuotaStore
+from llmquota.operator.factory import Factory
+from llmquota.operator.metrics import HealthServer, free_loopback_port
+from llmquota.operator.state import MEMO_KEY
 
 __all__ = [
     "API_CONNECTIONS",
     "PREFIX",
-    "REDIS_CONNECTIONS",
     "cleanup",
     "configure_settings",
     "login",
+    "serve",
     "startup",
 ]
 
@@ -45,7 +43,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    # No handler needs a finalizer (deletions are watched, and `orphans` catches those
+    # No handler needs a finalizer (deletions are watched, and `services.orphan_sweep` catches those
     # missed), so kopf adds none and removes the one older versions added.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.WARNING
@@ -62,50 +60,21 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.admission.managed = None
 
 
-REDIS_CONNECTIONS = 32
-REDIS_POOL_TIMEOUT_S = 30.0
-REDIS_SOCKET_TIMEOUT_S = 10.0
-
-
 async def startup(
-    config: OperatorConfig, settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
+    config: OperatorConfig, settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
 ) -> None:
-    """Clients into memo; the status sync and the Redis watchdog started."""
+    """The factory into memo (clients opened, services built); the loops started."""
     configure_settings(settings, config)
-    store = QuotaStore.from_url(
-        config.redis_url,
-        password_file=config.redis_password_file,
-        max_connections=REDIS_CONNECTIONS,
-        # Thousands of handlers run together at a cold start: callers wait for a free
-        # connection instead of failing with "Too many connections".
-        pool_timeout=REDIS_POOL_TIMEOUT_S,
-        # A primary that stops answering (a failover, a partition) fails the call, to be
-        # retried by kopf or the next sync, instead of hanging the operator on it.
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-    )
-    state = OperatorState(
-        config=config, store=store, kube=await Kube.connect(), indexes=Indexes.of(kwargs)
-    )
-    memo[MEMO_KEY] = state
-    loop = asyncio.get_running_loop()
-    state.background.append(loop.create_task(watch_store(state)))
-    state.background.append(loop.create_task(sync_statuses(state)))
-    state.background.append(loop.create_task(keep_policies_owned(state)))
-    if mirror_sources(config):
-        state.background.append(loop.create_task(keep_mirrors(state)))
+    factory = await Factory.create(config, indexes)
+    memo[MEMO_KEY] = factory
+    factory.start()
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Close what startup opened."""
-    state = memo.get(MEMO_KEY)
-    if not isinstance(state, OperatorState):
-        return
-    for task in state.background:
-        task.cancel()
-    await asyncio.gather(*state.background, return_exceptions=True)
-    await state.store.close()
-    await state.kube.close()
+    factory = memo.get(MEMO_KEY)
+    if isinstance(factory, Factory):
+        await factory.aclose()
 
 
 API_CONNECTIONS = 100
@@ -142,3 +111,27 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         priority=info.priority,
         aiohttp_session=session,
     )
+
+
+async def serve(
+    config: OperatorConfig,
+    registry: kopf.OperatorRegistry,
+    stop_flag: asyncio.Event | None = None,
+) -> None:
+    """Run kopf with llmquota's registry, plus the /healthz + /metrics server."""
+    liveness = f"http://127.0.0.1:{free_loopback_port()}/healthz"
+    health = HealthServer(config.health_listen, liveness)
+    await health.start()
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            memo=kopf.Memo(),
+        )
+    finally:
+        await health.stop()

@@ -1,4 +1,6 @@
-"""What the operator holds between handler calls; kept in kopf's `memo`.
+"""The process context: what the operator holds between handler calls.
+
+The factory (`llmquota.operator.factory`) builds one at startup; the services share it.
 
 The Kubernetes objects themselves are in kopf indexes (cached from the watches, so
 resolving a key costs no API call); what only the operator knows lives here: which hash
@@ -17,10 +19,10 @@ from typing import Any, Generic, TypeVar
 
 from llmquota.models import ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.config import OperatorConfig
-from llmquota.operator.forecast import SpendSample
-from llmquota.operator.kube import Kube
-from llmquota.operator.mirror import MirrorSource
-from llmquota.operator.status_view import Seed
+from llmquota.operator.rules.forecast import SpendSample
+from llmquota.operator.rules.mirrored_objects import MirrorSource
+from llmquota.operator.rules.status_view import Seed
+from llmquota.operator.storage.kubernetes import KubernetesStorage
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.policy.resolve import NamespaceObjects
 from llmquota.store import QuotaStore
@@ -121,7 +123,7 @@ class OperatorState:
 
     config: OperatorConfig
     store: QuotaStore
-    kube: Kube
+    kubernetes: KubernetesStorage
     indexes: Indexes
     keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)
     seeds: dict[ScopeRef, Seed] = field(default_factory=dict)
@@ -135,7 +137,7 @@ class OperatorState:
     """The sidecar's ConfigMap and credential Secret as last read (None: absent)."""
     sources_loaded: bool = False
     mirror_namespaces: set[str] = field(default_factory=set)
-    """Namespaces holding copies of the sources (see `mirroring`)."""
+    """Namespaces holding copies of the sources (see `services.mirroring`)."""
     mirror_pending: set[str] = field(default_factory=set)
     """Namespaces whose last mirroring failed."""
     background: list[asyncio.Task[None]] = field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from llmquota.operator.conditions import Observation, event_for, format_time, merge_conditions
+from llmquota.operator.rules.conditions import Observation, event_for, format_time, merge_conditions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from llmquota.models import ApiKey, Team
-from llmquota.operator.dependents import keys_affected, keys_to_reresolve, subjects_referencing
+from llmquota.operator.rules.dependents import (
+    keys_affected,
+    keys_to_reresolve,
+    subjects_referencing,
+)
 
 
 def key(name: str, **spec: Any) -> ApiKey:

@@ -4,7 +4,7 @@ BudgetAtRisk, the quiet start of a window and a restart without history."""
 from __future__ import annotations
 
 from llmquota.durations import NEVER, Window
-from llmquota.operator.forecast import (
+from llmquota.operator.rules.forecast import (
     HOUR_MS,
     SAMPLES_PER_SPAN,
     Forecast,

@@ -12,7 +12,7 @@ import pytest
 
 from llmquota.operator.command import add_arguments, config_from_args
 from llmquota.operator.config import HostPort
-from llmquota.operator.keys import (
+from llmquota.operator.rules.key_secrets import (
     SECRET_LABEL,
     generate_key,
     key_from_secret,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llmquota.operator.config import SidecarConfig
 from llmquota.operator.injection import injected_spec
-from llmquota.operator.mirror import (
+from llmquota.operator.rules.mirrored_objects import (
     MirrorSource,
     is_mirror_of,
     mirror_body,

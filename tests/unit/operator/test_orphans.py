@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmquota.operator.orphans import orphaned_policies
+from llmquota.operator.rules.orphans import orphaned_policies
 
 
 def test_a_policy_whose_apikey_is_gone_is_orphaned() -> None:

@@ -9,8 +9,12 @@ import pytest
 from tests.integration.store.scenario import api_key, budget_override, team
 
 from llmquota.models import BudgetOverride
-from llmquota.operator.conditions import Transition
-from llmquota.operator.overrides import active_overrides, override_events, override_observation
+from llmquota.operator.rules.conditions import Transition
+from llmquota.operator.rules.overrides import (
+    active_overrides,
+    override_events,
+    override_observation,
+)
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 

@@ -7,9 +7,10 @@ from typing import Any, cast
 
 from llmquota.models import ApiKey
 from llmquota.operator.config import OperatorConfig
-from llmquota.operator.kube import Kube
+from llmquota.operator.factory import Factory
+from llmquota.operator.services.status_sync import BATCH_SIZE
 from llmquota.operator.state import Indexes, KeyRecord, OperatorState
-from llmquota.operator.status_sync import BATCH_SIZE, sync_once
+from llmquota.operator.storage.kubernetes import KubeObject, KubernetesStorage
 from llmquota.policy.resolve import NamespaceObjects, resolve_key_policy
 from llmquota.store import BudgetCounter, QuotaStore
 
@@ -36,15 +37,11 @@ class FakeKube:
         self.patched: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
 
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status_patch: Mapping[str, Any]
-    ) -> None:
-        self.patched[name] = dict(status_patch)
+    async def patch_status(self, obj: KubeObject, status_patch: Mapping[str, Any]) -> None:
+        self.patched[obj.name] = dict(status_patch)
 
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        self.events.append((involved["name"], type_, reason))
+    async def post_event(self, obj: KubeObject, type_: str, reason: str, message: str) -> None:
+        self.events.append((obj.name, type_, reason))
 
 
 def apikey(name: str, *, blocked: bool = False) -> ApiKey:
@@ -76,7 +73,7 @@ def state_with(keys: list[ApiKey], store: FakeStore, kube: FakeKube) -> Operator
     state = OperatorState(
         config=OperatorConfig(redis_url="redis://unused"),
         store=cast("QuotaStore", store),
-        kube=cast("Kube", kube),
+        kubernetes=cast("KubernetesStorage", kube),
         indexes=indexes_of(keys),
     )
     for key in keys:
@@ -89,7 +86,7 @@ def state_with(keys: list[ApiKey], store: FakeStore, kube: FakeKube) -> Operator
 async def test_counters_are_read_in_batches_and_every_status_written() -> None:
     store, kube = FakeStore(), FakeKube()
     keys = [apikey(f"k{i}") for i in range(BATCH_SIZE * 2 + 5)]
-    await sync_once(state_with(keys, store, kube))
+    await Factory(state_with(keys, store, kube)).status_sync.sync_once()
     assert store.round_trips == [BATCH_SIZE, BATCH_SIZE, 5]
     assert len(kube.patched) == len(keys)
     status = kube.patched["k0"]
@@ -101,6 +98,6 @@ async def test_keys_not_applied_yet_are_left_alone_and_flips_become_events() -> 
     store, kube = FakeStore(), FakeKube()
     state = state_with([apikey("blocked", blocked=True)], store, kube)
     state.indexes = indexes_of([apikey("blocked", blocked=True), apikey("new")])
-    await sync_once(state)
+    await Factory(state).status_sync.sync_once()
     assert set(kube.patched) == {"blocked"}
     assert kube.events == [("blocked", "Warning", "Blocked")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from llmquota.durations import NEVER, Window
-from llmquota.operator.conditions import Observation
-from llmquota.operator.status_view import (
+from llmquota.operator.rules.conditions import Observation
+from llmquota.operator.rules.status_view import (
     GuardView,
     Seed,
     budget_observations,

@@ -14,17 +14,22 @@ from typing import Any, Literal
 
 __all__ = [
     "MESSAGE_LIMIT",
+    "EventSpec",
     "Observation",
     "Transition",
     "event_for",
+    "events_for",
     "format_time",
     "merge_conditions",
+    "no_events",
 ]
 
 MESSAGE_LIMIT = 1024
 """The CRD caps condition messages at this length."""
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+EventSpec = tuple[str, str, str]
+"""(type, reason, message) of one Event to post."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,7 @@ def merge_conditions(
 _PROBLEMS = {"BudgetExceeded", "SoftBudgetExceeded", "BudgetAtRisk", "Expired", "Blocked"}
 
 
-def event_for(transition: Transition) -> tuple[str, str, str] | None:
+def event_for(transition: Transition) -> EventSpec | None:
     """(Event type, reason, message) for a transition worth telling, None otherwise.
 
     Going bad is a Warning; recovering is Normal; the first observation of a healthy
@@ -128,3 +133,14 @@ def event_for(transition: Transition) -> tuple[str, str, str] | None:
         if transition.previous == "True":
             return "Normal", transition.reason, transition.message
     return None
+
+
+def events_for(transitions: Iterable[Transition]) -> list[EventSpec]:
+    """The Events of a status write: one per condition flip worth telling (`event_for`)."""
+    return [event for transition in transitions if (event := event_for(transition)) is not None]
+
+
+def no_events(transitions: Iterable[Transition]) -> list[EventSpec]:
+    """For a status whose flips are not news (a Budget's or RateLimit's Ready)."""
+    del transitions
+    return []

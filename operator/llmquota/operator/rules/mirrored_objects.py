@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from llmquota.operator.config import SidecarConfig
-from llmquota.operator.kube import MirrorKind
-from llmquota.operator.status_view import merge_patch
+from llmquota.operator.rules.status_view import merge_patch
 
 __all__ = [
     "FAIL_OPEN_FIELD",
@@ -32,6 +31,7 @@ __all__ = [
     "MIRRORED_FROM",
     "MIRROR_SELECTOR",
     "RESOURCES_FIELD",
+    "MirrorKind",
     "MirrorSource",
     "is_mirror_of",
     "mirror_body",
@@ -49,6 +49,8 @@ MIRRORED_FROM = "llmquota.dev/mirrored-from"
 RESOURCES_FIELD = "resources.yaml"
 FAIL_OPEN_FIELD = "fail-open"
 _COPIED = ("data", "binaryData")
+
+MirrorKind = Literal["ConfigMap", "Secret"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,56 +9,30 @@ refused again within seconds of the operator's return.
 A sweep reads the policies in Redis first and lists the ApiKeys second: a policy is
 written only after its ApiKey exists, so a key too new for the listing cannot have a
 policy in the earlier read. Policies of namespaces the operator does not watch are never
-touched (another operator may own them).
+touched (another operator may own them). Which policies are orphaned:
+`rules.orphans.orphaned_policies`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
-from llmquota.operator.kube import LiveKey
+from llmquota.operator.rules.orphans import orphaned_policies
 from llmquota.operator.state import OperatorState
 
-__all__ = ["keep_policies_owned", "orphaned_policies", "sweep_orphans"]
+__all__ = ["keep_policies_owned", "sweep_orphans"]
 
 logger = logging.getLogger(__name__)
-
-
-def orphaned_policies(
-    owners: Mapping[str, LiveKey],
-    live: Collection[LiveKey],
-    written: Mapping[LiveKey, str],
-    watched: Collection[str],
-) -> list[str]:
-    """The key hashes whose policy no ApiKey owns.
-
-    `owners`: hash -> the (namespace, name) its policy names; `live`: ApiKeys that exist;
-    `written`: the hash this process last wrote per ApiKey; `watched`: the namespaces the
-    operator watches (empty: all). A policy is orphaned when its ApiKey is gone, or when
-    its ApiKey has since been written under another hash (the key rotated while the
-    operator was down). A live key this process has not applied yet keeps its policy.
-    """
-    present = set(live)
-    orphans: list[str] = []
-    for key_hash, owner in owners.items():
-        if watched and owner[0] not in watched:
-            continue
-        gone = owner not in present
-        rotated = owner in written and written[owner] != key_hash
-        if gone or rotated:
-            orphans.append(key_hash)
-    return sorted(orphans)
 
 
 async def sweep_orphans(state: OperatorState) -> int:
     """Withdraw every policy no ApiKey owns; how many were withdrawn."""
     owners = await state.store.policy_owners(await state.store.policy_hashes())
-    live = await state.kube.list_apikeys(state.config.namespaces)
+    live = await state.kubernetes.list_apikeys(state.config.namespaces)
     written = {ref: record.key_hash for ref, record in list(state.keys.items())}
     withdrawn = 0
     for key_hash in orphaned_policies(owners, live, written, state.config.namespaces):

@@ -8,8 +8,8 @@ start and so firing together every interval, a burst that held a watch event (a 
 Budget on its way to Redis) for up to two seconds. One loop that yields between batches
 leaves the event loop to the watches.
 
-It runs outside any handler, so it patches and posts Events through the operator's own
-client (`Kube`), not kopf's.
+It runs outside any handler, so its statuses and Events go out through the operator's
+own client (`StatusWriter` over `KubernetesStorage`), not kopf's.
 """
 
 from __future__ import annotations
@@ -26,23 +26,22 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, RateLimit, Team
-from llmquota.operator import overrides, service
-from llmquota.operator.conditions import Observation
-from llmquota.operator.forecast import (
-    Forecast,
-    at_risk_observation,
-    forecast,
-    forecast_fields,
-    record_sample,
-)
 from llmquota.operator.metrics import (
     BUDGET_EXHAUSTS_IN,
     BUDGET_RESETS,
     STATUS_SYNC_SECONDS,
     forget_exhaustion,
 )
-from llmquota.operator.state import OperatorState, ScopeRef
-from llmquota.operator.status_view import (
+from llmquota.operator.rules.conditions import Observation
+from llmquota.operator.rules.dependents import team_member_users
+from llmquota.operator.rules.forecast import (
+    Forecast,
+    at_risk_observation,
+    forecast,
+    forecast_fields,
+    record_sample,
+)
+from llmquota.operator.rules.status_view import (
     BudgetView,
     GuardView,
     Seed,
@@ -54,17 +53,17 @@ from llmquota.operator.status_view import (
     seed_from_status,
     subject_status_fields,
 )
-from llmquota.operator.team_view import (
-    member_limits,
-    team_budget_limits,
-    team_members,
-    team_scope,
-)
+from llmquota.operator.services.keys import KeyService
+from llmquota.operator.services.overrides import OverrideService
+from llmquota.operator.services.references import ReferenceService
+from llmquota.operator.services.status_writer import StatusWriter
+from llmquota.operator.state import OperatorState, ScopeRef
+from llmquota.operator.storage.kubernetes import KubeObject
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
-from llmquota.policy.resolve import ResolutionError
+from llmquota.policy.resolve import COUNT_ONLY, ResolutionError, member_scope, resolve_team
 from llmquota.store import BudgetCounter
 
-__all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "sync_once", "sync_statuses"]
+__all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "StatusSync"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +104,6 @@ class Subject:
     """
 
     obj: ApiKey | Team
-    plural: str
     status: dict[str, Any]
     counted: list[Counted]
     members: list[tuple[str, str]] = field(default_factory=list)
@@ -148,30 +146,35 @@ def _key_subject(state: OperatorState, apikey: ApiKey) -> Subject | None:
     if scope is not None and scope.budget is not None:
         counted = [Counted((scope.tag, scope.id), scope.budget, status)]
     guards = [] if record.policy is None else _guards(record.policy)
-    return Subject(apikey, "apikeys", status, counted, guards=guards)
+    return Subject(apikey, status, counted, guards=guards)
 
 
 def _team_subject(state: OperatorState, team: Team) -> Subject:
     namespace = team.metadata.namespace
     status = _shown(team)
     try:
-        limits = team_budget_limits(team, state.indexes.objects(namespace))
+        own = resolve_team(team, state.indexes.objects(namespace)).scope
     except ResolutionError:
-        limits = None
-    if limits is None:
-        return Subject(team, "teams", status, [])
-    tag, team_id = team_scope(team)
-    members = team_members(team, state.indexes.team_keys(namespace, team.metadata.name))
+        return Subject(team, status, [])
+    users = team_member_users(team, state.indexes.team_keys(namespace, team.metadata.name))
+    members = [member_scope(user, team, own) for user in users]
     shown_members = status.get("memberSpend") or {}
-    counted = [Counted((tag, team_id), limits, status)] + [
+    counted = [Counted((own.tag, own.id), _budget_of(own), status)] + [
         Counted(
-            (tag, member_id),
-            member_limits(limits),
+            (member.tag, member.id),
+            _budget_of(member),
             {"spend": shown_members.get(user), "budgetResetAt": status.get("budgetResetAt")},
         )
-        for user, member_id in members
+        for user, member in zip(users, members, strict=True)
     ]
-    return Subject(team, "teams", status, counted, members)
+    return Subject(
+        team, status, counted, [(user, m.id) for user, m in zip(users, members, strict=True)]
+    )
+
+
+def _budget_of(scope: Scope) -> BudgetLimits:
+    """A Team's or member's budget (resolution gives both one: count-only at least)."""
+    return scope.budget or COUNT_ONLY
 
 
 def _subject(state: OperatorState, obj: ApiKey | Team) -> Subject | None:
@@ -207,33 +210,6 @@ async def _restore_missing(
     # Someone (a sidecar, the recovery loop) recreated it meanwhile: read that.
     (counter,) = await state.store.read_budgets([counted.ref])
     return counter
-
-
-async def _views(
-    state: OperatorState, subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
-) -> list[BudgetView]:
-    """The subject's counters as views; remembers seeds and tells about a window reset.
-
-    One BudgetReset Event per subject per reset, and only when the window that ended had
-    spend (its own counter's, or a member's): a boundary with nothing spent is no news.
-    """
-    views: list[BudgetView] = []
-    ended: list[int | None] = []
-    for counted, stored in zip(subject.counted, counters, strict=True):
-        counter = stored
-        if counter.window_start_ms is None:
-            counter = await _restore_missing(state, counted, now_ms) or counter
-        view = budget_view(counted.limits, counter, now_ms)
-        ended.append(ended_spend(state.seeds.get(counted.ref), view))
-        state.seeds[counted.ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
-        views.append(view)
-    told = reset_worth_telling(ended)
-    if told is not None:
-        meta = subject.obj.metadata
-        BUDGET_RESETS.labels(namespace=meta.namespace, kind=subject.obj.kind).inc()
-        message = f"budget window reset; {usd(told):g} USD was spent in the window that ended"
-        await service.post_event(state, subject.obj, "Normal", "BudgetReset", message)
-    return views
 
 
 def _guard_views(
@@ -312,57 +288,6 @@ def _fields_and_observations(
     return fields, observations
 
 
-async def _sync_subject(
-    state: OperatorState,
-    subject: Subject,
-    counters: Sequence[BudgetCounter],
-    now_ms: int,
-    slots: asyncio.Semaphore,
-) -> None:
-    """Patch one Team's or ApiKey's status if it differs; post the Events it implies."""
-    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    obj = subject.obj
-    counted = len(subject.counted)
-    async with slots:
-        views = await _views(state, subject, counters[:counted], now_ms)
-        guards = _guard_views(subject, counters[counted:], now_ms)
-        fields, observations = _fields_and_observations(state, subject, views, guards, now_ms)
-        patch, transitions = service.update_status(
-            state,
-            obj.metadata.uid,
-            subject.status,
-            fields,
-            observations,
-            generation=obj.metadata.generation,
-            now=now,
-        )
-        if patch:
-            await state.kube.patch_status(
-                subject.plural, obj.metadata.namespace, obj.metadata.name, patch
-            )
-        await service.post_events(state, obj, transitions)
-
-
-async def _sync_batch(
-    state: OperatorState, subjects: list[Subject], now_ms: int, slots: asyncio.Semaphore
-) -> None:
-    """One Redis round trip for the counters of `subjects`, then their patches."""
-    refs = [ref for subject in subjects for ref in subject.refs]
-    counters = await state.store.read_budgets(refs) if refs else []
-    by_subject: list[list[BudgetCounter]] = []
-    offset = 0
-    for subject in subjects:
-        by_subject.append(counters[offset : offset + len(subject.refs)])
-        offset += len(subject.refs)
-
-    await asyncio.gather(
-        *(
-            _guarded(subject.obj, _sync_subject(state, subject, own, now_ms, slots))
-            for subject, own in zip(subjects, by_subject, strict=True)
-        )
-    )
-
-
 async def _guarded(obj: ApiKey | Team | Budget | RateLimit, sync: Awaitable[None]) -> None:
     """One object's sync failing (API server, Redis) skips that object, not the pass."""
     try:
@@ -373,68 +298,149 @@ async def _guarded(obj: ApiKey | Team | Budget | RateLimit, sync: Awaitable[None
                        meta.name, error)  # fmt: skip
 
 
-async def _sync_reference(
-    state: OperatorState, obj: Budget | RateLimit, plural: str, slots: asyncio.Semaphore
-) -> None:
-    current = obj.status.model_dump(by_alias=True, mode="json") if obj.status else {}
-    patch = service.sync_reference_status(state, obj, current)
-    if patch:
-        async with slots:
-            await state.kube.patch_status(plural, obj.metadata.namespace, obj.metadata.name, patch)
+class StatusSync:
+    """The status-sync loop over every Team and ApiKey, Budget and RateLimit."""
 
+    def __init__(
+        self,
+        state: OperatorState,
+        status_writer: StatusWriter,
+        keys: KeyService,
+        references: ReferenceService,
+        overrides: OverrideService,
+    ) -> None:
+        """Work on the process context `state`; statuses go out through `status_writer`."""
+        self._state = state
+        self._status = status_writer
+        self._keys = keys
+        self._references = references
+        self._overrides = overrides
 
-async def sync_once(state: OperatorState) -> None:
-    """One pass over every known object: statuses from counters and the indexes.
+    async def run(self) -> None:
+        """Forever: a `sync_once` every --status-interval (a failed pass is logged)."""
+        while True:
+            await asyncio.sleep(self._state.config.status_interval)
+            started = time.perf_counter()
+            try:
+                await self.sync_once()
+            except (RedisError, ApiException, OSError) as error:
+                logger.warning("status sync pass cut short, will retry: %s", error)
+            except Exception:
+                # kopf retried a failing timer; this loop must not end on one bad pass.
+                logger.exception("status sync pass failed, will retry")
+            STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
 
-    ApiKeys whose refresh failed (`state.stale`) are applied again first.
-    """
-    indexes = state.indexes
-    stale = [
-        apikey
-        for apikey in indexes.keys.everywhere()
-        if (apikey.metadata.namespace, apikey.metadata.name) in state.stale
-    ]
-    for apikey in stale:
-        state.stale.discard((apikey.metadata.namespace, apikey.metadata.name))
-    if stale:
-        await service.refresh_keys(state, stale)
-    slots = asyncio.Semaphore(PATCH_CONCURRENCY)
-    now_ms = await state.store.now_ms()
-    objects: list[ApiKey | Team] = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
-    sampled: set[ScopeRef] = set()
-    for start in range(0, len(objects), BATCH_SIZE):
-        batch = objects[start : start + BATCH_SIZE]
-        subjects = [s for obj in batch if (s := _subject(state, obj)) is not None]
-        sampled.update(subject.counted[0].ref for subject in subjects if subject.counted)
-        await _sync_batch(state, subjects, now_ms, slots)
-        await asyncio.sleep(0)  # let watch events in between batches
-    for gone in state.spend_samples.keys() - sampled:  # subjects deleted or without budget
-        del state.spend_samples[gone]
-    await overrides.record_expiries(state, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
-    references: list[tuple[Budget | RateLimit, str]] = [
-        *((budget, "budgets") for budget in indexes.budgets.everywhere()),
-        *((limit, "ratelimits") for limit in indexes.rate_limits.everywhere()),
-    ]
-    for start in range(0, len(references), BATCH_SIZE):
+    async def sync_once(self) -> None:
+        """One pass over every known object: statuses from counters and the indexes.
+
+        ApiKeys whose refresh failed (`state.stale`) are applied again first.
+        """
+        state = self._state
+        indexes = state.indexes
+        stale = [
+            apikey
+            for apikey in indexes.keys.everywhere()
+            if (apikey.metadata.namespace, apikey.metadata.name) in state.stale
+        ]
+        for apikey in stale:
+            state.stale.discard((apikey.metadata.namespace, apikey.metadata.name))
+        if stale:
+            await self._keys.refresh(stale)
+        slots = asyncio.Semaphore(PATCH_CONCURRENCY)
+        now_ms = await state.store.now_ms()
+        objects: list[ApiKey | Team] = [*indexes.keys.everywhere(), *indexes.teams.everywhere()]
+        sampled: set[ScopeRef] = set()
+        for start in range(0, len(objects), BATCH_SIZE):
+            batch = objects[start : start + BATCH_SIZE]
+            subjects = [s for obj in batch if (s := _subject(state, obj)) is not None]
+            sampled.update(subject.counted[0].ref for subject in subjects if subject.counted)
+            await self._sync_batch(subjects, now_ms, slots)
+            await asyncio.sleep(0)  # let watch events in between batches
+        for gone in state.spend_samples.keys() - sampled:  # deleted, or without a budget
+            del state.spend_samples[gone]
+        await self._overrides.record_expiries(datetime.fromtimestamp(now_ms / 1000, tz=UTC))
+        references: list[Budget | RateLimit] = [
+            *indexes.budgets.everywhere(),
+            *indexes.rate_limits.everywhere(),
+        ]
+        for start in range(0, len(references), BATCH_SIZE):
+            await asyncio.gather(
+                *(
+                    _guarded(obj, self._sync_reference(obj, slots))
+                    for obj in references[start : start + BATCH_SIZE]
+                )
+            )
+            await asyncio.sleep(0)
+
+    async def _sync_batch(
+        self, subjects: list[Subject], now_ms: int, slots: asyncio.Semaphore
+    ) -> None:
+        """One Redis round trip for the counters of `subjects`, then their patches."""
+        refs = [ref for subject in subjects for ref in subject.refs]
+        counters = await self._state.store.read_budgets(refs) if refs else []
+        by_subject: list[list[BudgetCounter]] = []
+        offset = 0
+        for subject in subjects:
+            by_subject.append(counters[offset : offset + len(subject.refs)])
+            offset += len(subject.refs)
         await asyncio.gather(
             *(
-                _guarded(obj, _sync_reference(state, obj, plural, slots))
-                for obj, plural in references[start : start + BATCH_SIZE]
+                _guarded(subject.obj, self._sync_subject(subject, own, now_ms, slots))
+                for subject, own in zip(subjects, by_subject, strict=True)
             )
         )
-        await asyncio.sleep(0)
 
+    async def _sync_subject(
+        self,
+        subject: Subject,
+        counters: Sequence[BudgetCounter],
+        now_ms: int,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Patch one Team's or ApiKey's status if it differs; post the Events it implies."""
+        state = self._state
+        counted = len(subject.counted)
+        async with slots:
+            views = await self._views(subject, counters[:counted], now_ms)
+            guards = _guard_views(subject, counters[counted:], now_ms)
+            fields, observations = _fields_and_observations(state, subject, views, guards, now_ms)
+            await self._status.write(
+                KubeObject.of(subject.obj),
+                subject.status,
+                fields,
+                observations,
+                now=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
+            )
 
-async def sync_statuses(state: OperatorState) -> None:
-    """Forever: a `sync_once` every --status-interval (a failed pass is logged, not fatal)."""
-    while True:
-        await asyncio.sleep(state.config.status_interval)
-        started = time.perf_counter()
-        try:
-            await sync_once(state)
-        except (RedisError, ApiException, OSError) as error:
-            logger.warning("status sync pass cut short, will retry: %s", error)
-        except Exception:
-            # kopf retried a failing timer; this loop must not end on one bad pass either.
-            logger.exception("status sync pass failed, will retry")
-        STATUS_SYNC_SECONDS.observe(time.perf_counter() - started)
+    async def _views(
+        self, subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
+    ) -> list[BudgetView]:
+        """The subject's counters as views; remembers seeds and tells about a window reset.
+
+        One BudgetReset Event per subject per reset, and only when the window that ended
+        had spend (its own counter's, or a member's): a boundary with nothing spent is no
+        news.
+        """
+        state = self._state
+        views: list[BudgetView] = []
+        ended: list[int | None] = []
+        for counted, stored in zip(subject.counted, counters, strict=True):
+            counter = stored
+            if counter.window_start_ms is None:
+                counter = await _restore_missing(state, counted, now_ms) or counter
+            view = budget_view(counted.limits, counter, now_ms)
+            ended.append(ended_spend(state.seeds.get(counted.ref), view))
+            state.seeds[counted.ref] = Seed(view.window, view.spend_nanos, view.model_spend_nanos)
+            views.append(view)
+        told = reset_worth_telling(ended)
+        if told is not None:
+            obj = subject.obj
+            BUDGET_RESETS.labels(namespace=obj.metadata.namespace, kind=obj.kind).inc()
+            message = f"budget window reset; {usd(told):g} USD was spent in the window that ended"
+            await self._status.post_event(KubeObject.of(obj), "Normal", "BudgetReset", message)
+        return views
+
+    async def _sync_reference(self, obj: Budget | RateLimit, slots: asyncio.Semaphore) -> None:
+        shown = obj.status.model_dump(by_alias=True, mode="json") if obj.status else {}
+        async with slots:
+            await self._references.write_reference_status(obj, shown)

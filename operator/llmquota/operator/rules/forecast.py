@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from llmquota.durations import NEVER, Window
-from llmquota.operator.conditions import Observation, format_time
+from llmquota.operator.rules.conditions import Observation, format_time
 from llmquota.policy.exhaustion import budget_left_nanos
 from llmquota.policy.limits import usd
 

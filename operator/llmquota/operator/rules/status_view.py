@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from llmquota.durations import NEVER, Window
-from llmquota.operator.conditions import Observation, Transition, format_time, merge_conditions
+from llmquota.operator.rules.conditions import (
+    Observation,
+    Transition,
+    format_time,
+    merge_conditions,
+)
 from llmquota.policy.exhaustion import budget_exhausted
 from llmquota.policy.limits import BudgetLimits, ScopeKind, nanos, usd
-from llmquota.store import BudgetCounter
 
 __all__ = [
     "BudgetView",
+    "CounterReading",
     "GuardView",
     "Seed",
     "StatusUpdate",
@@ -58,7 +63,20 @@ class Seed:
     model_spend_nanos: dict[str, int] = field(default_factory=dict)
 
 
-def budget_view(limits: BudgetLimits, counter: BudgetCounter, now_ms: int) -> BudgetView:
+class CounterReading(Protocol):
+    """A budget counter as read from Redis (the store's `BudgetCounter`)."""
+
+    @property
+    def window_start_ms(self) -> int | None: ...
+    @property
+    def spend_nanos(self) -> int: ...
+    @property
+    def reserved_nanos(self) -> int: ...
+    @property
+    def model_spend_nanos(self) -> Mapping[str, int]: ...
+
+
+def budget_view(limits: BudgetLimits, counter: CounterReading, now_ms: int) -> BudgetView:
     """What a counter means now: a counter of an earlier window counts as zero."""
     window = limits.window_at(now_ms)
     fresh = counter.window_start_ms is not None and counter.window_start_ms == window.start_ms

@@ -1,10 +1,11 @@
-"""The few Kubernetes API calls the operator makes outside kopf's own patching.
+"""The Kubernetes API calls the operator makes itself: the one module that does.
 
-kopf patches the object a handler runs for; this client writes what is not that object:
-the ApiKey's Secret, the status of keys re-resolved because something they depend on
-changed, the statuses of the status sync and the Events they imply (`kopf.event` works
-only inside a handler), and the sidecar's ConfigMap and credential Secret mirrored into
-workload namespaces.
+kopf watches, indexes and patches the object a handler runs for (the handler's status
+goes out with kopf's own patch, in the same API call as kopf's annotations); every other
+call goes through `KubernetesStorage`: the ApiKey's Secret, the statuses of objects other
+than the handled one (keys re-resolved because something they depend on changed, the
+status sync), every Event, the listing for the orphan sweep, and the sidecar's ConfigMap
+and credential Secret mirrored into workload namespaces.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from llmquota.models import API_GROUP, API_VERSION
+from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, BudgetOverride, RateLimit, Team
+from llmquota.operator.rules.mirrored_objects import MirrorKind
+from llmquota.operator.rules.orphans import LiveKey
 
-__all__ = ["Kube", "LiveKey", "MirrorKind"]
+__all__ = ["PLURALS", "KubeObject", "KubernetesStorage"]
 
 NOT_FOUND = 404
 CONFLICT = 409
@@ -32,13 +36,49 @@ PAGE_SIZE = 500
 MAX_PAGES = 10_000
 """A bound on one listing's pages (5 million objects): no loop runs unbounded."""
 
-MirrorKind = Literal["ConfigMap", "Secret"]
-LiveKey = tuple[str, str]
-"""(namespace, name) of an ApiKey that exists."""
+PLURALS = {
+    "ApiKey": "apikeys",
+    "Team": "teams",
+    "Budget": "budgets",
+    "RateLimit": "ratelimits",
+    "BudgetOverride": "budgetoverrides",
+}
+"""The resource (URL path) of each llmquota kind."""
 
 
-class Kube:
-    """A kubernetes_asyncio client for Secrets and llmquota statuses."""
+@dataclass(frozen=True, slots=True)
+class KubeObject:
+    """Which llmquota object a status or an Event is about."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str | None
+    generation: int | None = None
+    api_version: str = f"{API_GROUP}/{API_VERSION}"
+
+    @classmethod
+    def of(cls, obj: ApiKey | Team | Budget | RateLimit | BudgetOverride) -> Self:
+        """The reference of a parsed object."""
+        meta = obj.metadata
+        return cls(obj.kind, meta.namespace, meta.name, meta.uid, meta.generation, obj.api_version)
+
+    @classmethod
+    def of_body(cls, body: Mapping[str, Any]) -> Self:
+        """The reference of a raw body (one that did not validate)."""
+        meta = body["metadata"]
+        return cls(
+            str(body.get("kind")),
+            str(meta.get("namespace")),
+            str(meta.get("name")),
+            meta.get("uid"),
+            meta.get("generation"),
+            str(body.get("apiVersion") or f"{API_GROUP}/{API_VERSION}"),
+        )
+
+
+class KubernetesStorage:
+    """A kubernetes_asyncio client for Secrets, llmquota statuses, Events and mirrors."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         """Wrap a configured client."""
@@ -158,17 +198,15 @@ class Kube:
         """Merge `data` (base64 values) into an existing Secret."""
         await self.core.patch_namespaced_secret(name, namespace, {"data": dict(data)})
 
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status_patch: Mapping[str, Any]
-    ) -> None:
+    async def patch_status(self, obj: KubeObject, status_patch: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource of an llmquota object (gone: ignored)."""
         try:
             await self.custom.patch_namespaced_custom_object_status(
                 API_GROUP,
                 API_VERSION,
-                namespace,
-                plural,
-                name,
+                obj.namespace,
+                PLURALS[obj.kind],
+                obj.name,
                 {"status": dict(status_patch)},
                 _content_type="application/merge-patch+json",
             )  # type: ignore[call-arg]  # accepted via **kwargs, missing from the stubs
@@ -211,12 +249,17 @@ class Kube:
             )
         return page
 
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        """Post a core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid)."""
+    async def post_event(self, obj: KubeObject, type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj`."""
         now = datetime.now(UTC).isoformat()
-        namespace = involved["namespace"]
+        namespace = obj.namespace
+        involved = {
+            "apiVersion": obj.api_version,
+            "kind": obj.kind,
+            "name": obj.name,
+            "namespace": obj.namespace,
+            "uid": obj.uid,
+        }
         body = {
             "metadata": {"namespace": namespace, "generateName": "llmquota-"},
             "type": type_,
@@ -226,7 +269,7 @@ class Kube:
             "reportingComponent": REPORTING_COMPONENT,
             "reportingInstance": socket.gethostname(),
             "source": {"component": REPORTING_COMPONENT},
-            "involvedObject": dict(involved),
+            "involvedObject": involved,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "eventTime": now,

@@ -18,6 +18,7 @@ __all__ = [
     "keys_to_reresolve",
     "referenced_names",
     "subjects_referencing",
+    "team_member_users",
 ]
 
 DependencyKind = Literal["Team", "Budget", "RateLimit"]
@@ -77,3 +78,12 @@ def keys_to_reresolve(
         for key in affected
         if (ref := (key.metadata.namespace, key.metadata.name)) in applied or ref in in_progress
     ]
+
+
+def team_member_users(team: Team, keys: Iterable[ApiKey]) -> list[str]:
+    """The users a Team's status counts: its spec.members and the users of its keys."""
+    users = {member.user for member in team.spec.members}
+    users.update(
+        key.spec.user for key in keys if key.spec.user and key.spec.team == team.metadata.name
+    )
+    return sorted(users)

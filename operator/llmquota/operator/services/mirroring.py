@@ -3,7 +3,8 @@
 The webhook mirrors them into a Pod's namespace as it injects the sidecar (so the Pod's
 volumes exist by the time the kubelet mounts them), and `keep_mirrors` re-reads the
 sources every status interval and updates every copy when a source changed. The copies
-are found again after a restart by their label. What a copy looks like: `mirror`.
+are found again after a restart by their label. What a copy looks like:
+`rules.mirrored_objects`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from llmquota.operator.config import OperatorConfig, SidecarConfig
-from llmquota.operator.mirror import (
+from llmquota.operator.rules.mirrored_objects import (
     MIRROR_SELECTOR,
     MIRRORED_FROM,
     MirrorSource,
@@ -55,7 +56,9 @@ async def refresh_sources(state: OperatorState) -> bool:
     """Read the sources again; whether any changed since the last read."""
     found: dict[MirrorSource, dict[str, Any] | None] = {}
     for source in mirror_sources(state.config):
-        found[source] = await state.kube.read_object(source.kind, source.namespace, source.name)
+        found[source] = await state.kubernetes.read_object(
+            source.kind, source.namespace, source.name
+        )
     changed = {s: _content(o) for s, o in found.items()} != {
         s: _content(o) for s, o in state.mirror_sources.items()
     }
@@ -104,12 +107,12 @@ async def _ensure_copy(
     state: OperatorState, source: MirrorSource, found: Mapping[str, Any], namespace: str
 ) -> None:
     desired = mirror_body(source, found, namespace)
-    existing = await state.kube.read_object(source.kind, namespace, source.name)
+    existing = await state.kubernetes.read_object(source.kind, namespace, source.name)
     if existing is None:
-        if await state.kube.create_object(source.kind, desired):
+        if await state.kubernetes.create_object(source.kind, desired):
             logger.info("mirrored %s %s into %s", source.kind, source.origin, namespace)
             return
-        existing = await state.kube.read_object(source.kind, namespace, source.name)
+        existing = await state.kubernetes.read_object(source.kind, namespace, source.name)
         if existing is None:
             return
     if not is_mirror_of(existing, source):
@@ -120,7 +123,7 @@ async def _ensure_copy(
         return
     patch = mirror_patch(existing, desired)
     if patch:
-        await state.kube.merge_patch_object(source.kind, namespace, source.name, patch)
+        await state.kubernetes.merge_patch_object(source.kind, namespace, source.name, patch)
         logger.info("updated the copy of %s %s in %s", source.kind, source.origin, namespace)
 
 
@@ -128,7 +131,7 @@ async def _existing_copies(state: OperatorState) -> set[str]:
     """Namespaces that hold a copy of a source (made before this process started)."""
     namespaces: set[str] = set()
     for source in state.mirror_sources:
-        for item in await state.kube.labelled(
+        for item in await state.kubernetes.labelled(
             source.kind, MIRROR_SELECTOR, state.config.namespaces
         ):
             metadata = item.get("metadata") or {}

@@ -1,0 +1,1 @@
+"""The operator's Kubernetes I/O outside kopf's own patching: one module, `kubernetes`."""
