@@ -9,21 +9,17 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.sidecar.exchange import Exchange, Refusal
 from llmquota.sidecar.state import POLICIES
 from llmquota.sidecar.wire import presented_key
+from llmquota.store import StoreUnavailable
 
-__all__ = ["STORE_DOWN", "authenticate", "store_unavailable"]
+__all__ = ["authenticate", "store_unavailable"]
 
 logger = logging.getLogger("llmquota.sidecar.requests")
-
-# What a store that is down or unreachable raises, on the lookup and on the admission.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPolicy:
@@ -41,7 +37,7 @@ async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPoli
     key_hash = hash_key(key)
     try:
         policy = await cache.get(key_hash)
-    except STORE_DOWN as error:
+    except StoreUnavailable as error:
         raise store_unavailable(error) from error
     if policy is None:
         raise Refusal(
