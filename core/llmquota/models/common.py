@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
-from llmquota.durations import SPELLINGS, parse_duration
+from llmquota.durations import SPELLINGS, check_zone, parse_duration
 
 __all__ = [
     "API_GROUP",
@@ -22,21 +22,26 @@ __all__ = [
     "Condition",
     "CrdInfo",
     "Duration",
+    "Enforcement",
     "FailurePolicy",
     "Money",
     "ObjectMeta",
     "ObjectRef",
     "ResourceModel",
     "SpecValidationError",
+    "TimeZone",
     "WireModel",
 ]
 
 API_GROUP = "llmquota.dev"
 API_VERSION = "v1alpha1"
 
-# `<int>s|m|h|d|w`, `1mo` or `monthly`; zero-length windows make no sense, so no leading
+# `<int>s|m|h|d|w` or a calendar name; zero-length windows make no sense, so no leading
 # zero. `1w` is 7d and `1mo` is `monthly`: the spellings LiteLLM users bring.
-DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhdw]|1mo|monthly)$"
+DURATION_PATTERN = r"^([1-9][0-9]{0,8}[smhdw]|1mo|daily|weekly|monthly|quarterly|yearly)$"
+# IANA names: `Area/Location` parts of letters, digits, `_`, `-` and `+` (Etc/GMT+5).
+# Whether the zone exists is checked against the zone data when the spec is parsed.
+ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]{0,63}(/[A-Za-z0-9_+-]{1,64}){0,2}$"
 
 CONDITIONS_LIST: dict[str, JsonValue] = {
     "x-kubernetes-list-type": "map",
@@ -47,6 +52,8 @@ CONDITIONS_LIST: dict[str, JsonValue] = {
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 FailurePolicy = Literal["Closed", "Open"]
 """What a limit does while the store is unreachable: refuse (503) or admit uncounted."""
+Enforcement = Literal["Enforce", "Audit"]
+"""Whether a limit refuses (Enforce) or is only counted and reported (Audit)."""
 
 
 def _check_duration(value: Any) -> Any:
@@ -64,10 +71,29 @@ Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
-        description=f"A window: {SPELLINGS}. `1w` is 7d; `1mo` is `monthly` (the 1st of "
-        "each month, 00:00 UTC).",
+        description=f"A window: {SPELLINGS}. `1w` is 7d, cut from the subject's "
+        "creation; the calendar names start at midnight in timeZone: daily, weekly (Monday), "
+        "monthly (the 1st; `1mo` is the same), quarterly (Jan/Apr/Jul/Oct 1st), yearly.",
     ),
     BeforeValidator(_check_duration),
+]
+
+
+def _check_zone(value: Any) -> Any:
+    """Refuse a zone the zone data do not know, naming the field."""
+    if isinstance(value, str):
+        check_zone(value)
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    Field(
+        pattern=ZONE_PATTERN,
+        max_length=128,
+        description="An IANA time zone, e.g. Europe/Berlin or UTC.",
+    ),
+    BeforeValidator(_check_zone),
 ]
 
 

@@ -10,6 +10,7 @@ from llmquota.models.common import (
     CONDITIONS_LIST,
     Condition,
     CrdInfo,
+    Enforcement,
     FailurePolicy,
     ResourceModel,
     WireModel,
@@ -83,6 +84,12 @@ class RateLimitSpec(ModelRateLimit):
         "limits) lets requests through uncounted; Closed refuses them (503). A request is "
         "let through only when every limit that applies to it is Open.",
     )
+    enforcement: Enforcement = Field(
+        default="Enforce",
+        description="Enforce refuses requests over these limits (429). Audit counts them "
+        "exactly the same but never refuses: a request it would refuse is served with the "
+        "header `x-llmquota-audit` and counted in llmquota_audit_refusals_total.",
+    )
 
     @model_validator(mode="after")
     def _reservation_fits_allocation(self) -> Self:
@@ -124,6 +131,7 @@ class RateLimit(ResourceModel[RateLimitSpec, RateLimitStatus]):
             {"name": "TPM", "type": "integer", "jsonPath": ".spec.tpm"},
             {"name": "Parallel", "type": "integer", "jsonPath": ".spec.maxParallelRequests"},
             {"name": "Allocation", "type": "string", "jsonPath": ".spec.allocation"},
+            {"name": "Enforcement", "type": "string", "jsonPath": ".spec.enforcement"},
             {"name": "Subjects", "type": "integer", "jsonPath": ".status.subjects"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ),

@@ -16,6 +16,7 @@ __all__ = [
     "Forecast",
     "SubjectSpec",
     "SubjectStatus",
+    "WindowStatus",
     "subject_printer_columns",
 ]
 
@@ -95,6 +96,25 @@ class Forecast(WireModel):
     )
 
 
+class WindowStatus(WireModel):
+    """One window of the subject's budget: its limit, spend and reset."""
+
+    budget_duration: str = Field(
+        description="The window, as budgetDuration is written (e.g. 1d, monthly); `none` "
+        "for a main window that never resets."
+    )
+    max_budget: float | None = Field(
+        default=None, description="The window's maxBudget in USD, raised by active overrides."
+    )
+    spend: float = Field(description="USD spent in the window's current period.")
+    remaining: float | None = Field(
+        default=None, description="USD left in the window (maxBudget - spend)."
+    )
+    reset_at: datetime | None = Field(
+        default=None, description="When the window's current period ends; absent: never."
+    )
+
+
 class SubjectStatus(WireModel):
     """Spend and state of a Team or an ApiKey, written by the operator."""
 
@@ -110,6 +130,11 @@ class SubjectStatus(WireModel):
     )
     model_spend: dict[str, float] = Field(
         default_factory=dict, description="USD spent per model in the current window."
+    )
+    windows: list[WindowStatus] = Field(
+        default_factory=list,
+        description="Every window of the budget, the main one (spend, maxBudget above) "
+        "first, then spec.windows in order.",
     )
     overrides: list[ActiveOverride] = Field(
         default_factory=list,

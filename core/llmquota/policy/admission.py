@@ -12,7 +12,8 @@ the global budget, out with reservations while real spend is far below the limit
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llmquota.policy import keyspace
@@ -22,10 +23,13 @@ __all__ = [
     "KEY_SHARE",
     "MAX_AMOUNT",
     "AdmissionCall",
+    "Check",
     "RequestEstimate",
+    "ScriptCall",
     "admission_call",
     "counter_amount",
     "dynamic_group",
+    "lease_tag",
     "scopes_for",
 ]
 
@@ -52,12 +56,59 @@ class RequestEstimate:
 
 
 @dataclass(frozen=True, slots=True)
-class AdmissionCall:
-    """KEYS and ARGV for admit.lua, and the scopes that its answer indexes into."""
+class Check:
+    """One check of admit.lua on one counter: the counter's key, its hash tag, and the
+    check's named fields (`kind` first; admit.lua's header lists them)."""
 
+    counter: str
+    tag: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """KEYS and ARGV[1] of one admit.lua run. KEYS are the hash tag's leases zset, the
+    request's lease record there, then the counters the checks name by index; settle.lua
+    and abort.lua are given the same KEYS, so the lease record stores only indices."""
+
+    tag: str
     keys: list[str]
     spec_json: str
-    scopes: list[Scope] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionCall:
+    """Everything admit.lua is asked for one request, and the scopes its answer indexes
+    into. `request`: the fields every check shares (lease, model, cost, tokens, the key's
+    field at shared budgets, its share there)."""
+
+    request_id: str
+    scopes: list[Scope]
+    checks: list[Check]
+    request: dict[str, Any]
+    lease_tag: str
+
+    def script_call(self) -> ScriptCall:
+        """The whole admission as one script run, its lease under the key's own hash tag:
+        one round trip on a single Redis."""
+        return _script_call(self.lease_tag, self.request_id, self.checks, self.request)
+
+
+def _script_call(
+    tag: str, request_id: str, checks: Sequence[Check], request: Mapping[str, Any]
+) -> ScriptCall:
+    """The script run over `checks`, with its counters numbered once each from 1."""
+    counters: dict[str, int] = {}
+    specs = [
+        {**check.fields, "counter": counters.setdefault(check.counter, len(counters) + 1)}
+        for check in checks
+    ]
+    spec = {**request, "checks": specs}
+    return ScriptCall(
+        tag=tag,
+        keys=[keyspace.leases_key(tag), keyspace.lease_key(tag, request_id), *counters],
+        spec_json=json.dumps(spec, separators=(",", ":")),
+    )
 
 
 def scopes_for(policy: ResolvedPolicy, end_user: str | None) -> list[Scope]:
@@ -95,10 +146,10 @@ def dynamic_group(rate: RateLimits, priority: str | None) -> tuple[str, float]:
 
 
 def _increases(budget: BudgetLimits) -> dict[str, list[list[int]]]:
-    """The budget's BudgetOverrides as `inc` pairs [nano-USD, expires ms], when it has any."""
+    """The budget's BudgetOverrides as `increases` pairs [nano-USD, expires ms], when it has any."""
     if not budget.increases:
         return {}
-    return {"inc": [[increase.nanos, increase.expires_ms] for increase in budget.increases]}
+    return {"increases": [[increase.nanos, increase.expires_ms] for increase in budget.increases]}
 
 
 def _or_none(value: int | None) -> int:
@@ -111,83 +162,107 @@ def counter_amount(value: int) -> int:
     return min(max(value, 0), MAX_AMOUNT)
 
 
-def admission_call(
-    policy: ResolvedPolicy, estimate: RequestEstimate, request_id: str, lease_ms: int
-) -> AdmissionCall:
-    """Build the admit script's call for one request."""
-    keys: dict[str, int] = {}
+def _budget_check(scope: Scope, budget: BudgetLimits, index: int, model: str) -> Check:
+    return Check(
+        counter=keyspace.budget_key(scope.tag, scope.id),
+        tag=scope.tag,
+        fields={
+            "kind": "budget",
+            "scope": index,
+            "max": budget.max_nanos,
+            "window": budget.window,
+            "anchor": budget.anchor_ms,
+            "model_max": budget.model_max_nanos.get(model, NO_LIMIT),
+            "shared": scope.kind != "key",
+            **_increases(budget),
+        },
+    )
 
-    def key_index(name: str) -> int:
-        return keys.setdefault(name, len(keys) + 1)
 
-    model = estimate.model
-    checks: list[dict[str, Any]] = []
-    scopes = scopes_for(policy, estimate.end_user)
-    for index, scope in enumerate(scopes):
-        if scope.budget is not None:
-            checks.append(
-                {
-                    "t": "b",
-                    "s": index,
-                    "k": key_index(keyspace.budget_key(scope.tag, scope.id)),
-                    "max": scope.budget.max_nanos,
-                    "w": scope.budget.window,
-                    "a": scope.budget.anchor_ms,
-                    "mm": scope.budget.model_max_nanos.get(model, NO_LIMIT),
-                    "sh": scope.kind != "key",
-                    **_increases(scope.budget),
-                }
-            )
-        rate = scope.rate
-        if rate is None:
-            continue
-        model_limits = rate.models.get(model)
-        checks.append(
-            {
-                "t": "r",
-                "s": index,
-                "k": key_index(keyspace.rate_key(scope.tag, scope.id)),
+def _rate_checks(
+    scope: Scope, rate: RateLimits, index: int, model: str, policy: ResolvedPolicy
+) -> list[Check]:
+    """The per-minute check, then a Dynamic pool's share, then requests in flight."""
+    model_limits = rate.models.get(model)
+    checks = [
+        Check(
+            counter=keyspace.rate_key(scope.tag, scope.id),
+            tag=scope.tag,
+            fields={
+                "kind": "rate",
+                "scope": index,
                 "rpm": _or_none(rate.rpm),
                 "tpm": _or_none(rate.tpm),
-                "mrpm": _or_none(model_limits.rpm if model_limits else None),
-                "mtpm": _or_none(model_limits.tpm if model_limits else None),
-            }
+                "model_rpm": _or_none(model_limits.rpm if model_limits else None),
+                "model_tpm": _or_none(model_limits.tpm if model_limits else None),
+            },
         )
-        if rate.dynamic and (rate.rpm is not None or rate.tpm is not None):
-            group, weight = dynamic_group(rate, policy.priority)
-            checks.append(
-                {
-                    "t": "d",
-                    "s": index,
-                    "k": key_index(keyspace.pool_key(scope.tag, scope.id)),
+    ]
+    if rate.dynamic and (rate.rpm is not None or rate.tpm is not None):
+        group, weight = dynamic_group(rate, policy.priority)
+        checks.append(
+            Check(
+                counter=keyspace.pool_key(scope.tag, scope.id),
+                tag=scope.tag,
+                fields={
+                    "kind": "pool",
+                    "scope": index,
                     "rpm": _or_none(rate.rpm),
                     "tpm": _or_none(rate.tpm),
                     "member": policy.key_hash,
                     "group": group,
                     "weight": weight,
-                }
+                },
             )
-        model_parallel = model_limits.max_parallel if model_limits else None
-        if rate.max_parallel is not None or model_parallel is not None:
-            checks.append(
-                {
-                    "t": "p",
-                    "s": index,
-                    "k": key_index(keyspace.parallel_key(scope.tag, scope.id)),
+        )
+    model_parallel = model_limits.max_parallel if model_limits else None
+    if rate.max_parallel is not None or model_parallel is not None:
+        checks.append(
+            Check(
+                counter=keyspace.parallel_key(scope.tag, scope.id),
+                tag=scope.tag,
+                fields={
+                    "kind": "parallel",
+                    "scope": index,
                     "max": _or_none(rate.max_parallel),
-                    "mmax": _or_none(model_parallel),
-                }
+                    "model_max": _or_none(model_parallel),
+                },
             )
-    spec = {
-        "id": request_id,
+        )
+    return checks
+
+
+def admission_call(
+    policy: ResolvedPolicy, estimate: RequestEstimate, request_id: str, lease_ms: int
+) -> AdmissionCall:
+    """Build the admit script's call for one request."""
+    model = estimate.model
+    checks: list[Check] = []
+    scopes = scopes_for(policy, estimate.end_user)
+    for index, scope in enumerate(scopes):
+        if scope.budget is not None:
+            checks.append(_budget_check(scope, scope.budget, index, model))
+        if scope.rate is not None:
+            checks.extend(_rate_checks(scope, scope.rate, index, model, policy))
+    request = {
         "lease_ms": lease_ms,
         "model": model,
         "cost": counter_amount(estimate.cost_nanos),
         "tokens": counter_amount(estimate.tokens),
-        "kf": KEY_FIELD_PREFIX + policy.key_hash,
-        "share": KEY_SHARE,
-        "checks": checks,
+        "key_field": KEY_FIELD_PREFIX + policy.key_hash,
+        "key_share": KEY_SHARE,
     }
     return AdmissionCall(
-        keys=list(keys), spec_json=json.dumps(spec, separators=(",", ":")), scopes=scopes
+        request_id=request_id,
+        scopes=scopes,
+        checks=checks,
+        request=request,
+        lease_tag=lease_tag(policy),
     )
+
+
+def lease_tag(policy: ResolvedPolicy) -> str:
+    """Where a request's lease lives on one Redis: under the key's own hash tag (its
+    team's, when it has one), so that its leases zset sits with its counters."""
+    own = (scope.tag for scope in policy.scopes if scope.kind == "key")
+    return next(own, policy.key_hash)

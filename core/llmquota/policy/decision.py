@@ -7,21 +7,26 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from llmquota.policy.admission import AdmissionCall
 from llmquota.policy.limits import ResolvedPolicy, usd
 
 __all__ = [
+    "ADMITTED",
     "BUDGET_REMAINING_HEADER",
     "RESERVED_RETRY_MS",
     "Admitted",
+    "AdmittedAnswer",
     "Refused",
+    "RefusedAnswer",
     "check_key",
     "check_key_standing",
     "format_money",
     "format_usd",
     "format_wait",
     "interpret_admit",
+    "read_answer",
 ]
 
 
@@ -150,11 +155,52 @@ BUDGET_REMAINING_HEADER = "x-llmquota-budget-remaining"
 RESERVED_RETRY_MS = 1000
 
 
-def _budget_refusal(
-    call: AdmissionCall, result: Sequence[int | bytes | str], limit: str
-) -> Refused:
-    scope = call.scopes[int(result[1])]
-    current, maximum, retry_ms, reserved = (int(value) for value in result[3:7])
+class AdmittedAnswer(NamedTuple):
+    """admit.lua's answer when it admits: `{1, <these fields in this order>}`; -1 is "no
+    such limit". `budget_room`: the tightest budget's room before this request's
+    reservation (`budget_left` is with it held)."""
+
+    budget_left: int
+    req_limit: int
+    req_left: int
+    tok_limit: int
+    tok_left: int
+    reset_ms: int
+    budget_room: int = -1
+
+
+class RefusedAnswer(NamedTuple):
+    """admit.lua's answer when it refuses: `{0, <these fields in this order>}`. `scope`
+    indexes `AdmissionCall.scopes`; `current` and `maximum` are the limit's use and value
+    (for `key_share`: what the key holds there and what it may hold); `reserved`: what
+    requests in flight hold there (for `key_share`: this request's cost; for a Dynamic
+    pool's limits: the keys active in it)."""
+
+    scope: int
+    limit: str
+    current: int
+    maximum: int
+    retry_ms: int
+    reserved: int
+
+
+ADMITTED = 1
+"""The first element of admit.lua's answer when it admits (0 when it refuses)."""
+
+
+def read_answer(result: Sequence[int | bytes | str]) -> AdmittedAnswer | RefusedAnswer:
+    """admit.lua's raw answer with its positions named."""
+    if int(result[0]) == ADMITTED:
+        return AdmittedAnswer(*(int(value) for value in result[1:]))
+    scope, limit, *amounts = result[1:]
+    name = limit.decode() if isinstance(limit, bytes) else str(limit)
+    current, maximum, retry_ms, reserved = (int(value) for value in amounts)
+    return RefusedAnswer(int(scope), name, current, maximum, retry_ms, reserved)
+
+
+def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
+    scope, limit = call.scopes[answer.scope], answer.limit
+    current, maximum, retry_ms, reserved = answer[2:]
     what = "Budget" if limit == "max_budget" else "Model budget"
     in_flight = f" (+{format_money(usd(reserved))} reserved in flight)" if reserved else ""
     spend = (
@@ -198,45 +244,51 @@ _RATE_LIMIT_NAMES = {
 
 def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) -> Admitted | Refused:
     """The admit script's answer as headers or a refusal that names scope and limit."""
-    if int(result[0]) == 1:
-        budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms = (
-            int(value) for value in result[1:7]
-        )
-        headers: dict[str, str] = {}
-        if req_limit >= 0:
-            headers["x-ratelimit-limit-requests"] = str(req_limit)
-            headers["x-ratelimit-remaining-requests"] = str(req_left)
-            headers["x-ratelimit-reset-requests"] = format_wait(reset_ms)
-        if tok_limit >= 0:
-            headers["x-ratelimit-limit-tokens"] = str(tok_limit)
-            headers["x-ratelimit-remaining-tokens"] = str(tok_left)
-            headers["x-ratelimit-reset-tokens"] = format_wait(reset_ms)
-        if budget_left >= 0:
-            headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)
-        room = int(result[7]) if len(result) > 7 else -1
-        return Admitted(
-            headers=headers,
-            budget_left_nanos=None if budget_left < 0 else budget_left,
-            budget_room_nanos=None if room < 0 or budget_left < 0 else room,
-        )
-    scope = call.scopes[int(result[1])]
-    limit = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
-    current, maximum, retry_ms = int(result[3]), int(result[4]), int(result[5])
+    answer = read_answer(result)
+    if isinstance(answer, AdmittedAnswer):
+        return _admitted(answer)
+    scope = call.scopes[answer.scope]
+    limit = answer.limit
     if limit in ("max_budget", "model_max_budget"):
-        return _budget_refusal(call, result, limit)
+        return _budget_refusal(call, answer)
     if limit == "key_share":
         return _key_share_refusal(
-            scope.label, held=current, allowed=maximum, retry_ms=retry_ms, cost=int(result[6])
+            scope.label,
+            held=answer.current,
+            allowed=answer.maximum,
+            retry_ms=answer.retry_ms,
+            cost=answer.reserved,
         )
     return Refused(
         429,
         "rate_limit_exceeded",
         "rate_limit_exceeded",
         f"Rate limit exceeded for {scope.label}: {_RATE_LIMIT_NAMES.get(limit, limit)} "
-        f"is {maximum}, used {current}; retry in {format_wait(retry_ms)}",
+        f"is {answer.maximum}, used {answer.current}; retry in {format_wait(answer.retry_ms)}",
         limit=limit,
         scope_label=scope.label,
-        headers=_retry_after(retry_ms),
+        headers=_retry_after(answer.retry_ms),
+    )
+
+
+def _admitted(answer: AdmittedAnswer) -> Admitted:
+    headers: dict[str, str] = {}
+    if answer.req_limit >= 0:
+        headers["x-ratelimit-limit-requests"] = str(answer.req_limit)
+        headers["x-ratelimit-remaining-requests"] = str(answer.req_left)
+        headers["x-ratelimit-reset-requests"] = format_wait(answer.reset_ms)
+    if answer.tok_limit >= 0:
+        headers["x-ratelimit-limit-tokens"] = str(answer.tok_limit)
+        headers["x-ratelimit-remaining-tokens"] = str(answer.tok_left)
+        headers["x-ratelimit-reset-tokens"] = format_wait(answer.reset_ms)
+    budget_left = answer.budget_left
+    if budget_left >= 0:
+        headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)
+    room = answer.budget_room
+    return Admitted(
+        headers=headers,
+        budget_left_nanos=None if budget_left < 0 else budget_left,
+        budget_room_nanos=None if room < 0 or budget_left < 0 else room,
     )
 
 

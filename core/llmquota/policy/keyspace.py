@@ -2,20 +2,21 @@
 
 Counters of one team share a hash tag (`{ns/team}`), so they would sit in one Redis
 Cluster slot; a Dynamic RateLimit's pool, shared by keys of any team, has a tag of its own
-(`{ns/ratelimit/name}`). (Admission also touches the global budget and lease records, so llmquota
-runs on one Redis primary, not on Cluster; see docs/architecture.md.)
+(`{ns/ratelimit/name}`). A request's lease record and its tag's leases zset carry the tag
+of the counters they name, so a script over them stays in one slot.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "GENERATION",
-    "LEASES",
+    "LEASES_PATTERN",
     "POLICY_CHANNEL",
     "POLICY_INDEX",
     "budget_key",
     "created_key",
     "lease_key",
+    "leases_key",
     "parallel_key",
     "policy_key",
     "pool_key",
@@ -30,8 +31,8 @@ POLICY_INDEX = f"{PREFIX}:policies"
 GENERATION = f"{PREFIX}:generation"
 """A random number written with the policies (standalone mode): a sidecar that finds it
 gone or changed knows the store was wiped or replaced."""
-LEASES = f"{PREFIX}:leases"
-"""Sorted set of in-flight request ids, scored by lease expiry (ms); same name in Lua."""
+LEASES_PATTERN = f"{PREFIX}:{{*}}:leases"
+"""SCAN pattern that finds every hash tag's leases zset (the operator's sweep)."""
 
 
 def policy_key(key_hash: str) -> str:
@@ -45,9 +46,16 @@ def created_key(subject: str) -> str:
     return f"{PREFIX}:created:{subject}"
 
 
-def lease_key(request_id: str) -> str:
-    """What one in-flight request reserved (JSON); same name in Lua."""
-    return f"{PREFIX}:lease:{request_id}"
+def leases_key(tag: str) -> str:
+    """The leases of requests in flight under one hash tag (sorted set: lease record key
+    scored by expiry ms), beside the counters they hold, in the same Cluster slot."""
+    return f"{PREFIX}:{{{tag}}}:leases"
+
+
+def lease_key(tag: str, request_id: str) -> str:
+    """What one in-flight request reserved under one hash tag (JSON: the counters it was
+    admitted with, and per counter what it holds there)."""
+    return f"{PREFIX}:{{{tag}}}:lease:{request_id}"
 
 
 def budget_key(tag: str, scope_id: str) -> str:

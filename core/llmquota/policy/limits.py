@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmquota.durations import Window, WindowSpec, window_at
+from llmquota.durations import Window, window_at, window_spec
 
 __all__ = [
     "NANOS_PER_USD",
@@ -24,6 +24,8 @@ __all__ = [
     "ResolvedPolicy",
     "Scope",
     "ScopeKind",
+    "WindowLimits",
+    "duration_of",
     "nanos",
     "usd",
     "window_spec",
@@ -49,11 +51,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def window_spec(wire: str) -> WindowSpec:
-    """The inverse of `WindowSpec.wire` (`fixed:<ms>`, `monthly`, `none`)."""
-    if wire.startswith(_FIXED):
-        return WindowSpec("fixed", int(wire.removeprefix(_FIXED)))
-    return WindowSpec("monthly" if wire == "monthly" else "none")
+def duration_of(wire: str) -> str:
+    """A window as a budgetDuration is written: `30d`, `90m`, `daily`, `monthly`, `none`."""
+    spec = window_spec(wire)
+    if spec.kind == "none":
+        return "none"
+    if spec.unit is not None:
+        return spec.unit
+    for unit, unit_ms in _DURATION_UNITS_MS:
+        if spec.length_ms % unit_ms == 0:
+            return f"{spec.length_ms // unit_ms}{unit}"
+    return f"{spec.length_ms}ms"
+
+
+_DURATION_UNITS_MS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
 class BudgetIncrease(_Frozen):
@@ -64,16 +75,35 @@ class BudgetIncrease(_Frozen):
     expires_ms: int  # epoch ms; the admit script compares it with Redis' clock
 
 
+class WindowLimits(_Frozen):
+    """One window of a budget: its max in nano-USD and how it is cut."""
+
+    max_nanos: int  # -1: count spend only, never refuse
+    window: str = "none"  # WindowSpec.wire: fixed:<ms> | monthly | cal:<unit>:<zone> | none
+
+    @property
+    def duration(self) -> str:
+        """The window as a budgetDuration is written."""
+        return duration_of(self.window)
+
+
 class BudgetLimits(_Frozen):
-    """A budget as it applies to one scope: limits in nano-USD and how its windows fall."""
+    """A budget as it applies to one scope: limits in nano-USD and how its windows fall.
+
+    `max_nanos` over `window` is the main window (the one soft budget, model caps and
+    status fields describe); `windows` are the further ones, each with its own counter,
+    cut from the same anchor and raised by the same overrides.
+    """
 
     max_nanos: int  # -1: count spend only, never refuse
     soft_nanos: int | None = None
-    window: str = "none"  # WindowSpec.wire: fixed:<ms> | monthly | none
+    window: str = "none"  # WindowSpec.wire: fixed:<ms> | monthly | cal:<unit>:<zone> | none
     anchor_ms: int = 0
     model_max_nanos: dict[str, int] = Field(default_factory=dict)
+    windows: list[WindowLimits] = Field(default_factory=list)
     increases: list[BudgetIncrease] = Field(default_factory=list)
     fail_open: bool = False  # failurePolicy Open: admitted uncounted while Redis is away
+    audit: bool = False  # enforcement Audit: counted and reported, never refused
 
     def max_nanos_at(self, now_ms: int) -> int:
         """The max in force at `now_ms`: raised by every override not yet expired.
@@ -83,26 +113,32 @@ class BudgetLimits(_Frozen):
         """
         if self.max_nanos < 0:
             return self.max_nanos
-        return self.max_nanos + sum(i.nanos for i in self.increases if now_ms < i.expires_ms)
+        return self.raise_max(self.max_nanos, now_ms)
+
+    def raise_max(self, max_nanos: int, now_ms: int) -> int:
+        """`max_nanos` of one of this budget's windows, raised by the overrides in force
+        at `now_ms`: a BudgetOverride raises every window by its increase."""
+        if max_nanos < 0:
+            return max_nanos
+        return max_nanos + sum(i.nanos for i in self.increases if now_ms < i.expires_ms)
 
     def window_at(self, now_ms: int) -> Window:
-        """The window of this budget that contains `now_ms`."""
-        return window_at(window_spec(self.window), self.anchor_ms, now_ms)
+        """The main window of this budget that contains `now_ms`."""
+        return self.period_at(self.window, now_ms)
+
+    def period_at(self, window: str, now_ms: int) -> Window:
+        """The period of one of this budget's windows (a wire form) containing `now_ms`."""
+        return window_at(window_spec(window), self.anchor_ms, now_ms)
+
+    @property
+    def all_windows(self) -> list[WindowLimits]:
+        """The main window first, then the further ones."""
+        return [WindowLimits(max_nanos=self.max_nanos, window=self.window), *self.windows]
 
     @property
     def duration(self) -> str:
-        """The window as a budgetDuration is written: `30d`, `90m`, `monthly`, `none`."""
-        if not self.window.startswith(_FIXED):
-            return self.window
-        length_ms = int(self.window.removeprefix(_FIXED))
-        for unit, unit_ms in _DURATION_UNITS_MS:
-            if length_ms % unit_ms == 0:
-                return f"{length_ms // unit_ms}{unit}"
-        return f"{length_ms}ms"
-
-
-_FIXED = "fixed:"
-_DURATION_UNITS_MS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
+        """The main window as a budgetDuration is written: `30d`, `90m`, `monthly`, `none`."""
+        return duration_of(self.window)
 
 
 class LimitSet(_Frozen):
@@ -120,6 +156,7 @@ class RateLimits(LimitSet):
     dynamic: bool = False
     priority_reservation: dict[str, float] = Field(default_factory=dict)
     fail_open: bool = True  # failurePolicy Open, the rate limits' default
+    audit: bool = False  # enforcement Audit: counted and reported, never refused
 
 
 class Scope(_Frozen):

@@ -36,6 +36,7 @@ from llmquota.policy.limits import (
     ResolvedPolicy,
     Scope,
     ScopeKind,
+    WindowLimits,
     nanos,
 )
 
@@ -139,13 +140,22 @@ def _anchor_ms(created: datetime | None) -> int:
 
 def budget_limits(spec: BudgetSpec, anchor_ms: int) -> BudgetLimits:
     """A Budget spec in the units and form the scripts use."""
+    zone = spec.time_zone
     return BudgetLimits(
         max_nanos=nanos(spec.max_budget),
         soft_nanos=None if spec.soft_budget is None else nanos(spec.soft_budget),
-        window=parse_duration(spec.budget_duration).wire,
+        window=parse_duration(spec.budget_duration, zone).wire,
         anchor_ms=anchor_ms,
         model_max_nanos={model: nanos(cap) for model, cap in spec.model_max_budget.items()},
+        windows=[
+            WindowLimits(
+                max_nanos=nanos(window.max_budget),
+                window=parse_duration(window.budget_duration, zone).wire,
+            )
+            for window in spec.windows
+        ],
         fail_open=spec.failure_policy == "Open",
+        audit=spec.enforcement == "Audit",
     )
 
 
@@ -162,6 +172,7 @@ def rate_limits(spec: RateLimitSpec) -> RateLimits:
         dynamic=spec.allocation == "Dynamic",
         priority_reservation=dict(spec.priority_reservation),
         fail_open=spec.failure_policy == "Open",
+        audit=spec.enforcement == "Audit",
     )
 
 

@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import math
 import random
 import socket
 from collections.abc import Sequence
@@ -115,7 +116,7 @@ def _error(reply: ResponseError) -> Exception:
 class _Pipe(asyncio.Protocol):
     """One connection: commands written in order, answers handed out in that order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float | None) -> None:
         self._loop = loop
         self._timeout_s = timeout_s
         self._reader = hiredis.Reader(replyError=ResponseError)
@@ -146,13 +147,16 @@ class _Pipe(asyncio.Protocol):
             msg = f"the connection to Redis is gone ({self.lost})"
             raise RedisConnectionError(msg)
         answer: asyncio.Future[Any] = self._loop.create_future()
-        self._waiting.append((answer, self._loop.time() + self._timeout_s))
+        timeout_s = self._timeout_s
+        self._waiting.append(
+            (answer, math.inf if timeout_s is None else self._loop.time() + timeout_s)
+        )
         self._unsent.append(command)
         if not self._flush_due:
             self._flush_due = True
             self._loop.call_soon(self._flush)
-        if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self._timeout_s, self._check_deadline)
+        if self._watchdog is None and timeout_s is not None:
+            self._watchdog = self._loop.call_later(timeout_s, self._check_deadline)
         return answer
 
     def _flush(self) -> None:
@@ -194,7 +198,7 @@ class _Pipe(asyncio.Protocol):
             return
         overdue_s = self._loop.time() - self._waiting[0][1]
         if overdue_s >= 0:
-            self.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
+            self.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout_s} s"))
             return
         self._watchdog = self._loop.call_later(-overdue_s, self._check_deadline)
 
@@ -251,7 +255,11 @@ class FastScripts:
     """Runs scripts by SHA on one pipelined connection, opened on first use and again
     after it is lost; safe for any number of concurrent callers on one event loop."""
 
-    def __init__(self, address: _Address, *, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self, address: _Address, *, timeout_s: float | None, connect_timeout_s: float | None
+    ) -> None:
+        """`timeout_s`: longest wait for an answer, `connect_timeout_s` for a connection
+        (None: no limit, as redis-py's socket timeouts)."""
         self._address = address
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -265,8 +273,8 @@ class FastScripts:
         url: str,
         *,
         password_file: Path | None = None,
-        timeout_s: float,
-        connect_timeout_s: float,
+        timeout_s: float | None,
+        connect_timeout_s: float | None,
     ) -> FastScripts | None:
         """For a `redis://` or `unix://` URL without connection options (`db` aside);
         None for the others, which stay with redis-py."""

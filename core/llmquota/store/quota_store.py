@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
 from llmquota.store.errors import REDIS_ERRORS, store_call, store_error
+from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
-from llmquota.store.scripts import Scripts
+from llmquota.store.scripts import Scripts, script_source
 
 __all__ = ["BudgetCounter", "QuotaStore"]
 
@@ -46,13 +48,21 @@ class QuotaStore:
         redis: Redis,
         clock_ms: Callable[[], int] | None = None,
         replica_wait: ReplicaWait | None = None,
+        fast_path: FastScripts | None = None,
     ) -> None:
         """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
-        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`)."""
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`);
+        `fast_path`: admit, settle and abort go through it instead (`store.fast_path`)."""
         self.redis = redis
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
+        self._fast = fast_path
+        self._hot = {
+            name: LuaScript.of(script_source(name)) for name in ("admit", "settle", "abort")
+        }
+        # The KEYS each request admitted here was given, until it is settled or aborted.
+        self._in_flight: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(
@@ -66,13 +76,29 @@ class QuotaStore:
 
         `options` are those of `llmquota.store.connection.connect` (`password_file`,
         `pool_timeout`, socket timeouts, `max_connections`); RedisUrlError for a URL
-        llmquota cannot use.
+        llmquota cannot use. The hot path's scripts take `store.fast_path` where the URL
+        allows (`redis://`, `unix://`), with the same timeouts.
         """
-        return cls(connect(url, **options), clock_ms, replica_wait)
+        fast = FastScripts.for_url(
+            url,
+            password_file=options.get("password_file"),
+            timeout_s=options.get("socket_timeout"),
+            connect_timeout_s=options.get("socket_connect_timeout"),
+        )
+        return cls(connect(url, **options), clock_ms, replica_wait, fast)
 
     async def close(self) -> None:
         """Close the client and its pool."""
         await self.redis.aclose()
+        if self._fast is not None:
+            await self._fast.close()
+
+    async def _run_hot(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        """admit, settle or abort: on the fast path when there is one, else redis-py's."""
+        if self._fast is not None:
+            return await self._fast.run(self._hot[name], keys, args)
+        script: AsyncScript = getattr(self._scripts, name)
+        return await script(keys=keys, args=args)
 
     @store_call
     async def ping(self) -> None:
@@ -173,51 +199,84 @@ class QuotaStore:
     # `@store_call` would cost the hot path a coroutine more.
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
-        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`."""
+        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`.
+
+        An admitted request's KEYS are kept until it is settled or aborted: those scripts
+        are given the same KEYS, since a script may touch only keys it is given."""
+        script_call = call.script_call()
         try:
-            result: list[Any] = await self._scripts.admit(
-                keys=call.keys, args=[call.spec_json, self._clock()]
+            result: list[Any] = await self._run_hot(
+                "admit", script_call.keys, [script_call.spec_json, self._clock()]
             )
         except REDIS_ERRORS as error:
             raise store_error(error) from error
+        if int(result[0]) == 1:
+            self._in_flight[call.request_id] = script_call.keys
         return result
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
-        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown.
+        """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown
+        (never admitted here, or already settled or aborted).
 
         Both are held to what one step may add (`counter_amount`), which the script checks.
         """
-        args: list[str | int] = [
-            request_id,
-            counter_amount(cost_nanos),
-            counter_amount(tokens),
-            self._clock(),
-        ]
+        keys = self._in_flight.get(request_id)
+        if keys is None:
+            return 0
+        args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
         try:
             if self._replica_wait is not None:
-                return await run_replicated(
-                    self.redis, self._scripts.settle, args, self._replica_wait
+                settled = await run_replicated(
+                    self.redis, self._scripts.settle, keys, args, self._replica_wait
                 )
-            return int(await self._scripts.settle(args=args))
+            else:
+                settled = int(await self._run_hot("settle", keys, args))
         except REDIS_ERRORS as error:
             raise store_error(error) from error
+        del self._in_flight[request_id]
+        return settled
 
     @store_call
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
-        return int(await self._scripts.abort(args=[request_id, self._clock()]))
+        keys = self._in_flight.get(request_id)
+        if keys is None:
+            return 0
+        aborted = int(await self._run_hot("abort", keys, [self._clock()]))
+        del self._in_flight[request_id]
+        return aborted
 
     @store_call
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
-        """Extend the leases of requests still in flight; how many were still held."""
-        if not request_ids:
+        """Extend the leases of requests still in flight; how many were still held.
+
+        One script run per hash tag, pipelined: one round trip."""
+        records: dict[str, list[str]] = {}
+        for request_id in request_ids:
+            keys = self._in_flight.get(request_id)
+            if keys is not None:
+                leases, record, *_ = keys
+                records.setdefault(leases, []).append(record)
+        if not records:
             return 0
-        return int(await self._scripts.renew(args=[lease_ms, self._clock(), *request_ids]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for leases, members in records.items():
+                await self._scripts.renew(
+                    keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+                )
+            renewed: list[int] = await pipe.execute()
+        return sum(int(count) for count in renewed)
 
     @store_call
     async def sweep(self, limit: int = 1000) -> int:
-        """Free expired leases (their holder died); how many were freed."""
-        return int(await self._scripts.sweep(args=[self._clock(), limit]))
+        """Free expired leases (their holder died) under every hash tag; how many were
+        freed. The leases zsets are found by SCAN, so no list of tags has to be kept."""
+        freed = 0
+        async for leases in self.redis.scan_iter(
+            match=keyspace.LEASES_PATTERN, count=1000, _type="zset"
+        ):
+            freed += int(await self._scripts.sweep(keys=[leases], args=[self._clock(), limit]))
+        return freed
 
     # Counters for status --------------------------------------------------------------
 

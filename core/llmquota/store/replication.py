@@ -33,7 +33,11 @@ class ReplicaWait:
 
 
 async def run_replicated(
-    redis: Redis, script: AsyncScript, args: Sequence[str | int], wait: ReplicaWait
+    redis: Redis,
+    script: AsyncScript,
+    keys: Sequence[str],
+    args: Sequence[str | int],
+    wait: ReplicaWait,
 ) -> int:
     """Run `script` and WAIT in one pipeline; the script's answer.
 
@@ -41,7 +45,7 @@ async def run_replicated(
     primary (Redis cannot take it back): it is logged, as spend a failover now could lose.
     """
     async with redis.pipeline(transaction=False) as pipe:
-        await script(args=list(args), client=pipe)
+        await script(keys=list(keys), args=list(args), client=pipe)
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
         answer, acknowledged = await pipe.execute()
     if int(acknowledged) < wait.replicas:

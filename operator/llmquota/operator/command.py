@@ -22,17 +22,35 @@ def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
 
 
+def _env_float(flag: str, default: float) -> float:
+    return float(_env(flag) or default)
+
+
+def _env_bool(flag: str) -> bool:
+    return (_env(flag, "") or "").lower() in {"1", "true", "yes"}
+
+
+Group = argparse._ArgumentGroup  # argparse has no public name for this type
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The operator's flags; every default can also come from LLMQUOTA_<FLAG>."""
-    add = parser.add_argument
-    add(
+    """The operator's flags, in groups; every default can also come from LLMQUOTA_<FLAG>."""
+    _add_redis_flags(parser.add_argument_group("Redis"))
+    _add_scope_flags(parser.add_argument_group("what the operator watches and enforces"))
+    _add_listen_flags(parser.add_argument_group("listeners"))
+    _add_sidecar_flags(parser.add_argument_group("the injected sidecar"))
+    _add_interval_flags(parser.add_argument_group("intervals"))
+
+
+def _add_redis_flags(group: Group) -> None:
+    group.add_argument(
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
         help="Redis URL (also REDIS_URL), e.g. redis://redis:6379/0 or "
         "redis+sentinel://HOST:PORT,.../SERVICE[/DB]",
     )
-    add(
+    group.add_argument(
         "--redis-password-file",
         type=Path,
         default=_env("redis-password-file"),
@@ -40,13 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="file holding the Redis password (a mounted Secret), so that none is on a "
         "command line",
     )
-    add(
+
+
+def _add_scope_flags(group: Group) -> None:
+    group.add_argument(
         "--global-budget",
         default=_env("global-budget"),
         metavar="NS/NAME",
         help="a Budget every request counts against",
     )
-    add(
+    group.add_argument(
         "--namespace",
         action="append",
         default=None,
@@ -54,94 +75,103 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch this namespace (repeatable; LLMQUOTA_NAMESPACE is comma-separated); "
         "none: the whole cluster",
     )
-    add(
+    group.add_argument(
+        "--peering",
+        default=_env("peering"),
+        metavar="NAME",
+        help="kopf peering object, so replicas take turns; absent: standalone",
+    )
+
+
+def _add_listen_flags(group: Group) -> None:
+    group.add_argument(
         "--health-listen",
         default=_env("health-listen", "0.0.0.0:8080"),
         metavar="HOST:PORT",
         help="/healthz and /metrics (default 0.0.0.0:8080)",
     )
-    add(
+    group.add_argument(
         "--webhook-listen",
         default=_env("webhook-listen", "0.0.0.0:9443"),
         metavar="HOST:PORT",
         help="sidecar-injection webhook (default 0.0.0.0:9443)",
     )
-    add(
+    group.add_argument(
         "--webhook-cert-dir",
         default=_env("webhook-cert-dir"),
         metavar="DIR",
         help="directory with tls.crt and tls.key; absent: no webhook server",
     )
-    add(
+
+
+def _add_sidecar_flags(group: Group) -> None:
+    group.add_argument(
         "--sidecar-image",
         default=_env("sidecar-image"),
         metavar="IMAGE",
         help="image of the injected sidecar",
     )
-    add(
+    group.add_argument(
         "--sidecar-config-map",
         default=_env("sidecar-config-map"),
         metavar="NAME",
         help="ConfigMap (pricing.yaml, fail-open, resources.yaml) mounted into the sidecar",
     )
-    add(
+    group.add_argument(
         "--config-namespace",
         default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
         help="namespace of --sidecar-config-map, --upstream-secret and --sidecar-redis-secret, "
         "mirrored from there into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
-    add(
+    group.add_argument(
         "--upstream",
         default=_env("upstream"),
         metavar="URL",
         help="upstream the sidecar proxies to, e.g. https://api.openai.com",
     )
-    add(
+    group.add_argument(
         "--upstream-secret",
         default=_env("upstream-secret"),
         metavar="NAME:KEY",
         help="Secret and key with the upstream's credential",
     )
-    add(
+    group.add_argument(
         "--sidecar-redis-secret",
         default=_env("sidecar-redis-secret"),
         metavar="NAME:KEY",
         help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
         "it as an environment variable from the Secret; absent: --redis, as a plain value",
     )
-    add(
+    group.add_argument(
         "--fail-open",
         action="store_true",
-        default=(_env("fail-open", "") or "").lower() in {"1", "true", "yes"},
+        default=_env_bool("fail-open"),
         help="injected sidecars admit requests when Redis is unreachable",
     )
-    add(
+
+
+def _add_interval_flags(group: Group) -> None:
+    group.add_argument(
         "--status-interval",
         type=float,
-        default=float(_env("status-interval", "5") or 5),
+        default=_env_float("status-interval", 5),
         metavar="SECONDS",
         help="how often statuses are synced from Redis (default 5)",
     )
-    add(
+    group.add_argument(
         "--orphan-interval",
         type=float,
-        default=float(_env("orphan-interval", "60") or 60),
+        default=_env_float("orphan-interval", 60),
         metavar="SECONDS",
         help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
     )
-    add(
+    group.add_argument(
         "--forecast-span",
         type=float,
-        default=float(_env("forecast-span", "3600") or 3600),
+        default=_env_float("forecast-span", 3600),
         metavar="SECONDS",
         help="recent spend the forecast's burn rate is measured over (default 3600)",
-    )
-    add(
-        "--peering",
-        default=_env("peering"),
-        metavar="NAME",
-        help="kopf peering object, so replicas take turns; absent: standalone",
     )
 
 
@@ -152,48 +182,62 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError(msg)
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
     check_redis(args.redis, password_file)  # RedisUrlError is a ValueError
-    global_budget = None
-    if args.global_budget:
-        namespace, sep, name = args.global_budget.partition("/")
-        if not sep or not namespace or not name:
-            msg = f"--global-budget {args.global_budget!r} is not NAMESPACE/NAME"
-            raise ValueError(msg)
-        global_budget = (namespace, name)
-    namespaces = args.namespace or [
-        ns for ns in (_env("namespace", "") or "").split(",") if ns.strip()
-    ]
-    secret_name, secret_key = None, "api-key"
-    if args.upstream_secret:
-        secret_name, _, key = args.upstream_secret.partition(":")
-        secret_key = key or secret_key
-    redis_secret, _, redis_key = (args.sidecar_redis_secret or "").partition(":")
-    sidecar = None
-    if args.sidecar_image:
-        sidecar = SidecarConfig(
-            image=args.sidecar_image,
-            redis_url=args.redis,
-            redis_secret=redis_secret or None,
-            redis_secret_key=redis_key or "url",
-            upstream=args.upstream,
-            upstream_secret=secret_name,
-            upstream_secret_key=secret_key,
-            pricing_config_map=args.sidecar_config_map,
-            fail_open=args.fail_open,
-        )
     return OperatorConfig(
         redis_url=args.redis,
         redis_password_file=password_file,
-        global_budget=global_budget,
-        namespaces=tuple(ns.strip() for ns in namespaces),
+        global_budget=_global_budget(args.global_budget),
+        namespaces=_namespaces(args.namespace),
         health_listen=parse_host_port(args.health_listen),
         webhook_listen=parse_host_port(args.webhook_listen),
         webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
-        sidecar=sidecar,
+        sidecar=_sidecar(args),
         status_interval=args.status_interval,
         orphan_interval=args.orphan_interval,
         forecast_span=args.forecast_span,
         peering=args.peering,
         config_namespace=args.config_namespace or None,
+    )
+
+
+def _global_budget(flag: str | None) -> tuple[str, str] | None:
+    """--global-budget NAMESPACE/NAME as a pair."""
+    if not flag:
+        return None
+    namespace, sep, name = flag.partition("/")
+    if not sep or not namespace or not name:
+        msg = f"--global-budget {flag!r} is not NAMESPACE/NAME"
+        raise ValueError(msg)
+    return namespace, name
+
+
+def _namespaces(flags: list[str] | None) -> tuple[str, ...]:
+    """The --namespace flags, else LLMQUOTA_NAMESPACE split at commas; empty: all."""
+    namespaces = flags or [ns for ns in (_env("namespace", "") or "").split(",") if ns.strip()]
+    return tuple(ns.strip() for ns in namespaces)
+
+
+def _secret_and_key(flag: str | None, default_key: str) -> tuple[str | None, str]:
+    """A NAME:KEY flag as (name, key); the key defaults to `default_key`."""
+    name, _, key = (flag or "").partition(":")
+    return name or None, key or default_key
+
+
+def _sidecar(args: argparse.Namespace) -> SidecarConfig | None:
+    """What the webhook injects; None without --sidecar-image."""
+    if not args.sidecar_image:
+        return None
+    upstream_secret, upstream_key = _secret_and_key(args.upstream_secret, "api-key")
+    redis_secret, redis_key = _secret_and_key(args.sidecar_redis_secret, "url")
+    return SidecarConfig(
+        image=args.sidecar_image,
+        redis_url=args.redis,
+        redis_secret=redis_secret,
+        redis_secret_key=redis_key,
+        upstream=args.upstream,
+        upstream_secret=upstream_secret,
+        upstream_secret_key=upstream_key,
+        pricing_config_map=args.sidecar_config_map,
+        fail_open=args.fail_open,
     )
 
 

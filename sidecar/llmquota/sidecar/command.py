@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 from llmquota.event_loop import new_event_loop
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
@@ -19,6 +21,7 @@ from llmquota.sidecar.settings import (
     SidecarSettings,
 )
 from llmquota.sidecar.spend_snapshot import default_state_file
+from llmquota.sidecar.workers import run_workers
 from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
@@ -76,6 +79,14 @@ def _add_listening(group: argparse._ArgumentGroup) -> None:
         type=float,
         default=_env_float("shutdown-timeout", 30),
         help="seconds a shutdown waits for requests in flight (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("workers", 1),
+        metavar="N",
+        help="serve from N processes sharing --listen (SO_REUSEPORT), for a gateway that "
+        "serves many Pods; a sidecar beside one workload keeps 1 (default: %(default)s)",
     )
 
 
@@ -214,8 +225,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     """The settings the parsed flags describe; SystemExit with one line on a bad one."""
     host, port = _host_port(args.listen, "--listen must be HOST:PORT")
     _check_upstream(args.upstream)
-    if args.max_connections < 1 or args.header_timeout <= 0:
-        raise SystemExit("--max-connections and --header-timeout must be positive")
+    if args.max_connections < 1 or args.header_timeout <= 0 or args.workers < 1:
+        raise SystemExit("--max-connections, --header-timeout and --workers must be positive")
     health_listen = None
     if args.health_listen not in {"", "off"}:
         health_listen = _host_port(args.health_listen, "--health-listen must be HOST:PORT or off")
@@ -312,12 +323,25 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ValueError as error:  # PricingFileError, a bad --global-budget, ...
         return _refuse(error)
+    if args.workers > 1:
+        return run_workers(settings, args.workers, _serve_worker)
+    _serve(app, settings, "")
+    return 0
+
+
+def _serve_worker(settings: SidecarSettings) -> int:
+    """One of `--workers`: an app of its own, in the forked process."""
+    _serve(create_app(settings), settings, f" (worker {os.getpid()})")
+    return 0
+
+
+def _serve(app: web.Application, settings: SidecarSettings, who: str) -> None:
     serve(
         app,
         settings,
         new_event_loop(),
         ready=lambda: print(
-            f"llmquota sidecar listening on http://{settings.host}:{settings.port}", flush=True
+            f"llmquota sidecar listening on http://{settings.host}:{settings.port}{who}",
+            flush=True,
         ),
     )
-    return 0

@@ -8,7 +8,6 @@ standing, relay the upstream's list narrowed to the key's models. Both run insid
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -35,7 +34,7 @@ from llmquota.sidecar.wire import (
     narrow_model_list,
     redact_bytes,
     stream_asks_usage,
-    with_stream_usage,
+    with_stream_usage_raw,
 )
 
 __all__ = ["MAX_EVENT_BYTES", "STREAM_USAGE_ENDPOINTS", "list_models", "proxy_post"]
@@ -60,7 +59,7 @@ async def proxy_post(request: web.Request, exchange: Exchange) -> web.StreamResp
         and exchange.endpoint in STREAM_USAGE_ENDPOINTS
         and not stream_asks_usage(parsed.body)
     )
-    payload = json.dumps(with_stream_usage(parsed.body)).encode() if hide_usage else parsed.raw
+    payload = with_stream_usage_raw(parsed) if hide_usage else parsed.raw
     bill = Bill(request, exchange, parsed.model, tokens, admitted)
     meter: StreamMeter | None = None
     try:

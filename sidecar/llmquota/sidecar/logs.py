@@ -17,6 +17,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import orjson
+
 __all__ = ["BatchedStreamHandler", "JsonFormatter", "configure_logging"]
 
 FLUSH_INTERVAL_S = 0.25
@@ -44,7 +46,11 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        try:
+            # orjson: a few microseconds less per line, and every request logs one.
+            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson cannot encode (an integer past 64 bits)
+            return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 class BatchedStreamHandler(logging.Handler):

@@ -11,7 +11,9 @@ of its own, one more coroutine) on the hot path.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,12 +32,35 @@ _JSON = "application/json"
 ExchangeHandler = Callable[[web.Request, Exchange], Awaitable[web.StreamResponse]]
 
 
+class _RequestIds:
+    """Request ids, unique across processes (they name reservations in the shared store):
+    16 random hex digits drawn once per process, then a counter. uuid4 per request cost
+    a getrandom system call each; a forked worker (`--workers`) draws its own prefix."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._counter = itertools.count()
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)
+
+    def restart(self) -> None:
+        """A new prefix, the counter from 0."""
+        self._prefix, self._counter = uuid.uuid4().hex[:16], itertools.count()
+
+    def next(self) -> str:
+        """The next id: 32 hex digits, as uuid4's."""
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_REQUEST_IDS = _RequestIds()
+
+
 def recorded(handler: ExchangeHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """`handler` as an aiohttp handler: given the request's `Exchange`, its refusals
     answered, the request recorded."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        exchange = Exchange(uuid.uuid4().hex, _endpoint(request), time.perf_counter())
+        exchange = Exchange(_REQUEST_IDS.next(), _endpoint(request), time.perf_counter())
         try:
             return await handler(request, exchange)
         except Refusal as refusal:

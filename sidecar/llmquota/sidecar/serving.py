@@ -161,7 +161,10 @@ def serve(
     async def run() -> None:
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
+            site = web.TCPSite(
+                runner, settings.host, settings.port, reuse_port=settings.reuse_port or None
+            )
+            await site.start()
             ready()
             await asyncio.Event().wait()
         finally:

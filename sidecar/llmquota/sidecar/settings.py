@@ -56,6 +56,8 @@ class SidecarSettings:
     upstream_timeout: float = 600.0
     # How long a shutdown waits for requests in flight before cutting them off.
     shutdown_timeout: float = 30.0
+    # The listener shares its address with sibling workers (SO_REUSEPORT, `--workers`).
+    reuse_port: bool = False
 
     @property
     def replica_wait(self) -> ReplicaWait | None:

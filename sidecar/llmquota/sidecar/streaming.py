@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmquota.pricing.tokenizer import TextMeter
-from llmquota.sidecar.wire import Usage, usage_of
+from llmquota.sidecar.wire import Usage, json_value, usage_of
 
 __all__ = ["EventTooLongError", "StreamMeter", "stream_error_event"]
 
@@ -90,8 +90,8 @@ class StreamMeter:
         if data is None or data == b"[DONE]":
             return True
         try:
-            payload = json.loads(data)
-        except ValueError:
+            payload = json_value(data)
+        except (ValueError, RecursionError):
             return True
         if not isinstance(payload, dict):
             return True

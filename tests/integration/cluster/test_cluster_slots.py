@@ -28,7 +28,7 @@ def admission_keys() -> list[str]:
     call = admission_call(
         policy, RequestEstimate("gpt-4o-mini", CENT, 100), uuid.uuid4().hex, 30_000
     )
-    return list(call.keys)
+    return list(call.script_call().keys)
 
 
 async def test_one_admission_spans_slots_and_the_cluster_refuses_it(
@@ -44,5 +44,35 @@ async def test_one_admission_spans_slots_and_the_cluster_refuses_it(
     try:
         with pytest.raises(redis.ResponseError, match="don't hash to the same slot"):
             client.eval(script_source("admit"), len(keys), *keys, "{}", 0)
+    finally:
+        client.close()
+
+
+async def test_a_teams_admission_settles_on_the_node_of_its_slot(
+    cluster_group: ClusterGroup,
+) -> None:
+    """Without a global budget every key of one admission carries the team's hash tag:
+    admit.lua and settle.lua run on the node serving that slot, touching only the KEYS
+    they are given (the lease record and the leases zset too, not names built in Lua)."""
+    # The team's slot (7596) is served by another node than the one that served the
+    # lease records' when they had no hash tag (`llmquota:leases`, slot 4734).
+    policy = policy_for(
+        api_key("slotted", team="far", budget={"maxBudget": 1}, rateLimit={"rpm": 60}),
+        team("far", budget={"maxBudget": 10}, rateLimit={"maxParallelRequests": 2}),
+    )
+    call = admission_call(
+        policy, RequestEstimate("gpt-4o-mini", CENT, 100), uuid.uuid4().hex, 30_000
+    )
+    script_call = call.script_call()
+    (slot,) = {key_slot(key.encode()) for key in script_call.keys}
+    client = cluster_group.owner_of(slot).client()
+    keys = script_call.keys
+    try:
+        admitted = client.eval(script_source("admit"), len(keys), *keys, script_call.spec_json, 0)
+        assert int(admitted[0]) == 1
+        settled = client.eval(script_source("settle"), len(keys), *keys, CENT, 100, 0)
+        assert settled == 1
+        swept = client.eval(script_source("sweep"), 1, keys[0], 0, 100)
+        assert swept == 0
     finally:
         client.close()

@@ -4,6 +4,7 @@ reached raises StoreUnavailable, one that answers with an error StoreRefused."""
 from __future__ import annotations
 
 import pytest
+from tests.integration.store.scenario import api_key, attempt, policy_for
 from tests.support.redis_server import loopback_port
 
 from llmquota.policy import keyspace
@@ -17,8 +18,8 @@ async def test_a_store_nobody_listens_for_is_unavailable() -> None:
     try:
         with pytest.raises(StoreUnavailable, match=r"Connect call failed|connecting"):
             await store.ping()
-        with pytest.raises(StoreUnavailable):
-            await store.settle("no-such-request", 1, 1)
+        with pytest.raises(StoreUnavailable):  # admit.lua, on the fast path
+            await attempt(store, policy_for(api_key("unreachable")))
     finally:
         await store.close()
 

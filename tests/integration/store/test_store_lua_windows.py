@@ -23,7 +23,7 @@ TIMES = st.integers(min_value=0, max_value=7_258_118_400_000)  # 1970 .. 2200
 # i.e. for windows shorter than ~140,000 years (a 999999999d window is off by a few ms).
 LONGEST_EXACT_MS = 2**52
 SPECS = st.one_of(
-    st.just(WindowSpec("monthly")),
+    st.just(WindowSpec("calendar", unit="monthly")),
     st.just(WindowSpec("none")),
     st.builds(
         lambda count, unit: WindowSpec("fixed", count * unit),

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from tests.integration.store.scenario import CENT, ManualClock, api_key, policy_for, team
 from tests.support.redis_server import RedisEndpoint, flush
 
-from llmquota.durations import WindowSpec, window_at
 from llmquota.policy.admission import KEY_SHARE, MAX_AMOUNT, RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, interpret_admit
 from llmquota.policy.limits import ResolvedPolicy, Scope
@@ -90,7 +89,7 @@ class Reference:
 
     def _window(self, scope: Scope, now: int) -> tuple[int, int]:
         assert scope.budget is not None
-        window = window_at(_window_spec(scope.budget.window), scope.budget.anchor_ms, now)
+        window = scope.budget.window_at(now)
         return window.start_ms, window.end_ms
 
     def admit(
@@ -188,13 +187,6 @@ class Reference:
         for scope_id in lease.parallel:
             self.in_flight[scope_id] = max(0, self.in_flight[scope_id] - 1)
         return 1
-
-
-def _window_spec(wire: str) -> WindowSpec:
-    """A WindowSpec back from its wire form (`fixed:<ms>`, `monthly`, `none`)."""
-    if wire.startswith("fixed:"):
-        return WindowSpec("fixed", int(wire.removeprefix("fixed:")))
-    return WindowSpec("monthly" if wire == "monthly" else "none")
 
 
 BUDGETS = st.one_of(

@@ -196,7 +196,7 @@ async def test_an_edit_that_breaks_the_folder_turns_not_ready_and_keeps_the_last
     assert body["problems"] == [
         "manifest problem (last good policies kept): test.yaml#4 Budget default/tier: "
         "spec.budgetDuration: budgetDuration '1y' is not <int>s|m|h|d|w (e.g. 30s, 10m, 1h, "
-        "30d, 1w), 1mo or monthly",
+        "30d, 1w), daily, weekly, monthly (or 1mo), quarterly or yearly",
         "manifest problem (last good policies kept): test.yaml#2 ApiKey default/loud-bot: "
         "spec.budgetRef: Budget default/tier is invalid (its own problem is listed)",
     ]

@@ -15,6 +15,7 @@ from tests.reliability.harness import wait_until
 from tests.reliability.rig import Rig
 
 from llmquota.policy import keyspace
+from llmquota.policy.admission import lease_tag
 from llmquota.policy.limits import NANOS_PER_USD
 from llmquota.store import StoreError
 
@@ -77,7 +78,8 @@ async def test_requests_served_while_redis_is_down_are_charged_once_it_is_back(r
         calls = [loop.run_in_executor(pool, ask, client) for _ in range(IN_FLIGHT)]
 
         async def all_admitted() -> bool:
-            return int(await rig.store.redis.zcard(keyspace.LEASES)) == IN_FLIGHT
+            leases = keyspace.leases_key(lease_tag(policy))
+            return int(await rig.store.redis.zcard(leases)) == IN_FLIGHT
 
         await wait_until(all_admitted, timeout_s=UPSTREAM_DELAY_S)
         await asyncio.to_thread(rig.redis.kill)

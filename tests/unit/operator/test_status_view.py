@@ -31,7 +31,7 @@ LIMITS = BudgetLimits(
 
 def test_window_spec_round_trips_the_wire_form() -> None:
     assert window_spec(f"fixed:{HOUR}").length_ms == HOUR
-    assert window_spec("monthly").kind == "monthly"
+    assert window_spec("monthly").unit == "monthly"
     assert window_spec("none").kind == "none"
 
 

@@ -75,9 +75,10 @@ def test_the_admit_call_carries_increases_only_where_there_are_some() -> None:
     key = api_key("bot", team="squad", budget={"maxBudget": 10})
     policy = policy_for(key, squad, overrides=[raise_("k", "ApiKey", "bot", 2)])
     call = admission_call(policy, RequestEstimate("gpt-4o-mini", 1, 1), "r1", 1000)
-    team_check, key_check = [c for c in json.loads(call.spec_json)["checks"] if c["t"] == "b"]
-    assert "inc" not in team_check
-    assert key_check["inc"] == [[nanos(2), EXPIRES_MS]]
+    checks = json.loads(call.script_call().spec_json)["checks"]
+    team_check, key_check = [check for check in checks if check["kind"] == "budget"]
+    assert "increases" not in team_check
+    assert key_check["increases"] == [[nanos(2), EXPIRES_MS]]
     assert key_check["max"] == nanos(10)  # raised by the script, against Redis' clock
 
 

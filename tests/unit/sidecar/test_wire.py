@@ -26,6 +26,7 @@ from llmquota.sidecar.wire import (
     usage_in_body,
     usage_of,
     with_stream_usage,
+    with_stream_usage_raw,
 )
 
 
@@ -73,6 +74,48 @@ def test_stream_usage_is_added_keeping_other_stream_options() -> None:
     assert changed["stream_options"] == {"other": 1, "include_usage": True}
     assert stream_asks_usage(changed)
     assert body["stream_options"] == {"other": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "h\\u00e9"}]}',
+        b'{"model":"m","stream":true}\n  ',
+        b'{"model": "m", "stream": true, "stream_options": {"other": 1}}',
+        b'{"model": "m", "stream": true, "stream_options": null}',
+        '{"model": "m", "stream": true}'.encode("utf-16-be"),
+    ],
+)
+def test_the_usage_option_is_added_to_the_body_as_sent(raw: bytes) -> None:
+    parsed = parse_body(raw)
+    sent = with_stream_usage_raw(parsed)
+    assert json.loads(sent) == with_stream_usage(parsed.body)
+    if b"stream_options" not in raw and raw.startswith(b"{"):
+        # Not re-encoded: the client's bytes go on, the option added at the end.
+        assert sent.startswith(raw.rstrip()[:-1])
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # orjson would read these otherwise (a float) or refuse them; the standard
+        # library's reading stands.
+        (
+            b'{"model": "m", "max_tokens": 123456789012345678901234567890}',
+            10**29 + 23456789012345678901234567890,
+        ),
+        (b'{"model": "m", "max_tokens": 18446744073709551616}', 2**64),
+        (b'{"model": "m", "max_tokens": NaN}', None),
+        (b'{"model": "m", "max_tokens": 16}', 16),
+    ],
+)
+def test_the_body_means_what_the_standard_library_reads(raw: bytes, expected: object) -> None:
+    max_tokens = parse_body(raw).body["max_tokens"]
+    if expected is None:
+        assert max_tokens != max_tokens  # NaN
+    else:
+        assert max_tokens == expected
+        assert isinstance(max_tokens, int)
 
 
 def test_client_credentials_never_go_upstream() -> None:

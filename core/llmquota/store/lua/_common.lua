@@ -4,7 +4,6 @@
 -- field `win`; a counter whose `win` is not the current window is stale and counts as
 -- zero, so a budget resets exactly at its boundary without anything running then.
 
-local LEASES = 'llmquota:leases'
 local EXPIRED_LEASE_KEEP_MS = 86400000
 -- The largest amount (nano-USD or tokens) one call may add: 1e15 nano-USD is $1M, and
 -- sums of such stay exact in Lua's doubles (2^53) and Redis' 64-bit integers.
@@ -89,76 +88,113 @@ local function budget_ttl(key, window_end, now)
   end
 end
 
--- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
--- its parallel slots. A reservation is still held only while its counter counts the
--- window it was made in and that window is the current one; once the window has rolled
--- over (whether or not an admission has emptied the counter yet) the real charge lands
--- in the current window, so no spend is lost to a stale counter.
--- `freed` (already released by a sweep) skips the reservation part and only charges.
-local function release(lease, cost, tokens, now, freed)
-  for _, b in ipairs(lease.b) do
-    local start, window_end = budget_window(b.w, b.a, now)
-    local held = (not freed) and b.win == start
-      and tonumber(redis.call('HGET', b.key, 'win')) == b.win
-    -- A zero reservation is skipped: Lua renders -0 as '-0', which HINCRBY refuses.
-    if held and b.cost > 0 then
-      redis.call('HINCRBY', b.key, 'resv', -b.cost)
-      if b.model ~= '' then redis.call('HINCRBY', b.key, 'r:' .. b.model, -b.cost) end
-      -- The key's own share of a shared scope; the field goes when nothing is held.
-      if b.kf and b.kf ~= '' and tonumber(redis.call('HINCRBY', b.key, b.kf, -b.cost)) <= 0 then
-        redis.call('HDEL', b.key, b.kf)
-      end
-    end
-    if held and b.capped then redis.call('HDEL', b.key, 'cap') end
-    if cost > 0 then
-      roll(b.key, start)
-      budget_ttl(b.key, window_end, now)
-      redis.call('HINCRBY', b.key, 'spend', cost)
-      if b.model ~= '' then redis.call('HINCRBY', b.key, 's:' .. b.model, cost) end
+-- A lease record (JSON, written by admit.lua) holds `counters`, the names of the counters
+-- the request was admitted with (KEYS[3..] of admit.lua, in that order), and per kind what
+-- it holds there, each entry naming its counter by index into that list:
+--   budgets:   {counter, window, anchor, window_start, held, model, key_field, capped}
+--   rates:     {counter, minute, tokens, tokens_field, model_tokens_field}
+--   parallels: {counter, fields}
+-- and `freed` once a sweep has released it.
+
+-- The counters settle.lua or abort.lua were given (KEYS[3..]), or nil when they are not
+-- the ones the lease was admitted with: nothing may then be written.
+local function given_counters(lease)
+  if #KEYS - 2 ~= #lease.counters then return nil end
+  local counters = {}
+  for i, name in ipairs(lease.counters) do
+    if KEYS[i + 2] ~= name then return nil end
+    counters[i] = name
+  end
+  return counters
+end
+
+local function wrong_keys()
+  return redis.error_reply('ERR llmquota: KEYS are not the ones the lease was admitted with; nothing was written')
+end
+
+-- Give back what a lease holds at one budget counter, and charge the real cost there.
+-- A reservation is still held only while its counter counts the window it was made in
+-- and that window is the current one; once the window has rolled over (whether or not an
+-- admission has emptied the counter yet) the real charge lands in the current window, so
+-- no spend is lost to a stale counter.
+local function release_budget(key, b, cost, now, freed)
+  local start, window_end = budget_window(b.window, b.anchor, now)
+  local held = (not freed) and b.window_start == start
+    and tonumber(redis.call('HGET', key, 'win')) == b.window_start
+  -- A zero reservation is skipped: Lua renders -0 as '-0', which HINCRBY refuses.
+  if held and b.held > 0 then
+    redis.call('HINCRBY', key, 'resv', -b.held)
+    if b.model ~= '' then redis.call('HINCRBY', key, 'r:' .. b.model, -b.held) end
+    -- The key's own share of a shared scope; the field goes when nothing is held.
+    if b.key_field ~= '' and tonumber(redis.call('HINCRBY', key, b.key_field, -b.held)) <= 0 then
+      redis.call('HDEL', key, b.key_field)
     end
   end
+  if held and b.capped then redis.call('HDEL', key, 'cap') end
+  if cost > 0 then
+    roll(key, start)
+    budget_ttl(key, window_end, now)
+    redis.call('HINCRBY', key, 'spend', cost)
+    if b.model ~= '' then redis.call('HINCRBY', key, 's:' .. b.model, cost) end
+  end
+end
+
+-- Replace the tokens a lease reserved at one rate counter (or pool) with the real ones.
+local function release_rate(key, r, tokens, now, freed)
   local minute = minute_of(now)
-  for _, r in ipairs(lease.r) do
-    local held = (not freed) and r.win == minute
-      and tonumber(redis.call('HGET', r.key, 'win')) == r.win
-    local delta = tokens
-    if held then
-      delta = tokens - r.tok
-    elseif tokens > 0 then
-      roll(r.key, minute)
-    end
-    if delta ~= 0 then
-      redis.call('HINCRBY', r.key, r.tok_field, delta)
-      if r.model_tok_field ~= '' then redis.call('HINCRBY', r.key, r.model_tok_field, delta) end
-      redis.call('PEXPIRE', r.key, 120000)
-    end
+  local held = (not freed) and r.minute == minute
+    and tonumber(redis.call('HGET', key, 'win')) == r.minute
+  local delta = tokens
+  if held then
+    delta = tokens - r.tokens
+  elseif tokens > 0 then
+    roll(key, minute)
   end
-  if not freed then
-    for _, p in ipairs(lease.p) do
-      for _, field in ipairs(p.fields) do
-        if tonumber(redis.call('HINCRBY', p.key, field, -1)) < 0 then
-          redis.call('HSET', p.key, field, 0)
-        end
-      end
+  if delta ~= 0 then
+    redis.call('HINCRBY', key, r.tokens_field, delta)
+    if r.model_tokens_field ~= '' then redis.call('HINCRBY', key, r.model_tokens_field, delta) end
+    redis.call('PEXPIRE', key, 120000)
+  end
+end
+
+local function release_parallel(key, p)
+  for _, field in ipairs(p.fields) do
+    if tonumber(redis.call('HINCRBY', key, field, -1)) < 0 then
+      redis.call('HSET', key, field, 0)
     end
   end
 end
 
--- Free the reservations of leases whose holder stopped renewing them (it died), keeping
--- the record a day so that a late settle still charges the real cost.
-local function sweep(now, limit)
-  local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(expired) do
-    local raw = redis.call('GET', 'llmquota:lease:' .. id)
+-- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
+-- its parallel slots; `counters` are its counters' names, in the lease's order.
+-- `freed` (already released by a sweep) skips the reservation part and only charges.
+local function release(lease, counters, cost, tokens, now, freed)
+  for _, b in ipairs(lease.budgets) do release_budget(counters[b.counter], b, cost, now, freed) end
+  for _, r in ipairs(lease.rates) do release_rate(counters[r.counter], r, tokens, now, freed) end
+  if not freed then
+    for _, p in ipairs(lease.parallels) do release_parallel(counters[p.counter], p) end
+  end
+end
+
+-- Free the reservations of leases in `leases` (one hash tag's zset) whose holder stopped
+-- renewing them (it died), keeping the record a day so that a late settle still charges
+-- the real cost. The one place a script touches keys it was not given: which leases
+-- expired is known only here, so their records (the zset's members) and the counters
+-- those name are read from the zset and the records. All carry the zset's hash tag, so
+-- in Redis Cluster they sit in the slot of the script's KEYS.
+local function sweep(leases, now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+  for _, record in ipairs(expired) do
+    local raw = redis.call('GET', record)
     if raw then
       local lease = cjson.decode(raw)
       if not lease.freed then
-        release(lease, 0, 0, now, false)
+        release(lease, lease.counters, 0, 0, now, false)
         lease.freed = true
-        redis.call('SET', 'llmquota:lease:' .. id, cjson.encode(lease), 'PX', EXPIRED_LEASE_KEEP_MS)
+        redis.call('SET', record, cjson.encode(lease), 'PX', EXPIRED_LEASE_KEEP_MS)
       end
     end
-    redis.call('ZREM', LEASES, id)
+    redis.call('ZREM', leases, record)
   end
   return #expired
 end

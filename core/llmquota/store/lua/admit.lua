@@ -1,60 +1,72 @@
 -- admit: check every scope of one request and, when all allow it, reserve its estimated
 -- cost and tokens and take its parallel slots, all in one atomic step.
--- KEYS: the counters the checks name (by index `k`).
--- ARGV[1]: JSON {id, lease_ms, model, cost (nano-USD), tokens, kf, share, checks: [...]},
---   where a check is one of
---     {t='b', s, k, max, w, a, mm, sh, inc}  budget: max nano-USD (-1 = only count),
---                                    window `w` anchored at `a` ms, model cap `mm` (-1 =
---                                    none); `sh`: shared with other keys (see below);
---                                    optional BudgetOverrides `inc`: {{nano-USD, expires
---                                    ms}, ...} raising `max` while now < expires
---     {t='r', s, k, rpm, tpm, mrpm, mtpm}            per-minute limits (-1 = none)
---     {t='d', s, k, rpm, tpm, member, group, weight} this key's share of a Dynamic pool
---     {t='p', s, k, max, mmax}                       requests in flight (-1 = none)
---   `s` is the scope's index, echoed back on refusal.
+-- KEYS[1]: the leases zset of this hash tag, KEYS[2]: this request's lease record,
+-- KEYS[3..]: the counters the checks name (`counter` = 1 is KEYS[3]).
+-- ARGV[1]: JSON {lease_ms, model, cost (nano-USD), tokens, key_field, key_share, checks},
+--   where a check is one of (every limit -1 = none; `scope`: the scope's index, echoed
+--   back on refusal)
+--     {kind='budget', scope, counter, max, window, anchor, model_max, shared, increases}
+--        max nano-USD in the window `window` (`none`, `monthly`, `fixed:<ms>` cut from
+--        `anchor` ms), `model_max` for the request's model; `shared` with other keys (see
+--        below); optional BudgetOverrides `increases`: {{nano-USD, expires ms}, ...}
+--        raising `max` while now < expires
+--     {kind='rate', scope, counter, rpm, tpm, model_rpm, model_tpm}     per minute
+--     {kind='pool', scope, counter, rpm, tpm, member, group, weight}    this key's share
+--        of a Dynamic pool: `weight` of it, split among the active keys of `group`
+--     {kind='parallel', scope, counter, max, model_max}                 in flight
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
--- At a shared budget one key may hold in flight (field `kf`) at most `share` of what the
--- spend and the other keys' reservations leave. A request that does not fit there is
--- admitted holding only that share when the key holds nothing there yet and no other
--- such capped request is in flight there (field `cap`); otherwise it is refused with
--- `key_share`. So at most one request at a time holds less than its worst case.
--- Returns {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
+-- At a shared budget one key may hold in flight (field `key_field`) at most `key_share`
+-- of what the spend and the other keys' reservations leave. A request that does not fit
+-- there is admitted holding only that share when the key holds nothing there yet and no
+-- other such capped request is in flight there (field `cap`); otherwise it is refused
+-- with `key_share`. So at most one request at a time holds less than its worst case.
+-- Returns one of the two answers whose positions policy/decision.py names (ADMITTED,
+-- REFUSED):
+--   {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
+--   {0, scope, limit_name, current, limit, retry_ms, reserved}
 -- (-1 = no such limit; budget_room: the tightest budget's room before this request's
--- reservation, > 0) or {0, scope_index, limit_name, current, limit, retry_ms, reserved}; an
--- error, with nothing written, when cost or tokens are not integers in [0, 1e15].
+-- reservation); an error, with nothing written, when cost or tokens are not integers in
+-- [0, 1e15].
 
 local spec = cjson.decode(ARGV[1])
 if not amount(spec.cost) then return bad_input('cost') end
 if not amount(spec.tokens) then return bad_input('tokens') end
 local now = now_ms(ARGV[2])
-sweep(now, 20)
+local leases, record = KEYS[1], KEYS[2]
+sweep(leases, now, 20)
 local model = spec.model
 local minute = minute_of(now)
 local reset_ms = (minute + 1) * 60000 - now
-local windows = {}
-local reserve, capped = {}, {}  -- per budget check: nano-USD to hold, whether capped
-local budget_left, req_limit, req_left, tok_limit, tok_left = -1, -1, -1, -1, -1
-local budget_room = -1
+local counters = {}
+for i = 3, #KEYS do counters[i - 2] = KEYS[i] end
+local lease = {counters = counters, budgets = {}, rates = {}, parallels = {}}
+-- What the admitted answer reports: the tightest of each limit over every check.
+local room = {budget_left = -1, budget_room = -1, req_limit = -1, req_left = -1,
+  tok_limit = -1, tok_left = -1}
 
 local function num(v) return tonumber(v) or 0 end
 
+local function refused(check, limit_name, current, limit, retry_ms, reserved)
+  return {0, check.scope, limit_name, current, limit, retry_ms, reserved}
+end
+
 -- A budget's max in force now: raised by its BudgetOverrides that have not expired
 -- (BudgetLimits.max_nanos_at in Python); a count-only budget stays count-only.
-local function raised_max(check, at)
+local function raised_max(check)
   local max = check.max
-  if max < 0 or check.inc == nil then return max end
-  for _, increase in ipairs(check.inc) do
-    if at < increase[2] then max = max + increase[1] end
+  if max < 0 or check.increases == nil then return max end
+  for _, increase in ipairs(check.increases) do
+    if now < increase[2] then max = max + increase[1] end
   end
   return max
 end
 
-local function tighter(limit, used, extra, cur_limit, cur_left)
-  if limit < 0 then return cur_limit, cur_left end
-  local left = limit - used - extra
-  if left < 0 then left = 0 end
-  if cur_left < 0 or left < cur_left then return limit, left end
-  return cur_limit, cur_left
+local function tighter(limit_field, left_field, limit, used, extra)
+  if limit < 0 then return end
+  local left = math.max(limit - used - extra, 0)
+  if room[left_field] < 0 or left < room[left_field] then
+    room[limit_field], room[left_field] = limit, left
+  end
 end
 
 local function active_in_group(key, group)
@@ -66,128 +78,154 @@ local function active_in_group(key, group)
   return n
 end
 
-for i, c in ipairs(spec.checks) do
-  local key = KEYS[c.k]
-  if c.t == 'b' then
-    local max = raised_max(c, now)
-    local start, window_end = budget_window(c.w, c.a, now)
-    windows[i] = {start, window_end}
-    local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
-      spec.kf, 'cap')
-    local spend, resv, mspend, mresv, held, cap = 0, 0, 0, 0, 0, 0
-    if tonumber(v[1]) == start then
-      spend, resv, mspend, mresv = num(v[2]), num(v[3]), num(v[4]), num(v[5])
-      held, cap = num(v[6]), num(v[7])
-    end
-    local retry = -1
-    if window_end >= 0 then retry = window_end - now end
-    if max >= 0 and spend + resv >= max then
-      return {0, c.s, 'max_budget', spend, max, retry, resv}
-    end
-    if c.mm >= 0 and mspend + mresv >= c.mm then
-      return {0, c.s, 'model_max_budget', mspend, c.mm, retry, mresv}
-    end
-    reserve[i] = spec.cost
-    if c.sh and max >= 0 then
-      local allowed = math.floor(spec.share * (max - spend - (resv - held)))
-      if held + spec.cost > allowed then
-        if held > 0 or cap > 0 then
-          -- Wait for this key's own requests there, or for the one capped request.
-          return {0, c.s, 'key_share', held, allowed, 1000, spec.cost}
-        end
-        reserve[i], capped[i] = allowed, true
+-- Each kind of check below reads its counter and returns either a refusal or the
+-- function that reserves there; admit.lua runs those only once every check has passed.
+
+local function admit_budget(check, key)
+  local max = raised_max(check)
+  local start, window_end = budget_window(check.window, check.anchor, now)
+  local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
+    spec.key_field, 'cap')
+  local spend, resv, model_spend, model_resv, held, cap = 0, 0, 0, 0, 0, 0
+  if tonumber(v[1]) == start then
+    spend, resv, model_spend, model_resv = num(v[2]), num(v[3]), num(v[4]), num(v[5])
+    held, cap = num(v[6]), num(v[7])
+  end
+  local retry = -1
+  if window_end >= 0 then retry = window_end - now end
+  if max >= 0 and spend + resv >= max then
+    return refused(check, 'max_budget', spend, max, retry, resv)
+  end
+  if check.model_max >= 0 and model_spend + model_resv >= check.model_max then
+    return refused(check, 'model_max_budget', model_spend, check.model_max, retry, model_resv)
+  end
+  local hold, capped = spec.cost, false
+  if check.shared and max >= 0 then
+    local allowed = math.floor(spec.key_share * (max - spend - (resv - held)))
+    if held + spec.cost > allowed then
+      if held > 0 or cap > 0 then
+        -- Wait for this key's own requests there, or for the one capped request.
+        return refused(check, 'key_share', held, allowed, 1000, spec.cost)
       end
+      hold, capped = allowed, true
     end
-    if max >= 0 then
-      if budget_room < 0 or max - spend - resv < budget_room then budget_room = max - spend - resv end
-      local left = max - spend - resv - spec.cost
-      if left < 0 then left = 0 end
-      if budget_left < 0 or left < budget_left then budget_left = left end
+  end
+  if max >= 0 then
+    if room.budget_room < 0 or max - spend - resv < room.budget_room then
+      room.budget_room = max - spend - resv
     end
-  elseif c.t == 'r' then
-    local v = redis.call('HMGET', key, 'win', 'req', 'tok', 'q:' .. model, 't:' .. model)
-    local req, tok, mreq, mtok = 0, 0, 0, 0
-    if tonumber(v[1]) == minute then req, tok, mreq, mtok = num(v[2]), num(v[3]), num(v[4]), num(v[5]) end
-    if c.rpm >= 0 and req >= c.rpm then return {0, c.s, 'rpm', req, c.rpm, reset_ms, 0} end
-    if c.tpm >= 0 and tok >= c.tpm then return {0, c.s, 'tpm', tok, c.tpm, reset_ms, 0} end
-    if c.mrpm >= 0 and mreq >= c.mrpm then return {0, c.s, 'model_rpm', mreq, c.mrpm, reset_ms, 0} end
-    if c.mtpm >= 0 and mtok >= c.mtpm then return {0, c.s, 'model_tpm', mtok, c.mtpm, reset_ms, 0} end
-    req_limit, req_left = tighter(c.rpm, req, 1, req_limit, req_left)
-    req_limit, req_left = tighter(c.mrpm, mreq, 1, req_limit, req_left)
-    tok_limit, tok_left = tighter(c.tpm, tok, spec.tokens, tok_limit, tok_left)
-    tok_limit, tok_left = tighter(c.mtpm, mtok, spec.tokens, tok_limit, tok_left)
-  elseif c.t == 'd' then
-    -- Being here makes this key active in the pool for this minute (LiteLLM's rule).
-    roll(key, minute)
-    redis.call('HSET', key, 'a:' .. c.member, c.group)
-    redis.call('PEXPIRE', key, 120000)
-    local n = active_in_group(key, c.group)
-    local v = redis.call('HMGET', key, 'q:' .. c.member, 't:' .. c.member)
-    local req, tok = num(v[1]), num(v[2])
-    if c.rpm >= 0 then
-      local share = math.max(1, math.floor(c.rpm * c.weight / n))
-      if req >= share then return {0, c.s, 'dynamic_rpm', req, share, reset_ms, n} end
-      req_limit, req_left = tighter(share, req, 1, req_limit, req_left)
+    local left = math.max(max - spend - resv - spec.cost, 0)
+    if room.budget_left < 0 or left < room.budget_left then room.budget_left = left end
+  end
+  return nil, function()
+    roll(key, start)
+    budget_ttl(key, window_end, now)
+    redis.call('HINCRBY', key, 'resv', hold)
+    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, hold) end
+    local key_field = ''
+    if check.shared and hold > 0 then
+      key_field = spec.key_field
+      redis.call('HINCRBY', key, key_field, hold)
     end
-    if c.tpm >= 0 then
-      local share = math.max(1, math.floor(c.tpm * c.weight / n))
-      if tok >= share then return {0, c.s, 'dynamic_tpm', tok, share, reset_ms, n} end
-      tok_limit, tok_left = tighter(share, tok, spec.tokens, tok_limit, tok_left)
-    end
-  elseif c.t == 'p' then
-    local v = redis.call('HMGET', key, 'all', 'm:' .. model)
-    if c.max >= 0 and num(v[1]) >= c.max then
-      return {0, c.s, 'max_parallel_requests', num(v[1]), c.max, 1000, 0}
-    end
-    if c.mmax >= 0 and num(v[2]) >= c.mmax then
-      return {0, c.s, 'model_max_parallel_requests', num(v[2]), c.mmax, 1000, 0}
-    end
+    if capped then redis.call('HSET', key, 'cap', 1) end
+    table.insert(lease.budgets, {counter = check.counter, window = check.window,
+      anchor = check.anchor, window_start = start, held = hold, model = model,
+      key_field = key_field, capped = capped})
   end
 end
 
-local lease = {b = {}, r = {}, p = {}}
-for i, c in ipairs(spec.checks) do
-  local key = KEYS[c.k]
-  if c.t == 'b' then
-    local start, window_end = windows[i][1], windows[i][2]
-    roll(key, start)
-    budget_ttl(key, window_end, now)
-    local cost = reserve[i]
-    redis.call('HINCRBY', key, 'resv', cost)
-    if model ~= '' then redis.call('HINCRBY', key, 'r:' .. model, cost) end
-    local kf = ''
-    if c.sh and cost > 0 then
-      kf = spec.kf
-      redis.call('HINCRBY', key, kf, cost)
-    end
-    if capped[i] then redis.call('HSET', key, 'cap', 1) end
-    table.insert(lease.b, {key = key, w = c.w, a = c.a, win = start, cost = cost,
-      model = model, kf = kf, capped = capped[i] or false})
-  elseif c.t == 'r' then
+local function admit_rate(check, key)
+  local v = redis.call('HMGET', key, 'win', 'req', 'tok', 'q:' .. model, 't:' .. model)
+  local req, tok, model_req, model_tok = 0, 0, 0, 0
+  if tonumber(v[1]) == minute then
+    req, tok, model_req, model_tok = num(v[2]), num(v[3]), num(v[4]), num(v[5])
+  end
+  if check.rpm >= 0 and req >= check.rpm then
+    return refused(check, 'rpm', req, check.rpm, reset_ms, 0)
+  end
+  if check.tpm >= 0 and tok >= check.tpm then
+    return refused(check, 'tpm', tok, check.tpm, reset_ms, 0)
+  end
+  if check.model_rpm >= 0 and model_req >= check.model_rpm then
+    return refused(check, 'model_rpm', model_req, check.model_rpm, reset_ms, 0)
+  end
+  if check.model_tpm >= 0 and model_tok >= check.model_tpm then
+    return refused(check, 'model_tpm', model_tok, check.model_tpm, reset_ms, 0)
+  end
+  tighter('req_limit', 'req_left', check.rpm, req, 1)
+  tighter('req_limit', 'req_left', check.model_rpm, model_req, 1)
+  tighter('tok_limit', 'tok_left', check.tpm, tok, spec.tokens)
+  tighter('tok_limit', 'tok_left', check.model_tpm, model_tok, spec.tokens)
+  return nil, function()
     roll(key, minute)
     redis.call('HINCRBY', key, 'req', 1)
     redis.call('HINCRBY', key, 'tok', spec.tokens)
-    local model_tok = ''
+    local model_tokens_field = ''
     if model ~= '' then
       redis.call('HINCRBY', key, 'q:' .. model, 1)
-      model_tok = 't:' .. model
-      redis.call('HINCRBY', key, model_tok, spec.tokens)
+      model_tokens_field = 't:' .. model
+      redis.call('HINCRBY', key, model_tokens_field, spec.tokens)
     end
     redis.call('PEXPIRE', key, 120000)
-    table.insert(lease.r, {key = key, win = minute, tok = spec.tokens, tok_field = 'tok',
-      model_tok_field = model_tok})
-  elseif c.t == 'd' then
-    redis.call('HINCRBY', key, 'q:' .. c.member, 1)
-    redis.call('HINCRBY', key, 't:' .. c.member, spec.tokens)
-    table.insert(lease.r, {key = key, win = minute, tok = spec.tokens,
-      tok_field = 't:' .. c.member, model_tok_field = ''})
-  elseif c.t == 'p' then
-    local fields = {'all'}
-    if c.mmax >= 0 then table.insert(fields, 'm:' .. model) end
-    for _, field in ipairs(fields) do redis.call('HINCRBY', key, field, 1) end
-    table.insert(lease.p, {key = key, fields = fields})
+    table.insert(lease.rates, {counter = check.counter, minute = minute, tokens = spec.tokens,
+      tokens_field = 'tok', model_tokens_field = model_tokens_field})
   end
 end
-redis.call('SET', 'llmquota:lease:' .. spec.id, cjson.encode(lease))
-redis.call('ZADD', LEASES, now + spec.lease_ms, spec.id)
-return {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
+
+local function admit_pool(check, key)
+  -- Being here makes this key active in the pool for this minute (LiteLLM's rule), even
+  -- when a later check refuses the request.
+  roll(key, minute)
+  redis.call('HSET', key, 'a:' .. check.member, check.group)
+  redis.call('PEXPIRE', key, 120000)
+  local n = active_in_group(key, check.group)
+  local v = redis.call('HMGET', key, 'q:' .. check.member, 't:' .. check.member)
+  local req, tok = num(v[1]), num(v[2])
+  if check.rpm >= 0 then
+    local share = math.max(1, math.floor(check.rpm * check.weight / n))
+    if req >= share then return refused(check, 'dynamic_rpm', req, share, reset_ms, n) end
+    tighter('req_limit', 'req_left', share, req, 1)
+  end
+  if check.tpm >= 0 then
+    local share = math.max(1, math.floor(check.tpm * check.weight / n))
+    if tok >= share then return refused(check, 'dynamic_tpm', tok, share, reset_ms, n) end
+    tighter('tok_limit', 'tok_left', share, tok, spec.tokens)
+  end
+  return nil, function()
+    redis.call('HINCRBY', key, 'q:' .. check.member, 1)
+    redis.call('HINCRBY', key, 't:' .. check.member, spec.tokens)
+    table.insert(lease.rates, {counter = check.counter, minute = minute, tokens = spec.tokens,
+      tokens_field = 't:' .. check.member, model_tokens_field = ''})
+  end
+end
+
+local function admit_parallel(check, key)
+  local v = redis.call('HMGET', key, 'all', 'm:' .. model)
+  if check.max >= 0 and num(v[1]) >= check.max then
+    return refused(check, 'max_parallel_requests', num(v[1]), check.max, 1000, 0)
+  end
+  if check.model_max >= 0 and num(v[2]) >= check.model_max then
+    return refused(check, 'model_max_parallel_requests', num(v[2]), check.model_max, 1000, 0)
+  end
+  return nil, function()
+    local fields = {'all'}
+    if check.model_max >= 0 then table.insert(fields, 'm:' .. model) end
+    for _, field in ipairs(fields) do redis.call('HINCRBY', key, field, 1) end
+    table.insert(lease.parallels, {counter = check.counter, fields = fields})
+  end
+end
+
+local ADMIT = {budget = admit_budget, rate = admit_rate, pool = admit_pool,
+  parallel = admit_parallel}
+
+local reservations = {}
+for _, check in ipairs(spec.checks) do
+  local refusal, reserve = ADMIT[check.kind](check, counters[check.counter])
+  if refusal then return refusal end
+  table.insert(reservations, reserve)
+end
+for _, reserve in ipairs(reservations) do reserve() end
+redis.call('SET', record, cjson.encode(lease))
+redis.call('ZADD', leases, now + spec.lease_ms, record)
+return {1, room.budget_left, room.req_limit, room.req_left, room.tok_limit, room.tok_left,
+  reset_ms, room.budget_room}
