@@ -46,9 +46,15 @@ from llmquota.models import (
     parse_resource,
 )
 from llmquota.models.registry import RESOURCE_KINDS, AnyResource
+from llmquota.policy.identity import WorkloadPolicy
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.limits import ResolvedPolicy
-from llmquota.policy.resolve import NamespaceObjects, ResolutionError, resolve_key_policy
+from llmquota.policy.resolve import (
+    NamespaceObjects,
+    ResolutionError,
+    resolve_key_policy,
+    resolve_workload_policy,
+)
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -281,6 +287,8 @@ class Resolution:
     policies: dict[str, ResolvedPolicy]
     removed: set[str]
     problems: list[ManifestProblem]
+    workload_policies: list[WorkloadPolicy] = field(default_factory=list)
+    """One per Team with a workloadSelector (keyless requests, docs/keyless.md)."""
 
 
 class ManifestResolver:
@@ -303,9 +311,6 @@ class ManifestResolver:
         """
         problems = list(manifests.problems)
         global_budget = self._global_budget(manifests, problems)
-        budgets = manifests.of_kind(Budget)
-        rate_limits = manifests.of_kind(RateLimit)
-        overrides = manifests.of_kind(BudgetOverride)
         teams = manifests.of_kind(Team)
         policies: dict[str, ResolvedPolicy] = {}
         owners: dict[str, ObjectId] = {}
@@ -335,13 +340,7 @@ class ManifestResolver:
                     )
                 )
                 continue
-            objects = NamespaceObjects(
-                budgets={oid.name: b for oid, b in budgets.items() if oid.namespace == namespace},
-                rate_limits={
-                    oid.name: r for oid, r in rate_limits.items() if oid.namespace == namespace
-                },
-                overrides=[o for oid, o in overrides.items() if oid.namespace == namespace],
-            )
+            objects = _namespace_objects(manifests, namespace)
             team = (
                 None
                 if key.spec.team is None
@@ -357,10 +356,16 @@ class ManifestResolver:
                 problems.append(ManifestProblem(source, str(object_id), error.field, error.message))
                 continue
             owners[key_hash] = object_id
+        workload_policies = _workload_policies(manifests, global_budget, problems)
         removed = self._written - set(policies)
         if not problems:  # a folder with problems is not applied: the last good one stands
             self._written = set(policies)
-        return Resolution(policies=policies, removed=removed, problems=problems)
+        return Resolution(
+            policies=policies,
+            removed=removed,
+            problems=problems,
+            workload_policies=workload_policies,
+        )
 
     def _global_budget(
         self, manifests: ManifestSet, problems: list[ManifestProblem]
@@ -378,6 +383,43 @@ class ManifestResolver:
                 )
             )
         return budget
+
+
+def _namespace_objects(manifests: ManifestSet, namespace: str) -> NamespaceObjects:
+    """The Budgets, RateLimits and BudgetOverrides of one namespace of the folder."""
+    return NamespaceObjects(
+        budgets={
+            oid.name: b
+            for oid, b in manifests.of_kind(Budget).items()
+            if oid.namespace == namespace
+        },
+        rate_limits={
+            oid.name: r
+            for oid, r in manifests.of_kind(RateLimit).items()
+            if oid.namespace == namespace
+        },
+        overrides=[
+            o for oid, o in manifests.of_kind(BudgetOverride).items() if oid.namespace == namespace
+        ],
+    )
+
+
+def _workload_policies(
+    manifests: ManifestSet, global_budget: Budget | None, problems: list[ManifestProblem]
+) -> list[WorkloadPolicy]:
+    """The workload policies of the folder's Teams; what does not resolve is a problem."""
+    found: list[WorkloadPolicy] = []
+    for object_id, team in sorted(manifests.of_kind(Team).items()):
+        objects = _namespace_objects(manifests, object_id.namespace)
+        try:
+            policy = resolve_workload_policy(team, objects, global_budget)
+        except ResolutionError as error:
+            source = manifests.sources.get(object_id, "")
+            problems.append(ManifestProblem(source, str(object_id), error.field, error.message))
+            continue
+        if policy is not None:
+            found.append(policy)
+    return found
 
 
 _REFERENCES = (

@@ -11,87 +11,33 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.cluster.conftest import Installed, diagnose
 from tests.cluster.workloads import (
+    APPS,
     CLIENT_SCRIPT,
     RELEASE,
     SIDECAR,
     SYSTEM_NAMESPACE,
-    UPSTREAM_KEY,
-    UPSTREAM_URL,
     app_deployment,
     apply,
     client_job,
-    fake_upstream,
     get_json,
-    helm,
-    namespace,
     pods,
     run_client,
     team_and_key,
     wait_for,
 )
-from tests.support.kube_apiserver import REPO_ROOT, KubeAPIServer
-from tests.support.kube_node import POD_CIDR, KubeCluster
+from tests.support.kube_apiserver import KubeAPIServer
+from tests.support.kube_node import POD_CIDR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
-APPS = "apps"
 # One nano-dollar a day: the first request is served, the next refused (402).
 TINY_BUDGET = {"budget": {"maxBudget": 0.000000001, "budgetDuration": "1d"}}
 AMPLE_BUDGET = {"budget": {"maxBudget": 100, "budgetDuration": "1d"}}
-
-
-@dataclass(frozen=True)
-class Installed:
-    cluster: KubeCluster
-    image: str
-
-    @property
-    def api(self) -> KubeAPIServer:
-        return self.cluster.api
-
-
-@pytest.fixture(scope="module")
-def installed(kube_cluster: KubeCluster) -> Installed:
-    """The fake upstream, then the chart, installed and `--wait`ed for."""
-    api, images = kube_cluster.api, kube_cluster.images
-    image_repository, image_tag = images.llmquota.rsplit(":", 1)
-    apply(api, *fake_upstream(images.llmquota), namespace(SYSTEM_NAMESPACE), namespace(APPS))
-    apply(
-        api,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "upstream-key", "namespace": SYSTEM_NAMESPACE},
-            "stringData": {"api-key": UPSTREAM_KEY},
-        },
-    )
-    installed = helm(
-        api, "install", RELEASE, str(REPO_ROOT / "charts" / "llmquota"),
-        "--namespace", SYSTEM_NAMESPACE,
-        "--set", f"image.repository={image_repository}",
-        "--set", f"image.tag={image_tag}",
-        "--set", f"redis.internal.image={images.redis}",
-        "--set", "redis.internal.persistence.enabled=false",
-        "--set", f"upstream.url={UPSTREAM_URL}",
-        "--set", "upstream.credentialSecret.name=upstream-key",
-        # So that a webhook the API server cannot call fails Pod creation loudly.
-        "--set", "webhook.failurePolicy=Fail",
-        "--set", "operator.statusInterval=2",
-        "--wait", "--timeout=6m",
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr + _diagnose(api)
-    return Installed(kube_cluster, images.llmquota)
-
-
-def _diagnose(api: KubeAPIServer) -> str:
-    pods_now = api.kubectl("get", "pods", "-A", "-o", "wide").stdout
-    events = api.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp").stdout[-4000:]
-    return f"\npods:\n{pods_now}\nevents:\n{events}"
 
 
 def _redis(api: KubeAPIServer, *command: str) -> str:
@@ -122,7 +68,7 @@ def _ready_app(installed: Installed, name: str, team_spec: dict[str, Any],
     rolled = api.kubectl(
         "rollout", "status", "-n", APPS, f"deployment/{name}", "--timeout=180s", timeout=200
     )
-    assert rolled.returncode == 0, rolled.stderr + _diagnose(api)
+    assert rolled.returncode == 0, rolled.stderr + diagnose(api)
     (pod,) = [p for p in pods(api, APPS, name) if "deletionTimestamp" not in p["metadata"]]
     return str(pod["metadata"]["name"])
 
@@ -196,7 +142,7 @@ def test_a_job_with_the_sidecar_completes(installed: Installed) -> None:
         "wait", "-n", APPS, "job/batch", "--for=condition=Complete", "--timeout=180s",
         timeout=200,
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr + _diagnose(api)
+    assert completed.returncode == 0, completed.stderr + diagnose(api)
     logs = api.kubectl("logs", "-n", APPS, "job/batch", "-c", "app").stdout
     assert json.loads(logs.strip().splitlines()[-1])["statuses"] == [200]
 

@@ -17,6 +17,7 @@ from tests.support.kube_apiserver import KubeAPIServer, cache_dir
 from tests.support.waiting import wait_until_sync
 
 RELEASE = "lq"
+APPS = "apps"
 SYSTEM_NAMESPACE = "llmquota-system"
 UPSTREAM_NAMESPACE = "upstream"
 UPSTREAM_KEY = "sk-upstream-real"
@@ -244,3 +245,46 @@ def run_client(
     assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return answer
+
+
+def keyless_deployment(
+    namespace_name: str, name: str, image: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """An injected app holding no virtual key: the openai client insists on an API key, so
+    it sends one no ApiKey has, as an app configured for the real upstream would."""
+    idle = ["python3", "-c", "import signal; signal.pause()"]
+    app = {
+        "name": "app",
+        "image": image,
+        "command": idle,
+        "env": [{"name": "OPENAI_API_KEY", "value": "sk-no-virtual-key"}],
+    }
+    selector = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace_name},
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**selector, **labels},
+                    "annotations": {"llmquota.dev/inject": "true"},
+                },
+                "spec": {"terminationGracePeriodSeconds": 10, "containers": [app]},
+            },
+        },
+    }
+
+
+def rolled_out_pod(api: KubeAPIServer, namespace_name: str, name: str) -> str:
+    """Wait for Deployment `name` to roll out; the name of its one live Pod."""
+    rolled = api.kubectl(
+        "rollout", "status", "-n", namespace_name, f"deployment/{name}", "--timeout=180s",
+        timeout=200,
+    )  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr
+    (pod,) = [
+        p for p in pods(api, namespace_name, name) if "deletionTimestamp" not in p["metadata"]
+    ]
+    return str(pod["metadata"]["name"])

@@ -23,7 +23,14 @@ from llmquota.models.common import (
 )
 from llmquota.models.ratelimit import ModelRateLimit, RateLimit, RateLimitSpec, RateLimitStatus
 from llmquota.models.registry import RESOURCE_KINDS, ResourceKind, parse_resource
-from llmquota.models.team import Team, TeamMember, TeamSpec, TeamStatus
+from llmquota.models.team import (
+    LabelSelector,
+    LabelSelectorRequirement,
+    Team,
+    TeamMember,
+    TeamSpec,
+    TeamStatus,
+)
 
 __all__ = [
     "API_GROUP",
@@ -39,6 +46,8 @@ __all__ = [
     "BudgetSpec",
     "BudgetStatus",
     "Condition",
+    "LabelSelector",
+    "LabelSelectorRequirement",
     "ModelRateLimit",
     "ObjectMeta",
     "ObjectRef",

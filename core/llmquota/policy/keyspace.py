@@ -21,6 +21,9 @@ __all__ = [
     "policy_key",
     "pool_key",
     "rate_key",
+    "workload_index_key",
+    "workload_policies_change",
+    "workload_policies_key",
 ]
 
 PREFIX = "llmquota"
@@ -76,3 +79,21 @@ def parallel_key(tag: str, scope_id: str) -> str:
 def pool_key(tag: str, scope_id: str) -> str:
     """A Dynamic pool's active keys and per-key use this minute (hash: a:/q:/t:keyhash)."""
     return f"{PREFIX}:{{{tag}}}:pool:{scope_id}"
+
+
+def workload_policies_key(namespace: str) -> str:
+    """The workload policies of one namespace (hash: Team name -> WorkloadPolicy JSON).
+
+    One key per namespace, so that a sidecar reads only its own namespace's."""
+    return f"{PREFIX}:workload-policies:{namespace}"
+
+
+def workload_policies_change(namespace: str) -> str:
+    """What POLICY_CHANNEL carries when a namespace's workload policies change; no key
+    hash (64 hex digits) looks like it."""
+    return f"workloads:{namespace}"
+
+
+def workload_index_key(tag: str, team_scope_id: str) -> str:
+    """The workload scope ids that have charged a team keylessly (set), for its status."""
+    return f"{PREFIX}:{{{tag}}}:workloads:{team_scope_id}"

@@ -27,6 +27,7 @@ from llmquota.models import (
 )
 from llmquota.models.budgetoverride import OverrideTargetKind
 from llmquota.models.subject import SubjectSpec
+from llmquota.policy.identity import WorkloadPolicy
 from llmquota.policy.limits import (
     BudgetIncrease,
     BudgetLimits,
@@ -55,6 +56,7 @@ __all__ = [
     "rate_limits",
     "resolve_key_policy",
     "resolve_team",
+    "resolve_workload_policy",
     "team_scope_id",
 ]
 
@@ -338,6 +340,65 @@ def resolve_team(team: Team, objects: NamespaceObjects) -> ResolvedTeam:
     return ResolvedTeam(scope=_raised(own, increases), pools=pools, end_users=end_users)
 
 
+def _global_scopes(global_budget: Budget | None) -> list[Scope]:
+    """The global budget's scope, when there is one: every request counts against it."""
+    if global_budget is None:
+        return []
+    meta = global_budget.metadata
+    return [
+        Scope(
+            kind="global",
+            id=f"global/{meta.namespace}/{meta.name}",
+            tag="global",
+            label="the global budget",
+            budget=budget_limits(global_budget.spec, _anchor_ms(meta.creation_timestamp)),
+        )
+    ]
+
+
+def resolve_workload_policy(
+    team: Team, objects: NamespaceObjects, global_budget: Budget | None = None
+) -> WorkloadPolicy | None:
+    """What keyless requests of the workloads a Team selects are checked against; None
+    when the Team selects none. Raises ResolutionError naming what is wrong.
+
+    The team's scopes as a key of the team gets them, without a key or member; each
+    workload's own counter (see `identity.workload_policy_for`) has the
+    workloadBudgetRef's limits, cut from the Team's creation.
+    """
+    if team.spec.workload_selector is None:
+        return None
+    namespace = team.metadata.namespace
+    resolved_team = resolve_team(team, objects)
+    workload_budget = COUNT_ONLY
+    if team.spec.workload_budget_ref is not None:
+        referenced = _referenced(
+            "Budget",
+            team.spec.workload_budget_ref,
+            "spec.workloadBudgetRef",
+            namespace,
+            objects.budgets,
+        )
+        workload_budget = budget_limits(
+            referenced.spec, _anchor_ms(team.metadata.creation_timestamp)
+        )
+    return WorkloadPolicy(
+        namespace=namespace,
+        team=team.metadata.name,
+        selector=team.spec.workload_selector,
+        team_policy=ResolvedPolicy(
+            key_hash="",
+            namespace=namespace,
+            key_name="",
+            team=team.metadata.name,
+            models=list(team.spec.models),
+            scopes=[*_global_scopes(global_budget), resolved_team.scope, *resolved_team.pools],
+            end_users=[] if resolved_team.end_users is None else [resolved_team.end_users],
+        ),
+        workload_budget=workload_budget,
+    )
+
+
 def resolve_key_policy(
     key: ApiKey,
     key_hash: str,
@@ -353,20 +414,8 @@ def resolve_key_policy(
             "TeamNotFound",
             f"Team {key.spec.team!r} not found in namespace {namespace}",
         )
-    scopes: list[Scope] = []
+    scopes: list[Scope] = _global_scopes(global_budget)
     end_users: list[EndUserTemplate] = []
-    if global_budget is not None:
-        scopes.append(
-            Scope(
-                kind="global",
-                id=f"global/{global_budget.metadata.namespace}/{global_budget.metadata.name}",
-                tag="global",
-                label="the global budget",
-                budget=budget_limits(
-                    global_budget.spec, _anchor_ms(global_budget.metadata.creation_timestamp)
-                ),
-            )
-        )
     models = list(key.spec.models)
     key_tag = f"{namespace}/key/{key.metadata.name}"
     if team is not None:

@@ -121,7 +121,8 @@ def _add_sidecar_flags(group: Group) -> None:
         "--config-namespace",
         default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
-        help="namespace of --sidecar-config-map, --upstream-secret and --sidecar-redis-secret, "
+        help="namespace of --sidecar-config-map, --upstream-secret, --sidecar-redis-secret and "
+        "--sidecar-redis-password-secret, "
         "mirrored from there into the namespaces of injected Pods (default: $POD_NAMESPACE)",
     )
     group.add_argument(
@@ -142,6 +143,13 @@ def _add_sidecar_flags(group: Group) -> None:
         metavar="NAME:KEY",
         help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
         "it as an environment variable from the Secret; absent: --redis, as a plain value",
+    )
+    group.add_argument(
+        "--sidecar-redis-password-secret",
+        default=_env("sidecar-redis-password-secret"),
+        metavar="NAME:KEY",
+        help="Secret and key (default password) with the Redis password, mounted into injected "
+        "sidecars as --redis-password-file (mirrored like --sidecar-redis-secret)",
     )
     group.add_argument(
         "--fail-open",
@@ -228,11 +236,14 @@ def _sidecar(args: argparse.Namespace) -> SidecarConfig | None:
         return None
     upstream_secret, upstream_key = _secret_and_key(args.upstream_secret, "api-key")
     redis_secret, redis_key = _secret_and_key(args.sidecar_redis_secret, "url")
+    password_secret, password_key = _secret_and_key(args.sidecar_redis_password_secret, "password")
     return SidecarConfig(
         image=args.sidecar_image,
         redis_url=args.redis,
         redis_secret=redis_secret,
         redis_secret_key=redis_key,
+        redis_password_secret=password_secret,
+        redis_password_secret_key=password_key,
         upstream=args.upstream,
         upstream_secret=upstream_secret,
         upstream_secret_key=upstream_key,

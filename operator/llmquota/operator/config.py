@@ -31,9 +31,9 @@ def parse_host_port(text: str) -> HostPort:
 class SidecarConfig:
     """What the webhook injects: image, upstream, its credential, the pricing file.
 
-    `pricing_config_map`, `upstream_secret` and `redis_secret` name objects in the
-    operator's namespace (`OperatorConfig.config_namespace`), mirrored into the Pods'
-    namespaces.
+    `pricing_config_map`, `upstream_secret`, `redis_secret` and `redis_password_secret`
+    name objects in the operator's namespace (`OperatorConfig.config_namespace`),
+    mirrored into the Pods' namespaces.
     """
 
     image: str
@@ -41,6 +41,9 @@ class SidecarConfig:
     redis_secret: str | None = None
     """Secret whose `redis_secret_key` holds the Redis URL; None: `redis_url` in the env."""
     redis_secret_key: str = "url"  # noqa: S105 (a field name, not a secret)
+    redis_password_secret: str | None = None
+    """Secret whose `redis_password_secret_key` holds the Redis password, mounted as a file."""
+    redis_password_secret_key: str = "password"  # noqa: S105 (a field name, not a secret)
     upstream: str | None = None
     upstream_secret: str | None = None
     upstream_secret_key: str = "api-key"  # noqa: S105 (a field name, not a secret)

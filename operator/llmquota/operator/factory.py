@@ -20,6 +20,7 @@ from llmquota.operator.services.recovery import watch_store
 from llmquota.operator.services.references import ReferenceService
 from llmquota.operator.services.status_sync import StatusSync
 from llmquota.operator.services.status_writer import StatusWriter
+from llmquota.operator.services.workloads import WorkloadService
 from llmquota.operator.state import Indexes, OperatorState
 from llmquota.operator.storage.kubernetes import KubernetesStorage
 from llmquota.store import QuotaStore
@@ -39,11 +40,13 @@ class Factory:
         self.state = state
         self.status_writer = StatusWriter(state.kubernetes, state.conditions)
         self.keys = KeyService(state, self.status_writer)
-        self.references = ReferenceService(state, self.status_writer, self.keys)
-        self.overrides = OverrideService(state, self.status_writer, self.keys)
+        self.workloads = WorkloadService(state)
+        self.references = ReferenceService(state, self.status_writer, self.keys, self.workloads)
+        self.overrides = OverrideService(state, self.status_writer, self.keys, self.workloads)
         self.status_sync = StatusSync(
-            state, self.status_writer, self.keys, self.references, self.overrides
-        )
+            state, self.status_writer, self.keys, self.references, self.overrides,
+            workloads=self.workloads,
+        )  # fmt: skip
 
     @classmethod
     async def create(cls, config: OperatorConfig, indexes: Mapping[str, Any]) -> Self:

@@ -35,7 +35,7 @@ from llmquota.models import (
 )
 from llmquota.operator.config import OperatorConfig
 from llmquota.operator.factory import Factory
-from llmquota.operator.injection import injected_spec, wants_injection
+from llmquota.operator.injection import injected_spec, pod_workload, wants_injection
 from llmquota.operator.lifecycle import cleanup, login, startup
 from llmquota.operator.metrics import ReconcileResult, forget_exhaustion, measure_reconcile
 from llmquota.operator.rules.key_secrets import SECRET_LABEL, key_from_secret, secret_name_of
@@ -356,16 +356,18 @@ async def inject_sidecar(
     config: OperatorConfig,
     *,
     spec: kopf.Spec,
+    meta: kopf.Meta,
     patch: kopf.Patch,
     namespace: str | None,
     dryrun: bool,
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Mutating webhook: add the sidecar, its volumes and OPENAI_BASE_URL.
+    """Mutating webhook: add the sidecar, its volumes, its identity and OPENAI_BASE_URL.
 
     The sidecar ConfigMap and credential Secret are mirrored into the Pod's namespace
-    too (not on a dry run), since a Pod mounts only its own namespace's.
+    too (not on a dry run), since a Pod mounts only its own namespace's. The Pod's
+    workload is fixed now, from its ownerReferences (a Job's read for its CronJob).
     """
     if config.sidecar is None:
         return
@@ -375,7 +377,16 @@ async def inject_sidecar(
     except (ApiException, OSError) as error:
         logger.warning("sidecar ConfigMap unreadable, injecting the flags' settings: %s", error)
         sidecar = config.sidecar
-    injected = injected_spec(spec, sidecar)
+    metadata = dict(meta.items())
+    job: Mapping[str, Any] = next(
+        (o for o in metadata.get("ownerReferences") or [] if o.get("controller")), {}
+    )
+    made_by = (
+        await state.kubernetes.job_controller(namespace, str(job.get("name")))
+        if namespace and job.get("kind") == "Job"
+        else None
+    )
+    injected = injected_spec(spec, sidecar, pod_workload(metadata, made_by))
     if injected is None:
         return
     patch.spec.update(injected)

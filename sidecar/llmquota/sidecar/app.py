@@ -38,7 +38,9 @@ from llmquota.sidecar.state import (
     STANDALONE,
     STORE,
     UPSTREAM,
+    WORKLOADS,
 )
+from llmquota.sidecar.workload_identity import WorkloadPolicies, read_identity
 from llmquota.store import EmbeddedRedis, QuotaStore
 
 __all__ = ["POST_ENDPOINTS", "create_app"]
@@ -56,7 +58,7 @@ def create_app(settings: SidecarSettings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[PRICES] = load_price_table(settings.pricing)
-    app[METRICS] = SidecarMetrics.create(app[PRICES])
+    app[METRICS] = SidecarMetrics.create(app[PRICES], settings.workload or "")
     app[CREDENTIAL] = UpstreamCredential(settings.upstream_key_file)
     app[STANDALONE] = StandaloneStatus()
     parse_global_budget_ref(settings.global_budget)  # refuse a bad flag before starting
@@ -89,7 +91,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(store.close)
         app[STORE] = store
-        app[POLICIES] = PolicyCache(store)
+        identity = read_identity(settings.identity_dir, settings.workload)
+        app[WORKLOADS] = WorkloadPolicies(store, identity)
+        app[POLICIES] = PolicyCache(store, also=app[WORKLOADS].invalidate)
         app[IN_FLIGHT] = InFlight(store, settings.lease_ms, app[METRICS])
         app[BUDGET_GAUGES] = BudgetGauges(store, app[METRICS])
         yield

@@ -13,7 +13,7 @@ from aiohttp import web
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.sidecar.exchange import Exchange, Refusal
-from llmquota.sidecar.state import POLICIES
+from llmquota.sidecar.state import POLICIES, WORKLOADS
 from llmquota.sidecar.wire import presented_key
 from llmquota.store import StoreUnavailable
 
@@ -23,9 +23,18 @@ logger = logging.getLogger("llmquota.sidecar.requests")
 
 
 async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPolicy:
-    """The policy of the request's key, noted on `exchange`. Raises Refusal (401, 503)."""
+    """The policy of the request's key, noted on `exchange`. Raises Refusal (401, 503).
+
+    Without a known key, a Pod matched by a Team's workloadSelector gets its workload
+    policy (`workload_identity`): the Pod's identity, never anything in the request.
+    """
     key = presented_key(request.headers)
-    if key is None:
+    try:
+        key_policy = None if key is None else await request.app[POLICIES].get(hash_key(key))
+        policy = await request.app[WORKLOADS].policy_for(key_policy)
+    except StoreUnavailable as error:
+        raise store_unavailable(error) from error
+    if policy is None and key is None:
         raise Refusal(
             401,
             "You didn't provide an API key: send it as `Authorization: Bearer <key>`.",
@@ -33,12 +42,6 @@ async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPoli
             "invalid_api_key",
             outcome="invalid_api_key",
         )
-    cache = request.app[POLICIES]
-    key_hash = hash_key(key)
-    try:
-        policy = await cache.get(key_hash)
-    except StoreUnavailable as error:
-        raise store_unavailable(error) from error
     if policy is None:
         raise Refusal(
             401,

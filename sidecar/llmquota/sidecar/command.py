@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_upstream(parser.add_argument_group("upstream"))
     _add_store(parser.add_argument_group("store"))
     _add_standalone(parser.add_argument_group("standalone mode (no Kubernetes)"))
+    _add_pod_identity(parser.add_argument_group("the Pod (set by the injection webhook)"))
     _add_limits(parser.add_argument_group("requests and timeouts"))
     parser.add_argument("--log-level", default=_env("log-level", "INFO"))
 
@@ -191,6 +192,24 @@ def _add_standalone(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_pod_identity(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--workload",
+        default=_env("workload"),
+        metavar="KIND/NAME",
+        help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
+        "keyless requests are charged to it, and metrics carry it as `workload`",
+    )
+    group.add_argument(
+        "--identity-dir",
+        type=Path,
+        default=_env("identity-dir"),
+        metavar="DIR",
+        help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
+        "the injection webhook); with --workload, matched against Teams' workloadSelector",
+    )
+
+
 def _add_limits(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--pricing",
@@ -248,6 +267,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         redis_wait_replicas=args.redis_wait_replicas,
         redis_wait_timeout=args.redis_wait_timeout,
         manifests=None if args.manifests is None else Path(args.manifests),
+        identity_dir=None if args.identity_dir is None else Path(args.identity_dir),
+        workload=args.workload or None,
         global_budget=args.global_budget or None,
         state_file=None if state_file is None else Path(state_file),
         fail_open=args.fail_open,

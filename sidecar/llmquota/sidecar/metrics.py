@@ -123,15 +123,18 @@ class SidecarMetrics:
     settle_retries: Counter
     settles_pending: Gauge
     model_labels: ModelLabels
+    workload: str  # the `workload` label: this Pod's workload ("" when not injected)
 
     @classmethod
-    def create(cls, prices: PriceTable) -> SidecarMetrics:
-        """A fresh registry holding every metric; `prices` tells which models are known."""
+    def create(cls, prices: PriceTable, workload: str = "") -> SidecarMetrics:
+        """A fresh registry holding every metric; `prices` tells which models are known,
+        `workload` is the Pod's (`deployment/chatbot`), never the Pod's own name."""
         registry = CollectorRegistry()
-        subject = ["namespace", "team", "key", "model"]
+        subject = ["namespace", "team", "key", "model", "workload"]
         return cls(
             registry=registry,
             model_labels=ModelLabels(prices),
+            workload=workload,
             requests=Labelled(
                 Counter(
                     "llmquota_requests",

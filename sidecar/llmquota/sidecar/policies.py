@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore, StoreError
@@ -26,8 +27,10 @@ RESUBSCRIBE_MAX_S = 5.0
 class PolicyCache:
     """Key hash -> policy (None: no such key), kept fresh by `follow_changes`."""
 
-    def __init__(self, store: QuotaStore) -> None:
+    def __init__(self, store: QuotaStore, also: Callable[[str], None] | None = None) -> None:
+        """`also` hears every change too (the workload policies' cache)."""
         self.store = store
+        self._also = also
         self._policies: dict[str, ResolvedPolicy | None] = {}
         self._unknown = 0
         # Bumped on every invalidation: a GET that started before one must not cache
@@ -54,6 +57,8 @@ class PolicyCache:
     def invalidate(self, key_hash: str) -> None:
         """Forget one key (`*`: every key)."""
         self._generation += 1
+        if self._also is not None:
+            self._also(key_hash)
         if key_hash == "*":
             self._drop_all()
         elif self._policies.pop(key_hash, 0) is None:

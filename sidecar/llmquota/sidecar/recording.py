@@ -102,13 +102,14 @@ def _record(request: web.Request, exchange: Exchange) -> None:
     """Count the request in the metrics and log it, once, whatever the outcome."""
     metrics = request.app[METRICS]
     labels = exchange.subject(metrics.model_labels)
-    metrics.requests.labels(*labels, exchange.outcome).inc()
+    subject = (*labels, metrics.workload)
+    metrics.requests.labels(*subject, exchange.outcome).inc()
     elapsed = time.perf_counter() - exchange.started
     metrics.overhead.observe(max(elapsed - exchange.upstream_s, 0.0))
     if exchange.usage is not None:
-        metrics.spend.labels(*labels).inc(exchange.cost_usd)
-        metrics.tokens.labels(*labels, "input").inc(exchange.usage.prompt_tokens)
-        metrics.tokens.labels(*labels, "output").inc(exchange.usage.completion_tokens)
+        metrics.spend.labels(*subject).inc(exchange.cost_usd)
+        metrics.tokens.labels(*subject, "input").inc(exchange.usage.prompt_tokens)
+        metrics.tokens.labels(*subject, "output").inc(exchange.usage.completion_tokens)
     if logger.isEnabledFor(logging.INFO):
         namespace, team, key, _ = labels
         logger.info(

@@ -34,6 +34,10 @@ class SidecarSettings:
     redis_wait_replicas: int = 0
     redis_wait_timeout: float = 0.1
     manifests: Path | None = None
+    # The Pod's identity for keyless requests (docs/keyless.md), set by the injection
+    # webhook: the downward API volume (files `namespace`, `labels`) and the workload.
+    identity_dir: Path | None = None
+    workload: str | None = None
     global_budget: str | None = None
     # Standalone mode's spend snapshot, restored after a wiped store (None: memory only).
     state_file: Path | None = None

@@ -30,6 +30,7 @@ from llmquota.manifests import (
     apply_resolution,
     watch_manifest_dir,
 )
+from llmquota.policy.identity import WorkloadPolicy
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.sidecar.spend_snapshot import (
     SNAPSHOT_INTERVAL_S,
@@ -40,6 +41,7 @@ from llmquota.sidecar.spend_snapshot import (
     write_snapshot,
 )
 from llmquota.store import QuotaStore, StoreError
+from llmquota.store.workloads import replace_workload_policies
 
 __all__ = ["WATCH_INTERVAL_S", "Standalone", "StandaloneStatus", "new_generation"]
 
@@ -97,6 +99,7 @@ class Standalone:
         self.status = status
         self.generation: str | None = None
         self.policies: dict[str, ResolvedPolicy] = {}
+        self.workload_policies: list[WorkloadPolicy] = []
         self.created_ms: dict[str, int] = {}
         self.snapshot: SpendSnapshot | None = None
         self._written: SpendSnapshot | None = None
@@ -146,6 +149,7 @@ class Standalone:
             await self.store.claim_created(self.created_ms)
         for policy in self.policies.values():
             await self.store.put_policy(policy)
+        await replace_workload_policies(self.store, self.workload_policies, [])
         self.generation = generation
         if restored or self.policies:
             logger.warning(
@@ -168,7 +172,14 @@ class Standalone:
             changed = await self._retrying(
                 lambda: apply_resolution(self.store, resolution), "cannot write policies"
             )
+            changed += await self._retrying(
+                lambda: replace_workload_policies(
+                    self.store, resolution.workload_policies, self.workload_policies
+                ),
+                "cannot write workload policies",
+            )
             self.policies = resolution.policies
+            self.workload_policies = resolution.workload_policies
         self.status.manifest_problems = []
         self.status.loaded.set()
         logger.info(

@@ -16,6 +16,7 @@ from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.sidecar.policies import PolicyCache
 from llmquota.sidecar.settings import SidecarSettings
 from llmquota.sidecar.standalone import StandaloneStatus
+from llmquota.sidecar.workload_identity import WorkloadPolicies
 from llmquota.store import QuotaStore
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "STANDALONE",
     "STORE",
     "UPSTREAM",
+    "WORKLOADS",
 ]
 
 SETTINGS = web.AppKey("settings", SidecarSettings)
@@ -38,6 +40,7 @@ CREDENTIAL = web.AppKey("credential", UpstreamCredential)
 STORE = web.AppKey("store", QuotaStore)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 POLICIES = web.AppKey("policies", PolicyCache)
+WORKLOADS = web.AppKey("workloads", WorkloadPolicies)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 BUDGET_GAUGES = web.AppKey("budget_gauges", BudgetGauges)
 # Standalone mode's readiness: manifests loaded without problems, store not wiped (always

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.e2e.examples.promises import Reach
+from tests.e2e.examples.promises import PodIdentity, Reach
 from tests.e2e.sidecar.processes import Process, free_port, start
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
@@ -59,6 +59,18 @@ def start_sidecar(fake_upstream: Process, tmp_path: Path) -> Iterator[StartSidec
     yield start_one
     for process in started:
         process.stop()
+
+
+def identity_flags(folder: str, pod: PodIdentity | None, namespace: str, into: Path) -> list[str]:
+    """The sidecar flags the webhook would set for the example's Pod, in `namespace`:
+    its `pod/` folder copied with that namespace written in."""
+    if pod is None:
+        return []
+    identity = into / "identity"
+    identity.mkdir()
+    (identity / "labels").write_text((EXAMPLES_DIR / folder / pod.folder / "labels").read_text())
+    (identity / "namespace").write_text(namespace)
+    return ["--identity-dir", str(identity), "--workload", pod.workload]
 
 
 def clients_of(sidecar: Process, made: list[openai.OpenAI]) -> Reach:

@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.waiting import wait_until
 
-__all__ = ["EXAMPLES", "ON_A_CLUSTER", "Example", "Reach", "Refusal", "StatusOf"]
+__all__ = ["EXAMPLES", "ON_A_CLUSTER", "Example", "PodIdentity", "Reach", "Refusal", "StatusOf"]
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MANY = 15  # the READMEs' loops: enough requests to exhaust what they exhaust
@@ -27,11 +27,22 @@ Reach = Callable[[str], openai.OpenAI]
 
 
 @dataclass(frozen=True)
+class PodIdentity:
+    """The Pod a keyless example's sidecar stands in: its README's `pod/` folder (the
+    downward API files) and `--workload`; the Team whose workload policy it needs."""
+
+    folder: str
+    workload: str
+    team: str
+
+
+@dataclass(frozen=True)
 class Example:
     """A folder's README promises: the keys its Secrets hold, and the check."""
 
     keys: tuple[str, ...]
     check: Callable[[Reach], Awaitable[None] | None]
+    pod: PodIdentity | None = None
 
 
 def _ask(client: openai.OpenAI, model: str = "gpt-4o-mini", **extra: object) -> int:
@@ -205,6 +216,18 @@ def budget_override(reach: Reach) -> None:
     assert "max budget 0.0001" in refusal.body["message"]  # 0.000100001, to 3 digits
 
 
+async def keyless_workloads(reach: Reach) -> None:
+    client = reach("sk-no-virtual-key")  # the openai client insists on some key
+    refusal = _refused(client)
+    assert refusal.status == 402
+    assert 5 <= refusal.served_before <= 12  # "about ten of them"
+    assert "workload deployment/drafter of team support" in refusal.body["message"]
+    assert "max budget 0.0001" in refusal.body["message"]
+    assert 0 < refusal.retry_after <= 3600  # within the hour
+    served = {"workload": "deployment/drafter", "outcome": "served"}
+    assert _metric(client, "llmquota_requests_total", **served) == refusal.served_before
+
+
 EXAMPLES = {
     "team-tiny-budget": Example(("sk-llmquota-example-tiny-budget",), team_tiny_budget),
     "team-member-cap": Example(
@@ -216,6 +239,9 @@ EXAMPLES = {
         tuple(f"sk-llmquota-example-{name}" for name in ("prod", "prod-2", "dev")), dynamic_tpm
     ),
     "budget-override": Example(("sk-llmquota-example-launch-bot",), budget_override),
+    "keyless-workloads": Example(
+        (), keyless_workloads, PodIdentity("pod", "deployment/drafter", "support")
+    ),
 }
 """Folder of examples/ -> its keys and its README's promises."""
 
@@ -269,6 +295,11 @@ def budget_override_status(status_of: StatusOf) -> bool:
     )
 
 
+def keyless_status(status_of: StatusOf) -> bool:
+    spent = status_of("team", "support").get("workloadSpend", {})
+    return float(spent.get("deployment/drafter", 0)) >= 0.0001
+
+
 ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
     "team-tiny-budget": tiny_budget_status,
     "team-member-cap": member_cap_status,
@@ -276,5 +307,6 @@ ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
     "per-customer-budget": per_customer_status,
     "dynamic-tpm": dynamic_tpm_status,
     "budget-override": budget_override_status,
+    "keyless-workloads": keyless_status,
 }
 """Folder -> what its README says `kubectl get` shows once its requests were sent."""

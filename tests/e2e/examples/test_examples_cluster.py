@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 import redis
-from tests.e2e.examples.conftest import EXAMPLES_DIR, StartSidecar, clients_of
+from tests.e2e.examples.conftest import EXAMPLES_DIR, StartSidecar, clients_of, identity_flags
 from tests.e2e.examples.promises import EXAMPLES, ON_A_CLUSTER
 from tests.integration.operator.conftest import (
     llmquota_crds,
@@ -26,7 +27,6 @@ from tests.support.waiting import wait_until
 
 from llmquota.policy import keyspace
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import EmbeddedRedis
 
 __all__ = ["llmquota_crds", "namespace", "redis_server", "running_operator"]  # fixtures
@@ -35,6 +35,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("runnin
 
 APPLY_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 60.0  # status sync on a busy machine
+
+
+def _complete(policy_json: bytes | str) -> bool:
+    """A key's or a Team's workload policy that does not only refuse."""
+    fields = json.loads(policy_json)
+    return (fields.get("team_policy") or fields).get("refusal") is None
 
 
 def test_every_example_folder_has_its_cluster_promises() -> None:
@@ -49,6 +55,7 @@ async def test_example_on_a_cluster(
     redis_server: EmbeddedRedis,
     start_sidecar: StartSidecar,
     opened_clients: list[openai.OpenAI],
+    tmp_path: Path,
 ) -> None:
     applied = kube_apiserver.kubectl("apply", "-n", namespace, "-f", f"{EXAMPLES_DIR / folder}/")
     assert applied.returncode == 0, applied.stderr
@@ -60,10 +67,9 @@ async def test_example_on_a_cluster(
             """Every key's policy is in the store, and complete: a key reconciled before
             its Team or Budget was seen has a policy marked incomplete (503) until then."""
             raw = [store.get(keyspace.policy_key(hash_key(key))) for key in example.keys]
-            return all(
-                found is not None and ResolvedPolicy.model_validate_json(found).refusal is None
-                for found in raw
-            )
+            if example.pod is not None:
+                raw.append(store.hget(keyspace.workload_policies_key(namespace), example.pod.team))
+            return all(found is not None and _complete(found) for found in raw)
 
         await wait_until(policies_written, APPLY_TIMEOUT_S)
     finally:
@@ -77,7 +83,8 @@ async def test_example_on_a_cluster(
         return all((item.get("status") or {}).get("active") is True for item in items)
 
     await wait_until(overrides_active, APPLY_TIMEOUT_S)
-    sidecar = start_sidecar("--redis", redis_server.url)
+    pod = identity_flags(folder, example.pod, namespace, tmp_path)
+    sidecar = start_sidecar("--redis", redis_server.url, *pod)
     checked = example.check(clients_of(sidecar, opened_clients))
     if inspect.isawaitable(checked):
         await checked

@@ -5,11 +5,12 @@ requests through the official client, and what the README says one sees."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import openai
 import pytest
 import yaml
-from tests.e2e.examples.conftest import EXAMPLES_DIR, StartSidecar, clients_of
+from tests.e2e.examples.conftest import EXAMPLES_DIR, StartSidecar, clients_of, identity_flags
 from tests.e2e.examples.promises import EXAMPLES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -22,9 +23,10 @@ def test_every_example_folder_has_its_promises_checked() -> None:
 
 @pytest.mark.parametrize("folder", sorted(EXAMPLES))
 async def test_example_standalone(
-    folder: str, start_sidecar: StartSidecar, opened_clients: list[openai.OpenAI]
+    folder: str, start_sidecar: StartSidecar, opened_clients: list[openai.OpenAI], tmp_path: Path
 ) -> None:
-    sidecar = start_sidecar("--manifests", str(EXAMPLES_DIR / folder))
+    pod = identity_flags(folder, EXAMPLES[folder].pod, "default", tmp_path)
+    sidecar = start_sidecar("--manifests", str(EXAMPLES_DIR / folder), *pod)
     checked = EXAMPLES[folder].check(clients_of(sidecar, opened_clients))
     if inspect.isawaitable(checked):
         await checked

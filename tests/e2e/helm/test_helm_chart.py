@@ -237,6 +237,7 @@ def test_rbac_is_least_privilege(helm_bin: Path, chart_dir: Path) -> None:
     assert verbs("kopf.dev", "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
     assert verbs("apiextensions.k8s.io", "customresourcedefinitions") == {"get", "list", "watch"}
     assert verbs("", "namespaces") == {"list", "watch"}
+    assert verbs("batch", "jobs") == {"get"}  # the webhook: a Job's CronJob
     assert verbs("admissionregistration.k8s.io", "mutatingwebhookconfigurations") == set()
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
@@ -408,7 +409,12 @@ def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Pat
         "secretName": "llmquota-redis-password",
         "items": [{"key": "redis-password", "path": "password"}],
     }
-    assert not any("password" in arg for arg in container["args"])
+    # Injected sidecars get the same Secret, mounted as a file (the webhook's part).
+    assert (
+        "--sidecar-redis-password-secret=llmquota-redis-password:redis-password"
+        in (container["args"])
+    )
+    assert not any("password" in arg for arg in container["args"] if "-secret=" not in arg)
 
 
 def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:

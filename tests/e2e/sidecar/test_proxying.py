@@ -182,7 +182,9 @@ def test_metrics_name_the_key_not_its_secret(
     with urllib.request.urlopen(f"{sidecar.url}/metrics") as response:
         metrics = response.read().decode()
     name, team = key.removeprefix("sk-"), team_of(key)
-    subject = {"namespace": "default", "team": team, "key": name, "model": "gpt-4o-mini"}
+    # `workload` is empty: this sidecar was not injected into a Pod (no --workload).
+    subject = {"namespace": "default", "team": team, "key": name, "model": "gpt-4o-mini",
+               "workload": ""}  # fmt: skip
     assert sample(metrics, "llmquota_requests_total", **subject, outcome="served") == 1
     spend = sample(metrics, "llmquota_spend_usd_total", **subject)
     assert spend is not None

@@ -196,6 +196,7 @@ def test_webhook_injects_the_sidecar_into_annotated_pods(
     assert "--upstream-key-file" in sidecar["args"]
     assert "/var/run/llmquota/upstream/api-key" in sidecar["args"]
     assert [v["name"] for v in patched["spec"]["volumes"]] == [
+        "llmquota-identity",
         "llmquota-upstream",
         "llmquota-pricing",
     ]

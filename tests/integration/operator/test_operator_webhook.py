@@ -270,3 +270,101 @@ def test_unannotated_pod_is_untouched(bed: Bed) -> None:
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
     assert "env" not in pod["spec"]["containers"][0]
     assert not any(v["name"].startswith("llmquota-") for v in pod["spec"].get("volumes", []))
+
+
+def _workload_arg(pod: dict[str, Any]) -> str:
+    (sidecar,) = pod["spec"]["initContainers"]
+    args: list[str] = sidecar["args"]
+    return args[args.index("--workload") + 1]
+
+
+def _created(bed: Bed, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server stored it (a controller may remove it right after)."""
+    stored: dict[str, Any] = json.loads(
+        bed.workload.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
+    )
+    return stored
+
+
+def _owned_pod(
+    bed: Bed, name: str, owner: dict[str, Any], labels: dict[str, str]
+) -> dict[str, Any]:
+    reference = {
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"],
+        "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True,
+    }  # fmt: skip
+    return _created(
+        bed,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {"llmquota.dev/inject": "true"},
+                "ownerReferences": [reference],
+            },
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        },
+    )
+
+
+def test_the_sidecar_knows_its_pod_from_the_downward_api_and_its_workload(bed: Bed) -> None:
+    pod = _create_pod(bed, "bare", {"llmquota.dev/inject": "true"})
+    (sidecar,) = pod["spec"]["initContainers"]
+    assert _workload_arg(pod) == "pod/bare"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["llmquota-identity"]["downwardAPI"]["items"] == [
+        {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        {"path": "labels", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels"}},
+    ]
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["llmquota-identity"]["mountPath"] == "/var/run/llmquota/identity"
+    (app,) = pod["spec"]["containers"]
+    assert "llmquota-identity" not in {m["name"] for m in app.get("volumeMounts", [])}
+
+
+def test_a_replicaset_pod_is_its_deployment_and_a_cronjob_job_pod_its_cronjob(bed: Bed) -> None:
+    labels = {"app": "chatbot", "pod-template-hash": "5c7d9f"}
+    template = {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}  # fmt: skip
+    replica_set = _created(
+        bed,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "chatbot-5c7d9f"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": template,
+            },
+        },
+    )
+    pod = _owned_pod(bed, "chatbot-5c7d9f-abcde", replica_set, labels)
+    assert _workload_arg(pod) == "deployment/chatbot"
+
+    containers = [{"name": "app", "image": "app:1"}]
+    job_spec = {"template": {"spec": {"restartPolicy": "Never", "containers": containers}}}
+    cronjob = _created(
+        bed,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly"},
+            "spec": {"schedule": "0 3 * * *", "suspend": True, "jobTemplate": {"spec": job_spec}},
+        },
+    )
+    reference = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                 "uid": cronjob["metadata"]["uid"], "controller": True}  # fmt: skip
+    job = _created(
+        bed,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "nightly-29000000", "ownerReferences": [reference]},
+            "spec": {"suspend": True, **job_spec},
+        },
+    )
+    pod = _owned_pod(bed, "nightly-29000000-xyz12", job, {})
+    assert _workload_arg(pod) == "cronjob/nightly"

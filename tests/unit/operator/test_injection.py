@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmquota.operator.config import SidecarConfig
-from llmquota.operator.injection import SIDECAR_NAME, injected_spec, wants_injection
+from llmquota.operator.injection import SIDECAR_NAME, injected_spec, pod_workload, wants_injection
+from llmquota.policy.identity import OwnerRef
 
 CONFIG = SidecarConfig(
     image="ghcr.io/llmquota/llmquota:0.1.0",
@@ -140,3 +141,72 @@ def test_minimal_config_has_no_optional_volumes_or_flags() -> None:
         "0.0.0.0:4001",
     ]
     assert [v["name"] for v in injected["volumes"]] == ["data"]
+
+
+def test_the_sidecar_learns_its_identity_from_the_downward_api_and_admission() -> None:
+    """Namespace and labels from files the kubelet writes; the workload fixed at admission."""
+    injected = injected_spec(POD_SPEC, CONFIG, "deployment/chatbot")
+    assert injected is not None
+    sidecar = _sidecar(injected)
+    args = sidecar["args"]
+    assert args[args.index("--workload") + 1] == "deployment/chatbot"
+    assert args[args.index("--identity-dir") + 1] == "/var/run/llmquota/identity"
+    (identity,) = [v for v in injected["volumes"] if v["name"] == "llmquota-identity"]
+    assert identity["downwardAPI"]["items"] == [
+        {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+    ]
+    assert {
+        "name": "llmquota-identity",
+        "mountPath": "/var/run/llmquota/identity",
+        "readOnly": True,
+    } in sidecar["volumeMounts"]
+    (app,) = injected["containers"]
+    assert "volumeMounts" not in app
+
+
+def test_the_workload_comes_from_the_pods_owner_references() -> None:
+    replica_set_pod = {
+        "generateName": "chatbot-7d9f8b6c5-",
+        "labels": {"app": "chatbot", "pod-template-hash": "7d9f8b6c5"},
+        "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "chatbot-7d9f8b6c5",
+             "uid": "u", "controller": True},
+        ],
+    }  # fmt: skip
+    assert pod_workload(replica_set_pod) == "deployment/chatbot"
+    job_pod = {
+        "name": "nightly-29000000-abcde",
+        "ownerReferences": [{"kind": "Job", "name": "nightly-29000000", "controller": True}],
+    }
+    assert pod_workload(job_pod) == "job/nightly-29000000"
+    cronjob = OwnerRef("CronJob", "nightly", controller=True)
+    assert pod_workload(job_pod, cronjob) == "cronjob/nightly"
+    assert pod_workload({"generateName": "debug-"}) == "pod/debug-"
+
+
+def test_a_redis_password_secret_is_mounted_as_a_file_never_an_argument_value() -> None:
+    config = SidecarConfig(
+        image="i",
+        redis_url="redis://r",
+        redis_password_secret="llmquota-redis-password",
+        redis_password_secret_key="redis-password",
+    )
+    injected = injected_spec(POD_SPEC, config, "deployment/chatbot")
+    assert injected is not None
+    sidecar = _sidecar(injected)
+    args = sidecar["args"]
+    assert args[args.index("--redis-password-file") + 1] == "/var/run/llmquota/redis/password"
+    (volume,) = [v for v in injected["volumes"] if v["name"] == "llmquota-redis-password"]
+    assert volume["secret"] == {
+        "secretName": "llmquota-redis-password",
+        "items": [{"key": "redis-password", "path": "password"}],
+    }
+    assert {
+        "name": "llmquota-redis-password",
+        "mountPath": "/var/run/llmquota/redis",
+        "readOnly": True,
+    } in sidecar["volumeMounts"]
+    without = injected_spec(POD_SPEC, SidecarConfig(image="i", redis_url="redis://r"))
+    assert without is not None
+    assert "--redis-password-file" not in _sidecar(without)["args"]

@@ -19,6 +19,8 @@ from llmquota.operator.rules.key_secrets import (
     owned_secret,
     secret_name_of,
 )
+from llmquota.operator.rules.mirrored_objects import MirrorSource
+from llmquota.operator.services.mirroring import mirror_sources
 
 OWNER = {
     "apiVersion": "llmquota.dev/v1alpha1",
@@ -112,3 +114,23 @@ def test_bad_flags_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(parse())
     with pytest.raises(ValueError, match="NAMESPACE/NAME"):
         config_from_args(parse("--redis", "redis://r", "--global-budget", "nope"))
+
+
+def test_the_redis_password_secret_reaches_injected_sidecars_mirrored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = config_from_args(
+        parse(
+            "--redis", "redis://r:6379/0",
+            "--sidecar-image", "img:1",
+            "--config-namespace", "llmquota-system",
+            "--sidecar-redis-password-secret", "llmquota-redis-password:redis-password",
+        )
+    )  # fmt: skip
+    assert config.sidecar is not None
+    assert config.sidecar.redis_password_secret == "llmquota-redis-password"
+    assert config.sidecar.redis_password_secret_key == "redis-password"
+    assert MirrorSource(
+        "Secret", "llmquota-system", "llmquota-redis-password", ("redis-password",)
+    ) in mirror_sources(config)

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 def mirror_sources(config: OperatorConfig) -> list[MirrorSource]:
-    """The sidecar ConfigMap, the upstream and the Redis Secret (only their keys), if set."""
+    """The sidecar ConfigMap, the upstream, the Redis URL and password Secrets (only their
+    keys), if set."""
     sidecar, home = config.sidecar, config.config_namespace
     if sidecar is None or home is None:
         return []
@@ -49,6 +50,9 @@ def mirror_sources(config: OperatorConfig) -> list[MirrorSource]:
         sources.append(
             MirrorSource("Secret", home, sidecar.redis_secret, (sidecar.redis_secret_key,))
         )
+    if sidecar.redis_password_secret:
+        password = (sidecar.redis_password_secret_key,)
+        sources.append(MirrorSource("Secret", home, sidecar.redis_password_secret, password))
     return sources
 
 

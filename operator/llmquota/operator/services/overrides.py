@@ -23,6 +23,7 @@ from llmquota.operator.rules.overrides import (
 )
 from llmquota.operator.services.keys import KeyService
 from llmquota.operator.services.status_writer import StatusWriter
+from llmquota.operator.services.workloads import WorkloadService
 from llmquota.operator.state import Gone, OperatorState
 from llmquota.operator.storage.kubernetes import KubeObject
 from llmquota.policy.resolve import ResolutionError, resolve_team
@@ -33,11 +34,19 @@ __all__ = ["OverrideService"]
 class OverrideService:
     """Applies, withdraws and records the expiry of BudgetOverrides."""
 
-    def __init__(self, state: OperatorState, status_writer: StatusWriter, keys: KeyService) -> None:
-        """Work on the process context `state`, re-applying keys through `keys`."""
+    def __init__(
+        self,
+        state: OperatorState,
+        status_writer: StatusWriter,
+        keys: KeyService,
+        workloads: WorkloadService,
+    ) -> None:
+        """Work on the process context `state`, re-applying keys through `keys` and Teams'
+        workload policies through `workloads`."""
         self._state = state
         self._status = status_writer
         self._keys = keys
+        self._workloads = workloads
 
     async def reconcile(
         self, override: BudgetOverride, status: Mapping[str, Any], *, into: MutableMapping[str, Any]
@@ -117,6 +126,7 @@ class OverrideService:
             keys = state.indexes.team_keys(namespace, target.metadata.name)
         applied = keys_to_reresolve(keys, state.keys, state.applying())
         await self._keys.refresh(applied, without=without, known_key=True)
+        await self._workloads.follow("BudgetOverride", namespace, name, deleted=gone)
         remaining = [
             o
             for o in state.indexes.overrides.of(namespace)

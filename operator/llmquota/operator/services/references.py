@@ -22,9 +22,10 @@ from llmquota.operator.rules.dependents import (
 from llmquota.operator.rules.readiness import ready_observation
 from llmquota.operator.services.keys import KeyService
 from llmquota.operator.services.status_writer import StatusWriter
+from llmquota.operator.services.workloads import WorkloadService
 from llmquota.operator.state import OperatorState
 from llmquota.operator.storage.kubernetes import KubeObject
-from llmquota.policy.resolve import ResolutionError, resolve_team
+from llmquota.policy.resolve import ResolutionError, resolve_team, resolve_workload_policy
 
 __all__ = ["ReferenceService"]
 
@@ -32,11 +33,19 @@ __all__ = ["ReferenceService"]
 class ReferenceService:
     """Ready and `subjects` of Teams, Budgets and RateLimits; their dependents refreshed."""
 
-    def __init__(self, state: OperatorState, status_writer: StatusWriter, keys: KeyService) -> None:
-        """Work on the process context `state`, re-applying keys through `keys`."""
+    def __init__(
+        self,
+        state: OperatorState,
+        status_writer: StatusWriter,
+        keys: KeyService,
+        workloads: WorkloadService,
+    ) -> None:
+        """Work on the process context `state`, re-applying keys through `keys` and Teams'
+        workload policies through `workloads`."""
         self._state = state
         self._status = status_writer
         self._keys = keys
+        self._workloads = workloads
 
     async def team_changed(
         self,
@@ -54,14 +63,17 @@ class ReferenceService:
         fields = {"observedGeneration": team.metadata.generation}
         now = datetime.now(UTC)
         await self._status.write(KubeObject.of(team), status, fields, [ready], now=now, into=into)
+        await self._workloads.apply(team)  # also at a (re)start: Redis may be a new one
         if not resumed:
             await self.reresolve("Team", team.metadata.namespace, team.metadata.name)
         return ready.status == "True"
 
     def team_ready(self, team: Team) -> Observation:
         """Ready of a Team: all its references resolve (as its keys' resolution checks)."""
+        objects = self._state.indexes.objects(team.metadata.namespace)
         try:
-            resolve_team(team, self._state.indexes.objects(team.metadata.namespace))
+            resolve_team(team, objects)
+            resolve_workload_policy(team, objects)
         except ResolutionError as error:
             return ready_observation(error, "")
         return ready_observation(None, "references resolved")
@@ -119,6 +131,8 @@ class ReferenceService:
         applied = keys_to_reresolve(affected, state.keys, state.applying())
         without = (kind, namespace, name) if deleted else None
         await self._keys.refresh(applied, without=without, known_key=True)
+        if kind != "Team" or deleted:  # a changed Team applies its own (team_changed)
+            await self._workloads.follow(kind, namespace, name, deleted=deleted)
         return len(applied)
 
 

@@ -56,6 +56,7 @@ from llmquota.operator.services.keys import KeyService
 from llmquota.operator.services.overrides import OverrideService
 from llmquota.operator.services.references import ReferenceService
 from llmquota.operator.services.status_writer import StatusWriter
+from llmquota.operator.services.workloads import WorkloadService
 from llmquota.operator.state import OperatorState, ScopeRef
 from llmquota.operator.storage.kubernetes import KubeObject
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
@@ -307,6 +308,8 @@ class StatusSync:
         keys: KeyService,
         references: ReferenceService,
         overrides: OverrideService,
+        *,
+        workloads: WorkloadService,
     ) -> None:
         """Work on the process context `state`; statuses go out through `status_writer`."""
         self._state = state
@@ -314,6 +317,7 @@ class StatusSync:
         self._keys = keys
         self._references = references
         self._overrides = overrides
+        self._workloads = workloads
 
     async def run(self) -> None:
         """Forever: a `sync_once` every --status-interval (a failed pass is logged)."""
@@ -403,6 +407,10 @@ class StatusSync:
             views = await self._views(subject, counters[:counted], now_ms)
             guards = _guard_views(subject, counters[counted:], now_ms)
             fields, observations = _fields_and_observations(state, subject, views, guards, now_ms)
+            if isinstance(subject.obj, Team):
+                # Repairs a workload policy lost with Redis or whose write failed.
+                await self._workloads.apply(subject.obj)
+                fields["workloadSpend"] = await self._workloads.spend(subject.obj, now_ms)
             await self._status.write(
                 KubeObject.of(subject.obj),
                 subject.status,

@@ -10,6 +10,7 @@ and credential Secret mirrored into workload namespaces.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -24,8 +25,11 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from llmquota.models import API_GROUP, API_VERSION, ApiKey, Budget, BudgetOverride, RateLimit, Team
 from llmquota.operator.rules.mirrored_objects import MirrorKind
 from llmquota.operator.rules.orphans import LiveKey
+from llmquota.policy.identity import OwnerRef
 
 __all__ = ["PLURALS", "KubeObject", "KubernetesStorage"]
+
+logger = logging.getLogger(__name__)
 
 NOT_FOUND = 404
 CONFLICT = 409
@@ -85,6 +89,7 @@ class KubernetesStorage:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
 
     @classmethod
     async def connect(cls) -> Self:
@@ -113,6 +118,28 @@ class KubernetesStorage:
             raise
         found: dict[str, Any] = self.api_client.sanitize_for_serialization(secret)
         return found
+
+    async def job_controller(self, namespace: str, name: str) -> OwnerRef | None:
+        """The controller of a Job (its CronJob), None when it has none or cannot be read.
+
+        The injection webhook asks, so that a CronJob's Pods are charged to the CronJob
+        (docs/keyless.md); an unreadable Job leaves them charged to the Job itself.
+        """
+        try:
+            job = await self.batch.read_namespaced_job(name, namespace)
+        except (ApiException, OSError) as error:
+            logger.warning("Job %s/%s unreadable, its Pods are its own workload: %s",
+                           namespace, name, error)  # fmt: skip
+            return None
+        owners = job.metadata.owner_references or []
+        return next(
+            (
+                OwnerRef(kind=owner.kind, name=owner.name, controller=True)
+                for owner in owners
+                if owner.controller
+            ),
+            None,
+        )
 
     async def create_secret(self, body: Mapping[str, Any]) -> bool:
         """Create a Secret; False when one of that name appeared meanwhile."""
