@@ -15,10 +15,12 @@ restart. No error message here repeats a password.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -27,6 +29,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.credentials import CredentialProvider
 from redis.maint_notifications import MaintNotificationsConfig
+
+ResultT = TypeVar("ResultT")
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
@@ -59,6 +63,43 @@ RETRY_BASE_S = 0.05
 RETRY_CAP_S = 0.5
 SENTINEL_TIMEOUT_S = 1.0
 HEALTH_CHECK_INTERVAL_S = 10
+
+
+class _CancellableRetry(Retry):
+    """redis-py's retries, which also give back a cancellation the client swallowed.
+
+    With a socket timeout, redis-py sends every command through `asyncio.wait_for`,
+    which in Python 3.11 drops a cancellation that arrives just as the send completes
+    (it returns the send's result, or raises its error as a ConnectionError). A loop
+    that retries on Redis errors would then never end at shutdown. A cancellation
+    requested during the call (the task's `cancelling()` count rose) that did not end
+    it is raised here; one requested before (a cancelled task cleaning up) is not.
+    """
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[ResultT]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> ResultT:
+        """`Retry.call_with_retry`, then CancelledError if a cancellation was swallowed."""
+        task = asyncio.current_task()
+        requested = 0 if task is None else task.cancelling()
+        try:
+            result = await super().call_with_retry(do, fail, is_retryable, with_failure_count)
+        except Exception as error:
+            if task is not None and task.cancelling() > requested:
+                raise asyncio.CancelledError from error
+            raise
+        if task is not None and task.cancelling() > requested:
+            raise asyncio.CancelledError
+        return result
+
+
+def _retry(retries: int) -> Retry:
+    """Jittered exponential backoff from RETRY_BASE_S to RETRY_CAP_S, `retries` times."""
+    return _CancellableRetry(ExponentialWithJitterBackoff(RETRY_CAP_S, RETRY_BASE_S), retries)
 
 
 class RedisUrlError(ValueError):
@@ -280,9 +321,7 @@ def _with_defaults(location: RedisLocation, options: dict[str, Any]) -> dict[str
     """
     merged = dict(options)
     merged.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL_S)
-    merged.setdefault(
-        "retry", Retry(ExponentialWithJitterBackoff(RETRY_CAP_S, RETRY_BASE_S), RETRIES)
-    )
+    merged.setdefault("retry", _retry(RETRIES))
     if not location.url.startswith("unix://"):
         merged.setdefault("socket_keepalive", True)
         merged.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
@@ -298,7 +337,7 @@ def _sentinel_client(
     sentinel_options: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT_S,
         "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-        "retry": Retry(ExponentialWithJitterBackoff(RETRY_CAP_S, RETRY_BASE_S), 0),
+        "retry": _retry(0),
     }
     if location.tls:
         sentinel_options["ssl"] = True

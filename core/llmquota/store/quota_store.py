@@ -7,6 +7,7 @@ Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -14,6 +15,7 @@ from typing import Any, Self
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
@@ -107,6 +109,11 @@ class QuotaStore:
 
     def _clock(self) -> int:
         return self._clock_ms() if self._clock_ms is not None else 0
+
+    def _local_now_ms(self) -> int:
+        """This process's clock (or the injected one), around which calendar windows'
+        boundaries are handed to the scripts; they pick the window Redis' clock is in."""
+        return self._clock_ms() if self._clock_ms is not None else int(time.time() * 1000)
 
     @store_call
     async def now_ms(self) -> int:
@@ -203,7 +210,7 @@ class QuotaStore:
 
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
-        script_call = call.script_call()
+        script_call = call.script_call(self._local_now_ms())
         try:
             result: list[Any] = await self._run_hot(
                 "admit", script_call.keys, [script_call.spec_json, self._clock()]
@@ -290,6 +297,18 @@ class QuotaStore:
         return [_budget_counter(raw) for raw in raw_counters]
 
     @store_call
+    async def read_window_budgets(
+        self, windows: Iterable[tuple[str, str, str]]
+    ) -> list[BudgetCounter]:
+        """The counters of further budget windows, by (tag, scope id, window wire form),
+        in one round trip (a budget's main window is `read_budgets`')."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tag, scope_id, window in windows:
+                pipe.hgetall(keyspace.budget_window_key(tag, scope_id, window))
+            raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
+        return [_budget_counter(raw) for raw in raw_counters]
+
+    @store_call
     async def seed_budget(
         self,
         tag: str,
@@ -365,11 +384,14 @@ class QuotaStore:
         if counter.window_start_ms is None:
             return False
         pairs = [value for item in counter.model_spend_nanos.items() for value in item]
+        spec = window_spec(limits.window)
+        bounds = calendar_bounds(spec, self._local_now_ms()) if spec.needs_bounds else []
         restored = await self._scripts.restore(
             keys=[keyspace.budget_key(tag, scope_id)],
             args=[
                 limits.window,
                 limits.anchor_ms,
+                ",".join(str(bound) for bound in bounds),
                 counter.window_start_ms,
                 counter.spend_nanos,
                 generation,
