@@ -16,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
-from llmquota.policy.limits import BudgetLimits, RateLimits, ResolvedPolicy, Scope
+from llmquota.policy.limits import BudgetLimits, RateLimits, ResolvedPolicy, Scope, WindowLimits
 
 __all__ = [
     "KEY_SHARE",
@@ -28,6 +31,7 @@ __all__ = [
     "ScriptCall",
     "admission_call",
     "counter_amount",
+    "counter_key",
     "dynamic_group",
     "lease_tag",
     "scopes_for",
@@ -88,27 +92,56 @@ class AdmissionCall:
     request: dict[str, Any]
     lease_tag: str
 
-    def script_call(self) -> ScriptCall:
+    def script_call(self, now_ms: int | None = None) -> ScriptCall:
         """The whole admission as one script run, its lease under the key's own hash tag:
-        one round trip on a single Redis."""
-        return _script_call(self.lease_tag, self.request_id, self.checks, self.request)
+        one round trip on a single Redis. `now_ms`: the caller's clock, around which the
+        boundaries of calendar windows in a time zone are computed (the script has no zone
+        data and picks the window its own clock falls in); needed only when there are."""
+        return _script_call(self.lease_tag, self.request_id, self.checks, self.request, now_ms)
+
+
+def _with_bounds(fields: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
+    """A budget check's fields, with its calendar window's boundaries when it needs them."""
+    window = fields.get("window")
+    if window is None or not window_spec(window).needs_bounds:
+        return fields
+    if now_ms is None:
+        msg = f"a calendar window ({window}) needs the caller's clock to compute its bounds"
+        raise ValueError(msg)
+    return {**fields, "bounds": calendar_bounds(window_spec(window), now_ms)}
 
 
 def _script_call(
-    tag: str, request_id: str, checks: Sequence[Check], request: Mapping[str, Any]
+    tag: str,
+    request_id: str,
+    checks: Sequence[Check],
+    request: Mapping[str, Any],
+    now_ms: int | None,
 ) -> ScriptCall:
     """The script run over `checks`, with its counters numbered once each from 1."""
     counters: dict[str, int] = {}
     specs = [
-        {**check.fields, "counter": counters.setdefault(check.counter, len(counters) + 1)}
+        {
+            **_with_bounds(check.fields, now_ms),
+            "counter": counters.setdefault(check.counter, len(counters) + 1),
+        }
         for check in checks
     ]
     spec = {**request, "checks": specs}
     return ScriptCall(
         tag=tag,
         keys=[keyspace.leases_key(tag), keyspace.lease_key(tag, request_id), *counters],
-        spec_json=json.dumps(spec, separators=(",", ":")),
+        spec_json=_json(spec),
     )
+
+
+def _json(spec: Mapping[str, Any]) -> str:
+    """The spec as compact JSON: orjson's (every request encodes one), the standard
+    library's for what orjson cannot encode (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(spec).decode()
+    except TypeError:
+        return json.dumps(spec, separators=(",", ":"))
 
 
 def scopes_for(policy: ResolvedPolicy, end_user: str | None) -> list[Scope]:
@@ -162,21 +195,43 @@ def counter_amount(value: int) -> int:
     return min(max(value, 0), MAX_AMOUNT)
 
 
-def _budget_check(scope: Scope, budget: BudgetLimits, index: int, model: str) -> Check:
-    return Check(
-        counter=keyspace.budget_key(scope.tag, scope.id),
-        tag=scope.tag,
-        fields={
-            "kind": "budget",
-            "scope": index,
-            "max": budget.max_nanos,
-            "window": budget.window,
-            "anchor": budget.anchor_ms,
-            "model_max": budget.model_max_nanos.get(model, NO_LIMIT),
-            "shared": scope.kind != "key",
-            **_increases(budget),
-        },
-    )
+def _audit(audit: bool) -> dict[str, bool]:
+    """`audit: true` on the checks of an audited limit; absent (enforced) otherwise."""
+    return {"audit": True} if audit else {}
+
+
+def counter_key(scope: Scope, window_index: int, window: WindowLimits) -> str:
+    """The counter of one window of a scope's budget: the main one (index 0) keeps the
+    scope's budget counter, each further one has its own."""
+    if window_index == 0:
+        return keyspace.budget_key(scope.tag, scope.id)
+    return keyspace.budget_window_key(scope.tag, scope.id, window.window)
+
+
+def _budget_checks(scope: Scope, budget: BudgetLimits, index: int, model: str) -> list[Check]:
+    """One check per window of the budget, the main one first: a request must fit every
+    one. Model caps belong to the main window; overrides raise every window."""
+    return [
+        Check(
+            counter=counter_key(scope, window_index, window),
+            tag=scope.tag,
+            fields={
+                "kind": "budget",
+                "scope": index,
+                "max": window.max_nanos,
+                "window": window.window,
+                "anchor": budget.anchor_ms,
+                "model_max": budget.model_max_nanos.get(model, NO_LIMIT)
+                if window_index == 0
+                else NO_LIMIT,
+                "shared": scope.kind != "key",
+                **({"window_index": window_index} if window_index else {}),
+                **_increases(budget),
+                **_audit(budget.audit),
+            },
+        )
+        for window_index, window in enumerate(budget.all_windows)
+    ]
 
 
 def _rate_checks(
@@ -195,6 +250,7 @@ def _rate_checks(
                 "tpm": _or_none(rate.tpm),
                 "model_rpm": _or_none(model_limits.rpm if model_limits else None),
                 "model_tpm": _or_none(model_limits.tpm if model_limits else None),
+                **_audit(rate.audit),
             },
         )
     ]
@@ -212,6 +268,7 @@ def _rate_checks(
                     "member": policy.key_hash,
                     "group": group,
                     "weight": weight,
+                    **_audit(rate.audit),
                 },
             )
         )
@@ -226,6 +283,7 @@ def _rate_checks(
                     "scope": index,
                     "max": _or_none(rate.max_parallel),
                     "model_max": _or_none(model_parallel),
+                    **_audit(rate.audit),
                 },
             )
         )
@@ -241,7 +299,7 @@ def admission_call(
     scopes = scopes_for(policy, estimate.end_user)
     for index, scope in enumerate(scopes):
         if scope.budget is not None:
-            checks.append(_budget_check(scope, scope.budget, index, model))
+            checks.extend(_budget_checks(scope, scope.budget, index, model))
         if scope.rate is not None:
             checks.extend(_rate_checks(scope, scope.rate, index, model, policy))
     request = {

@@ -10,14 +10,16 @@ from datetime import datetime
 from typing import NamedTuple
 
 from llmquota.policy.admission import AdmissionCall
-from llmquota.policy.limits import ResolvedPolicy, usd
+from llmquota.policy.limits import ResolvedPolicy, Scope, usd
 
 __all__ = [
     "ADMITTED",
+    "AUDIT_HEADER",
     "BUDGET_REMAINING_HEADER",
     "RESERVED_RETRY_MS",
     "Admitted",
     "AdmittedAnswer",
+    "Audited",
     "Refused",
     "RefusedAnswer",
     "check_key",
@@ -55,6 +57,22 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class Audited:
+    """What an audited scope (enforcement: Audit) would have answered: the request was
+    admitted anyway. `scope` is the scope that would have refused."""
+
+    scope: Scope
+    refusal: Refused
+
+    @property
+    def header(self) -> str:
+        """`x-llmquota-audit`'s value: `<scope> would refuse: <reason>`, in printable
+        ASCII (an end user's name comes from the request body)."""
+        text = f"{self.scope.label} would refuse: {self.refusal.message}"
+        return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
 class Admitted:
     """A request let through, with the headers its response carries.
 
@@ -66,6 +84,7 @@ class Admitted:
     headers: dict[str, str]
     budget_left_nanos: int | None
     budget_room_nanos: int | None = None
+    audit: Audited | None = None
 
     def remaining_after(self, cost_nanos: int) -> int | None:
         """The tightest budget's remaining once this request is settled at `cost_nanos`."""
@@ -150,6 +169,8 @@ def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
 
 
 BUDGET_REMAINING_HEADER = "x-llmquota-budget-remaining"
+AUDIT_HEADER = "x-llmquota-audit"
+"""On a response an audited scope would have refused: which scope, and why."""
 # A budget whose spend is below its max is full only with what requests in flight have
 # reserved: they settle (or are freed) within their answer's time, so retry soon.
 RESERVED_RETRY_MS = 1000
@@ -158,7 +179,8 @@ RESERVED_RETRY_MS = 1000
 class AdmittedAnswer(NamedTuple):
     """admit.lua's answer when it admits: `{1, <these fields in this order>}`; -1 is "no
     such limit". `budget_room`: the tightest budget's room before this request's
-    reservation (`budget_left` is with it held)."""
+    reservation (`budget_left` is with it held). `audit`: the refusal an audited check
+    would have made (the answer's further fields, as a refusal's after its 0)."""
 
     budget_left: int
     req_limit: int
@@ -167,6 +189,7 @@ class AdmittedAnswer(NamedTuple):
     tok_left: int
     reset_ms: int
     budget_room: int = -1
+    audit: RefusedAnswer | None = None
 
 
 class RefusedAnswer(NamedTuple):
@@ -182,25 +205,49 @@ class RefusedAnswer(NamedTuple):
     maximum: int
     retry_ms: int
     reserved: int
+    window_index: int = 0  # which window of a budget: 0 the main one, n windows[n-1]
 
 
 ADMITTED = 1
 """The first element of admit.lua's answer when it admits (0 when it refuses)."""
 
 
+_ADMITTED_FIELDS = len(AdmittedAnswer._fields) - 1  # all but `audit`
+
+
 def read_answer(result: Sequence[int | bytes | str]) -> AdmittedAnswer | RefusedAnswer:
     """admit.lua's raw answer with its positions named."""
     if int(result[0]) == ADMITTED:
-        return AdmittedAnswer(*(int(value) for value in result[1:]))
-    scope, limit, *amounts = result[1:]
+        left, req_limit, req_left, tok_limit, tok_left, reset_ms, *room = (
+            int(value) for value in result[1 : 1 + _ADMITTED_FIELDS]
+        )
+        audit = result[1 + _ADMITTED_FIELDS :]
+        return AdmittedAnswer(
+            left, req_limit, req_left, tok_limit, tok_left, reset_ms,
+            budget_room=room[0] if room else -1,
+            audit=_refused_answer(audit) if audit else None,
+        )  # fmt: skip
+    return _refused_answer(result[1:])
+
+
+def _refused_answer(fields: Sequence[int | bytes | str]) -> RefusedAnswer:
+    scope, limit, *amounts = fields
     name = limit.decode() if isinstance(limit, bytes) else str(limit)
-    current, maximum, retry_ms, reserved = (int(value) for value in amounts)
-    return RefusedAnswer(int(scope), name, current, maximum, retry_ms, reserved)
+    return RefusedAnswer(int(scope), name, *(int(value) for value in amounts))
+
+
+def _window_label(scope: Scope, window_index: int) -> str:
+    """What a refusal calls the scope: with the window's name when it is not the main
+    one, e.g. `key alice (daily window)`."""
+    if window_index == 0 or scope.budget is None:
+        return scope.label
+    return f"{scope.label} ({scope.budget.windows[window_index - 1].duration} window)"
 
 
 def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
     scope, limit = call.scopes[answer.scope], answer.limit
-    current, maximum, retry_ms, reserved = answer[2:]
+    label = _window_label(scope, answer.window_index)
+    current, maximum, retry_ms, reserved = answer[2:6]
     what = "Budget" if limit == "max_budget" else "Model budget"
     in_flight = f" (+{format_money(usd(reserved))} reserved in flight)" if reserved else ""
     spend = (
@@ -211,11 +258,11 @@ def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
             402,
             "budget_exceeded",
             "budget_exceeded",
-            f"{what} is held by requests in flight for {scope.label}: {spend}; their "
+            f"{what} is held by requests in flight for {label}: {spend}; their "
             f"reservations are released when they finish, retry in "
             f"{format_wait(RESERVED_RETRY_MS)}",
             limit=limit,
-            scope_label=scope.label,
+            scope_label=label,
             headers=_retry_after(RESERVED_RETRY_MS),
         )
     resets = "never resets" if retry_ms < 0 else f"resets in {format_wait(retry_ms)}"
@@ -223,9 +270,9 @@ def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
         402,
         "budget_exceeded",
         "budget_exceeded",
-        f"{what} has been exceeded for {scope.label}: {spend}, {resets}",
+        f"{what} has been exceeded for {label}: {spend}, {resets}",
         limit=limit,
-        scope_label=scope.label,
+        scope_label=label,
         headers={} if retry_ms < 0 else _retry_after(retry_ms),
     )
 
@@ -246,14 +293,23 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
     """The admit script's answer as headers or a refusal that names scope and limit."""
     answer = read_answer(result)
     if isinstance(answer, AdmittedAnswer):
-        return _admitted(answer)
+        audit = answer.audit
+        audited = (
+            None if audit is None else Audited(call.scopes[audit.scope], _refusal(call, audit))
+        )
+        return _admitted(answer, audited)
+    return _refusal(call, answer)
+
+
+def _refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
+    """A refusal that names the scope (and the window) and the limit."""
     scope = call.scopes[answer.scope]
     limit = answer.limit
     if limit in ("max_budget", "model_max_budget"):
         return _budget_refusal(call, answer)
     if limit == "key_share":
         return _key_share_refusal(
-            scope.label,
+            _window_label(scope, answer.window_index),
             held=answer.current,
             allowed=answer.maximum,
             retry_ms=answer.retry_ms,
@@ -271,7 +327,7 @@ def interpret_admit(result: Sequence[int | bytes | str], call: AdmissionCall) ->
     )
 
 
-def _admitted(answer: AdmittedAnswer) -> Admitted:
+def _admitted(answer: AdmittedAnswer, audit: Audited | None) -> Admitted:
     headers: dict[str, str] = {}
     if answer.req_limit >= 0:
         headers["x-ratelimit-limit-requests"] = str(answer.req_limit)
@@ -284,11 +340,14 @@ def _admitted(answer: AdmittedAnswer) -> Admitted:
     budget_left = answer.budget_left
     if budget_left >= 0:
         headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)
+    if audit is not None:
+        headers[AUDIT_HEADER] = audit.header
     room = answer.budget_room
     return Admitted(
         headers=headers,
         budget_left_nanos=None if budget_left < 0 else budget_left,
         budget_room_nanos=None if room < 0 or budget_left < 0 else room,
+        audit=audit,
     )
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "POLICY_CHANNEL",
     "POLICY_INDEX",
     "budget_key",
+    "budget_window_key",
     "created_key",
     "lease_key",
     "leases_key",
@@ -64,6 +65,14 @@ def lease_key(tag: str, request_id: str) -> str:
 def budget_key(tag: str, scope_id: str) -> str:
     """A scope's spend in its current budget window (hash: win, spend, resv, s:/r:model)."""
     return f"{PREFIX}:{{{tag}}}:budget:{scope_id}"
+
+
+def budget_window_key(tag: str, scope_id: str, window: str) -> str:
+    """A scope's spend in one further window of its budget (`windows`), by the window's
+    wire form (e.g. `cal:daily:Europe/Berlin`): the same fields as `budget_key`. The main
+    window keeps `budget_key`, so its spend carries over when windows are added. The
+    window comes before the scope id, whose end-user part is the caller's text."""
+    return f"{PREFIX}:{{{tag}}}:budget-window:{window}:{scope_id}"
 
 
 def rate_key(tag: str, scope_id: str) -> str:

@@ -11,17 +11,18 @@ import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
-from redis.exceptions import ResponseError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
-from llmquota.policy.decision import Admitted, Refused, check_key, interpret_admit
+from llmquota.policy.decision import Admitted, Audited, Refused, check_key, interpret_admit
 from llmquota.policy.failure import fails_open
 from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
-from llmquota.sidecar.authenticate import STORE_DOWN, authenticate, store_unavailable
+from llmquota.sidecar.authenticate import authenticate, store_unavailable
+from llmquota.sidecar.budget_gauges import subject_labels
 from llmquota.sidecar.exchange import Exchange, Refusal
 from llmquota.sidecar.state import BUDGET_GAUGES, IN_FLIGHT, METRICS, PRICES, SETTINGS, STORE
 from llmquota.sidecar.wire import ParsedBody
+from llmquota.store import StoreRefused, StoreUnavailable
 
 __all__ = ["admit"]
 
@@ -88,7 +89,7 @@ async def admit(
     )
     try:
         raw = await request.app[STORE].admit(call)
-    except ResponseError as error:
+    except StoreRefused as error:
         # The store ran the script and refused its arguments: nothing was reserved.
         logger.warning(
             "quota store refused the admission: %s",
@@ -103,7 +104,7 @@ async def admit(
             "store_refused",
             outcome="store_unavailable",
         ) from error
-    except STORE_DOWN as error:
+    except StoreUnavailable as error:
         if not fails_open(call.scopes, fail_open_flag=settings.fail_open):
             raise store_unavailable(error) from error
         logger.warning(
@@ -121,7 +122,24 @@ async def admit(
         raise Refusal.of(decision)
     exchange.reserved = True
     request.app[IN_FLIGHT].add(exchange.request_id)
+    if decision.audit is not None:
+        _note_audit(request, exchange, decision.audit)
     return tokens, decision
+
+
+def _note_audit(request: web.Request, exchange: Exchange, audit: Audited) -> None:
+    """A request an audited scope would have refused: served, counted and logged (its
+    response carries `x-llmquota-audit`, in the decision's headers)."""
+    request.app[METRICS].audit_refusals.labels(*subject_labels(audit.scope)).inc()
+    logger.info(
+        "audited limit would refuse",
+        extra={
+            "request_id": exchange.request_id,
+            "scope": audit.scope.label,
+            "limit": audit.refusal.limit,
+            "reason": audit.refusal.message,
+        },
+    )
 
 
 def _note_refusal(request: web.Request, policy: ResolvedPolicy, refused: Refused) -> None:

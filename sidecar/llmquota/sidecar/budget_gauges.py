@@ -18,13 +18,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
-from llmquota.policy.limits import BudgetLimits, Scope, usd
+from llmquota.policy.limits import BudgetLimits, Scope, WindowLimits, usd
 from llmquota.sidecar.metrics import SidecarMetrics
-from llmquota.store import BudgetCounter, QuotaStore
+from llmquota.store import BudgetCounter, QuotaStore, StoreError
 
-__all__ = ["BudgetGauges"]
+__all__ = ["BudgetGauges", "subject_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +50,24 @@ class _Watched:
     crossed_window_ms: int | None = None  # start of the window whose crossing was reported
 
 
-def _watched(scope: Scope, budget: BudgetLimits) -> _Watched:
-    """`team/ns/qa` -> team qa; `member/ns/qa/ana` -> member qa/ana; an end user's scope
-    (`<owner id>/user/<user>`) is named after its owner, the Team or ApiKey."""
-    owner_id, _, end_user = scope.id.partition(_END_USER)
+def subject_labels(scope: Scope) -> tuple[str, str, str]:
+    """A scope's `namespace, kind, name` labels: `team/ns/qa` -> team qa; `member/ns/qa/ana`
+    -> member qa/ana; an end user's scope (`<owner id>/user/<user>`) is named after its
+    owner, the Team or ApiKey, never after the user (labels stay low-cardinality)."""
+    owner_id = scope.id.partition(_END_USER)[0]
     _, namespace, name = owner_id.split("/", 2)
+    return namespace, scope.kind, name
+
+
+def _watched(scope: Scope, budget: BudgetLimits) -> _Watched:
+    namespace, kind, name = subject_labels(scope)
     return _Watched(
         tag=scope.tag,
         scope_id=scope.id,
-        kind=scope.kind,
+        kind=kind,
         namespace=namespace,
         name=name,
-        end_user=end_user or None,
+        end_user=scope.id.partition(_END_USER)[2] or None,
         budget=budget,
     )
 
@@ -114,19 +118,43 @@ class BudgetGauges:
         counters = await self._store.read_budgets((w.tag, w.scope_id) for w in watched)
         for scope, counter in zip(watched, counters, strict=True):
             self._show(scope, counter, now_ms)
+        further = [
+            (scope, window)
+            for scope in watched
+            if scope.end_user is None
+            for window in scope.budget.windows
+        ]
+        if further:
+            window_counters = await self._store.read_window_budgets(
+                (scope.tag, scope.scope_id, window.window) for scope, window in further
+            )
+            for (scope, window), counter in zip(further, window_counters, strict=True):
+                self._show_remaining(scope, window, counter, now_ms)
+
+    def _show_remaining(
+        self, scope: _Watched, window: WindowLimits, counter: BudgetCounter, now_ms: int
+    ) -> None:
+        """`remaining_budget_usd` of one window of the scope's budget (its own counter)."""
+        budget = scope.budget
+        max_nanos = budget.raise_max(window.max_nanos, now_ms)
+        if max_nanos < 0:
+            return
+        current = counter.window_start_ms == budget.period_at(window.window, now_ms).start_ms
+        used = counter.spend_nanos + counter.reserved_nanos if current else 0
+        enforcement = "Audit" if budget.audit else "Enforce"
+        labels = (scope.namespace, scope.kind, scope.name, window.duration, enforcement)
+        self._metrics.remaining_budget.labels(*labels).set(usd(max(0, max_nanos - used)))
 
     def _show(self, scope: _Watched, counter: BudgetCounter, now_ms: int) -> None:
         budget = scope.budget
         window = budget.window_at(now_ms)
         current = counter.window_start_ms == window.start_ms
         spend = counter.spend_nanos if current else 0
-        reserved = counter.reserved_nanos if current else 0
         soft = budget.soft_nanos
         labels = (scope.namespace, scope.kind, scope.name)
         if scope.end_user is None:
-            if budget.max_nanos >= 0:
-                left = max(0, budget.max_nanos - spend - reserved)
-                self._metrics.remaining_budget.labels(*labels, budget.duration).set(usd(left))
+            main = WindowLimits(max_nanos=budget.max_nanos, window=budget.window)
+            self._show_remaining(scope, main, counter, now_ms)
             if soft is not None:
                 self._metrics.soft_budget_exceeded.labels(*labels).set(int(spend >= soft))
         if soft is None or spend < soft or scope.crossed_window_ms == window.start_ms:
@@ -154,6 +182,6 @@ class BudgetGauges:
             self._touched.clear()
             try:
                 await self.refresh(int(time.time() * 1000))
-            except (RedisError, OSError) as error:
+            except StoreError as error:
                 logger.debug("cannot read budget counters for the gauges: %s", error)
             await asyncio.sleep(MIN_GAP_S)

@@ -119,6 +119,7 @@ class SidecarMetrics:
     soft_budget_exceeded: Labelled[Gauge]
     soft_budget_crossings: Labelled[Counter]
     rate_limited: Labelled[Counter]
+    audit_refusals: Labelled[Counter]
     overhead: Histogram
     settle_retries: Counter
     settles_pending: Gauge
@@ -163,8 +164,9 @@ class SidecarMetrics:
                 Gauge(
                     "llmquota_remaining_budget_usd",
                     "USD left in a budget's current window (in-flight reservations count as "
-                    "spent), as last read by this sidecar.",
-                    ["namespace", "kind", "name", "window"],
+                    "spent), as last read by this sidecar; one series per window of the "
+                    "budget, and enforcement Audit for a budget that never refuses.",
+                    ["namespace", "kind", "name", "window", "enforcement"],
                     registry=registry,
                 )
             ),
@@ -190,6 +192,15 @@ class SidecarMetrics:
                     "llmquota_rate_limited",
                     "Requests refused by a rate limit, by limit (rpm, tpm, ...).",
                     ["namespace", "team", "key", "limit"],
+                    registry=registry,
+                )
+            ),
+            audit_refusals=Labelled(
+                Counter(
+                    "llmquota_audit_refusals",
+                    "Requests served that an audited limit (enforcement: Audit) would have "
+                    "refused, by the first such scope.",
+                    ["namespace", "kind", "name"],
                     registry=registry,
                 )
             ),

@@ -50,15 +50,25 @@ async def test_every_budget_scope_has_its_remaining_by_window(
         key,
     )
     clients(key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    team = labels(namespace="default", kind="team", name="gauge-team", window="30d")
-    own = labels(namespace="default", kind="key", name="gauge-key", window="1d")
+    team = labels(
+        namespace="default", kind="team", name="gauge-team", window="30d", enforcement="Enforce"
+    )
+    own = labels(
+        namespace="default", kind="key", name="gauge-key", window="1d", enforcement="Enforce"
+    )
 
     async def both_shown() -> bool:
         found = samples(sidecar, "llmquota_remaining_budget_usd")
         return 9.99 < found.get(team, 0) < 10 and 0.99 < found.get(own, 0) < 1
 
     await wait_until(both_shown, GAUGE_TIMEOUT_S)
-    member = labels(namespace="default", kind="member", name="gauge-team/ana", window="30d")
+    member = labels(
+        namespace="default",
+        kind="member",
+        name="gauge-team/ana",
+        window="30d",
+        enforcement="Enforce",
+    )
     assert member not in samples(sidecar, "llmquota_remaining_budget_usd")  # no cap: no gauge
     assert key not in repr(samples(sidecar, "llmquota_remaining_budget_usd"))
 

@@ -197,6 +197,7 @@ def test_metrics_name_the_key_not_its_secret(
         kind="team",
         name=team,
         window="none",
+        enforcement="Enforce",
     )
     assert remaining is not None
     assert 9.99 < remaining < 10

@@ -1,11 +1,15 @@
 """The Lua `budget_window` (what admission enforces) equals the Python `window_at` (what
-statuses and the operator report), for random windows, anchors and times."""
+statuses and the operator report), for random windows, anchors and times; for calendar
+windows in a time zone, given the bounds a caller computed around its own clock, while
+Redis' clock is hours away from the caller's, over zones and daylight-saving dates."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from importlib.resources import files
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -13,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.redis_server import RedisEndpoint
 
-from llmquota.durations import WindowSpec, window_at
+from llmquota.calendar import CALENDAR_UNITS
+from llmquota.durations import WindowSpec, calendar_bounds, parse_duration, window_at
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +39,29 @@ SPECS = st.one_of(
 # The shared prelude plus one line: the window the scripts compute.
 WINDOW_SNIPPET = (
     files("llmquota.store").joinpath("lua/_common.lua").read_text()
-    + "\nreturn {budget_window(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))}\n"
+    + "\nreturn {budget_window(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),"
+    " cjson.decode(ARGV[4] or '[]'))}\n"
 )
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Santiago",
+    "America/Havana",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "Pacific/Apia",
+    "Pacific/Chatham",
+    "Pacific/Kiritimati",
+)
+# 1990 .. 2060; and the caller's clock up to 6 hours off Redis' (less than any day).
+ZONED_TIMES = st.integers(min_value=631_152_000_000, max_value=2_840_140_800_000)
+SKEWS = st.integers(min_value=-6 * 3_600_000, max_value=6 * 3_600_000)
+# Daylight-saving changes: noon UTC on the days Berlin, New York, Santiago change clocks.
+DST_DAYS = [
+    "2026-03-29", "2026-10-25", "2026-03-08", "2026-11-01", "2026-04-05", "2026-09-06",
+    "2011-12-30", "2024-03-31", "2037-10-25",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +99,40 @@ def test_lua_monthly_windows_at_calendar_edges(
     lua_window: redis.commands.core.Script, now: str, start: str, end: str
 ) -> None:
     assert lua_window(args=["monthly", 0, ms(now)]) == [ms(start), ms(end)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    unit=st.sampled_from(CALENDAR_UNITS),
+    zone=st.sampled_from(ZONES),
+    caller_ms=ZONED_TIMES,
+    skew_ms=SKEWS,
+)
+def test_lua_calendar_window_equals_python_window_across_clocks(
+    lua_window: redis.commands.core.Script, unit: str, zone: str, caller_ms: int, skew_ms: int
+) -> None:
+    spec = parse_duration(unit, zone)
+    redis_ms = caller_ms + skew_ms
+    bounds = calendar_bounds(spec, caller_ms)
+    expected = window_at(spec, 0, redis_ms)
+    start, end = lua_window(args=[spec.wire, 0, redis_ms, json.dumps(bounds)])
+    assert (start, end) == (expected.start_ms, expected.end_ms)
+
+
+@pytest.mark.parametrize("day", DST_DAYS)
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize("hour", [-1, 0, 1, 2, 3, 4, 22, 23, 24, 25])
+def test_lua_daily_windows_around_daylight_saving_changes(
+    lua_window: redis.commands.core.Script, day: str, zone: str, hour: int
+) -> None:
+    """Every hour around each change, with the caller's clock a few minutes off."""
+    spec = parse_duration("daily", zone)
+    local_midnight = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo(zone))
+    redis_ms = int(local_midnight.timestamp() * 1000) + hour * 3_600_000
+    for caller_ms in (redis_ms - 300_000, redis_ms, redis_ms + 300_000):
+        expected = window_at(spec, 0, redis_ms)
+        bounds = json.dumps(calendar_bounds(spec, caller_ms))
+        assert lua_window(args=[spec.wire, 0, redis_ms, bounds]) == [
+            expected.start_ms,
+            expected.end_ms,
+        ]

@@ -102,6 +102,36 @@ async def test_500_requests_from_8_processes_admit_exactly_the_budget(
     assert not (await attempt(store, policy, cost_nanos=1)).admitted
 
 
+async def test_500_requests_from_8_processes_admit_exactly_the_tighter_of_2_windows(
+    redis_server: RedisEndpoint, store: QuotaStore
+) -> None:
+    """Both windows are checked and reserved in one atomic admission: the weekly window's
+    half dollar (a calendar window: its boundaries handed in) admits exactly 50 one-cent
+    requests, and each counter holds them all."""
+    budget = {
+        "maxBudget": 1,
+        "budgetDuration": "30d",
+        "timeZone": "Europe/Berlin",
+        "windows": [{"maxBudget": 0.5, "budgetDuration": "weekly"}],
+    }
+    policy = policy_for(api_key("racer", budget=budget))
+    await store.put_policy(policy)
+    scope = policy.scopes[0]
+    assert scope.budget is not None
+
+    outcomes = await race(redis_server.url, policy, "--estimate-nanos", str(CENT))
+
+    admitted = [outcome for outcome in outcomes if outcome["admitted"]]
+    assert len(admitted) == 50
+    assert {outcome["limit"] for outcome in outcomes if not outcome["admitted"]} == {"max_budget"}
+    [main] = await store.read_budgets([(scope.tag, scope.id)])
+    [daily] = await store.read_window_budgets(
+        [(scope.tag, scope.id, scope.budget.windows[0].window)]
+    )
+    assert (main.spend_nanos, main.reserved_nanos) == (nanos(0.5), 0)
+    assert (daily.spend_nanos, daily.reserved_nanos) == (nanos(0.5), 0)
+
+
 async def test_real_costs_below_the_estimate_overshoot_by_less_than_one_request(
     redis_server: RedisEndpoint, store: QuotaStore
 ) -> None:

@@ -93,7 +93,7 @@ def _label_values(label: str) -> set[str]:
 
 
 def test_limit_values_are_the_ones_admit_lua_refuses_with() -> None:
-    refused_with = set(re.findall(r"return refused\(check, '(\w+)'", ADMIT_LUA.read_text()))
+    refused_with = set(re.findall(r"= refused\(check, '(\w+)'", ADMIT_LUA.read_text()))
     assert _label_values("limit") == refused_with - BUDGET_LIMITS
 
 

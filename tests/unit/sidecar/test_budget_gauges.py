@@ -64,9 +64,21 @@ async def test_each_scope_with_a_budget_has_its_remaining_by_window() -> None:
     gauge.watch([TEAM, MEMBER, UNCAPPED])
     await gauge.refresh(NOW_MS)
     remaining = "llmquota_remaining_budget_usd"
-    team = {"namespace": "ns", "kind": "team", "name": "qa", "window": "1d"}
+    team = {
+        "namespace": "ns",
+        "kind": "team",
+        "name": "qa",
+        "window": "1d",
+        "enforcement": "Enforce",
+    }
     assert value(metrics, remaining, **team) == 7  # reservations count as spent
-    member = {"namespace": "ns", "kind": "member", "name": "qa/ana", "window": "1d"}
+    member = {
+        "namespace": "ns",
+        "kind": "member",
+        "name": "qa/ana",
+        "window": "1d",
+        "enforcement": "Enforce",
+    }
     assert value(metrics, remaining, **member) == 0.75
     assert b"qa/bo" not in generate_latest(metrics.registry)  # no cap, no soft: no gauge
 
@@ -76,7 +88,13 @@ async def test_a_counter_of_a_past_window_counts_as_empty() -> None:
     counters.counters[TEAM.id] = spent(10, window_start_ms=9 * DAY_MS)
     gauge.watch([TEAM])
     await gauge.refresh(NOW_MS)
-    labels = {"namespace": "ns", "kind": "team", "name": "qa", "window": "1d"}
+    labels = {
+        "namespace": "ns",
+        "kind": "team",
+        "name": "qa",
+        "window": "1d",
+        "enforcement": "Enforce",
+    }
     assert value(metrics, "llmquota_remaining_budget_usd", **labels) == 10
 
 

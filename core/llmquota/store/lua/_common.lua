@@ -54,10 +54,29 @@ local function civil_from_days(z)
   return y, m
 end
 
+-- A calendar window in a time zone from `bounds`, consecutive window starts the caller
+-- computed around its own clock (durations.calendar_bounds; Lua has no zone data): the
+-- window [bounds[i], bounds[i+1]) that `now` falls in, and whether it falls in one at
+-- all. A clock outside them (the caller's and Redis' a whole window apart) gets the
+-- nearest window, and `false`.
+local function calendar_window(bounds, now)
+  local last = #bounds
+  if now < bounds[1] then return bounds[1], bounds[2], false end
+  for i = 1, last - 1 do
+    if now < bounds[i + 1] then return bounds[i], bounds[i + 1], true end
+  end
+  return bounds[last - 1], bounds[last], false
+end
+
 -- The budget window containing `now`: start and end (end = -1: never resets).
--- `w` is `none`, `monthly` or `fixed:<ms>`; fixed windows are cut from `anchor`.
-local function budget_window(w, anchor, now)
+-- `w` is `none`, `monthly` (UTC), `fixed:<ms>` (cut from `anchor`) or `cal:<unit>:<zone>`,
+-- whose boundaries the caller hands in (`bounds`, see calendar_window).
+local function budget_window(w, anchor, now, bounds)
   if w == 'none' then return 0, -1 end
+  if string.sub(w, 1, 4) == 'cal:' then
+    local start, window_end = calendar_window(bounds, now)
+    return start, window_end
+  end
   if w == 'monthly' then
     local y, m = civil_from_days(math.floor(now / 86400000))
     local ny, nm = y, m + 1
@@ -91,7 +110,8 @@ end
 -- A lease record (JSON, written by admit.lua) holds `counters`, the names of the counters
 -- the request was admitted with (KEYS[3..] of admit.lua, in that order), and per kind what
 -- it holds there, each entry naming its counter by index into that list:
---   budgets:   {counter, window, anchor, window_start, held, model, key_field, capped}
+--   budgets:   {counter, window, anchor, bounds, window_start, held, model, key_field,
+--               capped} (`bounds`: a calendar window's, see calendar_window)
 --   rates:     {counter, minute, tokens, tokens_field, model_tokens_field}
 --   parallels: {counter, fields}
 -- and `freed` once a sweep has released it.
@@ -117,10 +137,17 @@ end
 -- and that window is the current one; once the window has rolled over (whether or not an
 -- admission has emptied the counter yet) the real charge lands in the current window, so
 -- no spend is lost to a stale counter.
+-- A calendar window's lease knows the boundaries of its own window and the next; a
+-- request settled past those (a stream of more than a day on a daily window) charges the
+-- window its counter holds by then, when an admission has moved it on, and is never
+-- rolled back into an older window.
 local function release_budget(key, b, cost, now, freed)
-  local start, window_end = budget_window(b.window, b.anchor, now)
-  local held = (not freed) and b.window_start == start
-    and tonumber(redis.call('HGET', key, 'win')) == b.window_start
+  local start, window_end = budget_window(b.window, b.anchor, now, b.bounds)
+  local counted = tonumber(redis.call('HGET', key, 'win'))
+  if b.bounds and now >= b.bounds[#b.bounds] and counted and counted > b.window_start then
+    start, window_end = counted, -1
+  end
+  local held = (not freed) and b.window_start == start and counted == b.window_start
   -- A zero reservation is skipped: Lua renders -0 as '-0', which HINCRBY refuses.
   if held and b.held > 0 then
     redis.call('HINCRBY', key, 'resv', -b.held)

@@ -5,15 +5,20 @@
 -- ARGV[1]: JSON {lease_ms, model, cost (nano-USD), tokens, key_field, key_share, checks},
 --   where a check is one of (every limit -1 = none; `scope`: the scope's index, echoed
 --   back on refusal)
---     {kind='budget', scope, counter, max, window, anchor, model_max, shared, increases}
+--     {kind='budget', scope, counter, max, window, anchor, bounds, window_index,
+--      model_max, shared, increases}
 --        max nano-USD in the window `window` (`none`, `monthly`, `fixed:<ms>` cut from
---        `anchor` ms), `model_max` for the request's model; `shared` with other keys (see
+--        `anchor` ms, or `cal:<unit>:<zone>` whose boundaries around the caller's clock are
+--        `bounds`), `model_max` for the request's model; `window_index`: 0 for the
+--        budget's main window, n for its n-th further one; `shared` with other keys (see
 --        below); optional BudgetOverrides `increases`: {{nano-USD, expires ms}, ...}
 --        raising `max` while now < expires
 --     {kind='rate', scope, counter, rpm, tpm, model_rpm, model_tpm}     per minute
 --     {kind='pool', scope, counter, rpm, tpm, member, group, weight}    this key's share
 --        of a Dynamic pool: `weight` of it, split among the active keys of `group`
 --     {kind='parallel', scope, counter, max, model_max}                 in flight
+--   and any check may carry `audit` = true (enforcement: Audit): it is counted and
+--   reserved exactly as when enforced, but what it would refuse is admitted and reported.
 -- ARGV[2]: clock override in ms (0 = Redis TIME).
 -- At a shared budget one key may hold in flight (field `key_field`) at most `key_share`
 -- of what the spend and the other keys' reservations leave. A request that does not fit
@@ -22,8 +27,10 @@
 -- with `key_share`. So at most one request at a time holds less than its worst case.
 -- Returns one of the two answers whose positions policy/decision.py names (ADMITTED,
 -- REFUSED):
---   {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room}
---   {0, scope, limit_name, current, limit, retry_ms, reserved}
+--   {1, budget_left, req_limit, req_left, tok_limit, tok_left, reset_ms, budget_room
+--    [, the refusal's fields from `scope` on, of the first audited check that would have
+--    refused]}
+--   {0, scope, limit_name, current, limit, retry_ms, reserved, window_index}
 -- (-1 = no such limit; budget_room: the tightest budget's room before this request's
 -- reservation); an error, with nothing written, when cost or tokens are not integers in
 -- [0, 1e15].
@@ -47,7 +54,8 @@ local room = {budget_left = -1, budget_room = -1, req_limit = -1, req_left = -1,
 local function num(v) return tonumber(v) or 0 end
 
 local function refused(check, limit_name, current, limit, retry_ms, reserved)
-  return {0, check.scope, limit_name, current, limit, retry_ms, reserved}
+  return {0, check.scope, limit_name, current, limit, retry_ms, reserved,
+    check.window_index or 0}
 end
 
 -- A budget's max in force now: raised by its BudgetOverrides that have not expired
@@ -78,12 +86,14 @@ local function active_in_group(key, group)
   return n
 end
 
--- Each kind of check below reads its counter and returns either a refusal or the
--- function that reserves there; admit.lua runs those only once every check has passed.
+-- Each kind of check below reads its counter and returns the refusal it makes (if any)
+-- and the function that reserves there; admit.lua runs those only once every check has
+-- passed. An enforced check that refuses returns no reservation: nothing is written.
+-- An audited one returns both, and its reservation is made like any other.
 
 local function admit_budget(check, key)
   local max = raised_max(check)
-  local start, window_end = budget_window(check.window, check.anchor, now)
+  local start, window_end = budget_window(check.window, check.anchor, now, check.bounds)
   local v = redis.call('HMGET', key, 'win', 'spend', 'resv', 's:' .. model, 'r:' .. model,
     spec.key_field, 'cap')
   local spend, resv, model_spend, model_resv, held, cap = 0, 0, 0, 0, 0, 0
@@ -92,32 +102,36 @@ local function admit_budget(check, key)
     held, cap = num(v[6]), num(v[7])
   end
   local retry = -1
-  if window_end >= 0 then retry = window_end - now end
+  if window_end >= 0 then retry = math.max(window_end - now, 0) end
+  local refusal
   if max >= 0 and spend + resv >= max then
-    return refused(check, 'max_budget', spend, max, retry, resv)
+    refusal = refused(check, 'max_budget', spend, max, retry, resv)
+  elseif check.model_max >= 0 and model_spend + model_resv >= check.model_max then
+    refusal = refused(check, 'model_max_budget', model_spend, check.model_max, retry, model_resv)
   end
-  if check.model_max >= 0 and model_spend + model_resv >= check.model_max then
-    return refused(check, 'model_max_budget', model_spend, check.model_max, retry, model_resv)
-  end
+  if refusal and not check.audit then return refusal end
   local hold, capped = spec.cost, false
-  if check.shared and max >= 0 then
+  if check.shared and max >= 0 and not refusal then
     local allowed = math.floor(spec.key_share * (max - spend - (resv - held)))
     if held + spec.cost > allowed then
       if held > 0 or cap > 0 then
         -- Wait for this key's own requests there, or for the one capped request.
-        return refused(check, 'key_share', held, allowed, 1000, spec.cost)
+        refusal = refused(check, 'key_share', held, allowed, 1000, spec.cost)
+        if not check.audit then return refusal end
+      else
+        hold, capped = allowed, true
       end
-      hold, capped = allowed, true
     end
   end
   if max >= 0 then
-    if room.budget_room < 0 or max - spend - resv < room.budget_room then
-      room.budget_room = max - spend - resv
+    local budget_room = math.max(max - spend - resv, 0)
+    if room.budget_room < 0 or budget_room < room.budget_room then
+      room.budget_room = budget_room
     end
     local left = math.max(max - spend - resv - spec.cost, 0)
     if room.budget_left < 0 or left < room.budget_left then room.budget_left = left end
   end
-  return nil, function()
+  return refusal, function()
     roll(key, start)
     budget_ttl(key, window_end, now)
     redis.call('HINCRBY', key, 'resv', hold)
@@ -129,8 +143,8 @@ local function admit_budget(check, key)
     end
     if capped then redis.call('HSET', key, 'cap', 1) end
     table.insert(lease.budgets, {counter = check.counter, window = check.window,
-      anchor = check.anchor, window_start = start, held = hold, model = model,
-      key_field = key_field, capped = capped})
+      anchor = check.anchor, bounds = check.bounds, window_start = start, held = hold,
+      model = model, key_field = key_field, capped = capped})
   end
 end
 
@@ -140,23 +154,22 @@ local function admit_rate(check, key)
   if tonumber(v[1]) == minute then
     req, tok, model_req, model_tok = num(v[2]), num(v[3]), num(v[4]), num(v[5])
   end
+  local refusal
   if check.rpm >= 0 and req >= check.rpm then
-    return refused(check, 'rpm', req, check.rpm, reset_ms, 0)
+    refusal = refused(check, 'rpm', req, check.rpm, reset_ms, 0)
+  elseif check.tpm >= 0 and tok >= check.tpm then
+    refusal = refused(check, 'tpm', tok, check.tpm, reset_ms, 0)
+  elseif check.model_rpm >= 0 and model_req >= check.model_rpm then
+    refusal = refused(check, 'model_rpm', model_req, check.model_rpm, reset_ms, 0)
+  elseif check.model_tpm >= 0 and model_tok >= check.model_tpm then
+    refusal = refused(check, 'model_tpm', model_tok, check.model_tpm, reset_ms, 0)
   end
-  if check.tpm >= 0 and tok >= check.tpm then
-    return refused(check, 'tpm', tok, check.tpm, reset_ms, 0)
-  end
-  if check.model_rpm >= 0 and model_req >= check.model_rpm then
-    return refused(check, 'model_rpm', model_req, check.model_rpm, reset_ms, 0)
-  end
-  if check.model_tpm >= 0 and model_tok >= check.model_tpm then
-    return refused(check, 'model_tpm', model_tok, check.model_tpm, reset_ms, 0)
-  end
+  if refusal and not check.audit then return refusal end
   tighter('req_limit', 'req_left', check.rpm, req, 1)
   tighter('req_limit', 'req_left', check.model_rpm, model_req, 1)
   tighter('tok_limit', 'tok_left', check.tpm, tok, spec.tokens)
   tighter('tok_limit', 'tok_left', check.model_tpm, model_tok, spec.tokens)
-  return nil, function()
+  return refusal, function()
     roll(key, minute)
     redis.call('HINCRBY', key, 'req', 1)
     redis.call('HINCRBY', key, 'tok', spec.tokens)
@@ -181,17 +194,19 @@ local function admit_pool(check, key)
   local n = active_in_group(key, check.group)
   local v = redis.call('HMGET', key, 'q:' .. check.member, 't:' .. check.member)
   local req, tok = num(v[1]), num(v[2])
+  local refusal
   if check.rpm >= 0 then
     local share = math.max(1, math.floor(check.rpm * check.weight / n))
-    if req >= share then return refused(check, 'dynamic_rpm', req, share, reset_ms, n) end
+    if req >= share then refusal = refused(check, 'dynamic_rpm', req, share, reset_ms, n) end
     tighter('req_limit', 'req_left', share, req, 1)
   end
-  if check.tpm >= 0 then
+  if check.tpm >= 0 and not refusal then
     local share = math.max(1, math.floor(check.tpm * check.weight / n))
-    if tok >= share then return refused(check, 'dynamic_tpm', tok, share, reset_ms, n) end
+    if tok >= share then refusal = refused(check, 'dynamic_tpm', tok, share, reset_ms, n) end
     tighter('tok_limit', 'tok_left', share, tok, spec.tokens)
   end
-  return nil, function()
+  if refusal and not check.audit then return refusal end
+  return refusal, function()
     redis.call('HINCRBY', key, 'q:' .. check.member, 1)
     redis.call('HINCRBY', key, 't:' .. check.member, spec.tokens)
     table.insert(lease.rates, {counter = check.counter, minute = minute, tokens = spec.tokens,
@@ -201,13 +216,14 @@ end
 
 local function admit_parallel(check, key)
   local v = redis.call('HMGET', key, 'all', 'm:' .. model)
+  local refusal
   if check.max >= 0 and num(v[1]) >= check.max then
-    return refused(check, 'max_parallel_requests', num(v[1]), check.max, 1000, 0)
+    refusal = refused(check, 'max_parallel_requests', num(v[1]), check.max, 1000, 0)
+  elseif check.model_max >= 0 and num(v[2]) >= check.model_max then
+    refusal = refused(check, 'model_max_parallel_requests', num(v[2]), check.model_max, 1000, 0)
   end
-  if check.model_max >= 0 and num(v[2]) >= check.model_max then
-    return refused(check, 'model_max_parallel_requests', num(v[2]), check.model_max, 1000, 0)
-  end
-  return nil, function()
+  if refusal and not check.audit then return refusal end
+  return refusal, function()
     local fields = {'all'}
     if check.model_max >= 0 then table.insert(fields, 'm:' .. model) end
     for _, field in ipairs(fields) do redis.call('HINCRBY', key, field, 1) end
@@ -219,13 +235,19 @@ local ADMIT = {budget = admit_budget, rate = admit_rate, pool = admit_pool,
   parallel = admit_parallel}
 
 local reservations = {}
+local audited  -- the first refusal an audited check would have made
 for _, check in ipairs(spec.checks) do
   local refusal, reserve = ADMIT[check.kind](check, counters[check.counter])
-  if refusal then return refusal end
+  if refusal and not reserve then return refusal end
+  if refusal and not audited then audited = refusal end
   table.insert(reservations, reserve)
 end
 for _, reserve in ipairs(reservations) do reserve() end
 redis.call('SET', record, cjson.encode(lease))
 redis.call('ZADD', leases, now + spec.lease_ms, record)
-return {1, room.budget_left, room.req_limit, room.req_left, room.tok_limit, room.tok_left,
-  reset_ms, room.budget_room}
+local answer = {1, room.budget_left, room.req_limit, room.req_left, room.tok_limit,
+  room.tok_left, reset_ms, room.budget_room}
+if audited then
+  for i = 2, #audited do table.insert(answer, audited[i]) end
+end
+return answer
