@@ -24,7 +24,6 @@ from typing import Any, Self
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
@@ -32,6 +31,7 @@ from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.decision import ADMITTED, tightest_admitted
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import RedisUrlError, connect
+from llmquota.store.errors import REDIS_ERRORS, store_call, store_error
 from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts, script_source
@@ -52,7 +52,9 @@ class BudgetCounter:
 
 
 class QuotaStore:
-    """llmquota's view of one Redis: the only module that talks to it."""
+    """llmquota's view of one Redis: the only module that talks to it.
+
+    Its calls raise the store's errors (`store.errors`), never redis-py's."""
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class QuotaStore:
                     await cluster.script_load(script.script)
                 self._scripts_loaded.set()
 
+    @store_call
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""
         await self.redis.ping()
@@ -143,6 +146,7 @@ class QuotaStore:
         boundaries are handed to the scripts; they pick the window Redis' clock is in."""
         return self._clock_ms() if self._clock_ms is not None else int(time.time() * 1000)
 
+    @store_call
     async def now_ms(self) -> int:
         """The store's clock: Redis TIME (or the injected test clock)."""
         if self._clock_ms is not None:
@@ -152,6 +156,7 @@ class QuotaStore:
 
     # Policies -------------------------------------------------------------------------
 
+    @store_call
     async def put_policy(self, policy: ResolvedPolicy) -> bool:
         """Write a key's policy and tell every sidecar; False when it was already so.
 
@@ -168,6 +173,7 @@ class QuotaStore:
         await self.redis.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
         return True
 
+    @store_call
     async def delete_policy(self, key_hash: str) -> None:
         """Remove a key's policy; sidecars refuse the key from then on. The policy goes
         before the news of it, so a sidecar told of the change cannot read it back."""
@@ -175,16 +181,19 @@ class QuotaStore:
         await self.redis.srem(keyspace.POLICY_INDEX, key_hash)
         await self.redis.publish(keyspace.POLICY_CHANNEL, key_hash)
 
+    @store_call
     async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
         """A key's policy, or None for an unknown key."""
         encoded = await self.redis.get(keyspace.policy_key(key_hash))
         return None if encoded is None else ResolvedPolicy.model_validate_json(encoded)
 
+    @store_call
     async def policy_hashes(self) -> set[str]:
         """The key hashes that have a policy."""
         members = await self.redis.smembers(keyspace.POLICY_INDEX)
         return {_text(member) for member in members}
 
+    @store_call
     async def missing_policies(self, key_hashes: Iterable[str]) -> set[str]:
         """Of `key_hashes`, those whose policy or index entry is gone (a Redis, or one
         Cluster node, that lost its data). Run every second by the operator, so it reads
@@ -195,6 +204,7 @@ class QuotaStore:
         gone = {names[name] for name in await self._missing(list(names))}
         return gone | {key_hash for key_hash in hashes if key_hash not in indexed}
 
+    @store_call
     async def missing_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Of (tag, scope id) pairs, those whose budget counter does not exist."""
         names = {keyspace.budget_key(tag, scope_id): (tag, scope_id) for tag, scope_id in scopes}
@@ -211,6 +221,7 @@ class QuotaStore:
             found: list[int] = await pipe.execute()
         return [name for name, exists in zip(names, found, strict=True) if not exists]
 
+    @store_call
     async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
         """(namespace, ApiKey name) each policy names, in one round trip.
 
@@ -241,7 +252,10 @@ class QuotaStore:
         fails, the feed ends with an error and the caller subscribes again.
         """
         if isinstance(self.redis, RedisCluster):
-            await self.redis.initialize()  # its pub/sub picks a node from the slot map
+            try:
+                await self.redis.initialize()  # its pub/sub picks a node from the slot map
+            except REDIS_ERRORS as error:
+                raise store_error(error) from error
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keyspace.POLICY_CHANNEL)
@@ -249,10 +263,15 @@ class QuotaStore:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     yield message["data"].decode()
+        except REDIS_ERRORS as error:
+            raise store_error(error) from error
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks a hint
 
     # Enforcement ----------------------------------------------------------------------
+
+    # admit and settle run once per request: their errors are translated inline, where
+    # `@store_call` would cost the hot path a coroutine more.
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
         """Run admit.lua, once per hash slot on a Cluster; the raw answer (the tightest of
@@ -274,10 +293,12 @@ class QuotaStore:
                     return answer
                 reserved.append(script_call.keys)
                 answers.append(answer)
-        except BaseException:
+        except BaseException as error:
             # A slot that did not answer: free what the others hold now, not at expiry.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._abort_slots(reserved, refused=True)
+            if isinstance(error, REDIS_ERRORS):
+                raise store_error(error) from error
             raise
         self._in_flight[call.request_id] = reserved
         return answers[0] if len(answers) == 1 else tightest_admitted(answers)
@@ -292,7 +313,10 @@ class QuotaStore:
         if slots is None:
             return 0
         args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
-        answers = [await self._settle_slot(keys, args) for keys in slots]
+        try:
+            answers = [await self._settle_slot(keys, args) for keys in slots]
+        except REDIS_ERRORS as error:
+            raise store_error(error) from error
         del self._in_flight[request_id]
         return max(answers, key=_SETTLE_RANK.index)
 
@@ -303,6 +327,7 @@ class QuotaStore:
             )
         return int(await self._run_hot("settle", keys, args))
 
+    @store_call
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
         slots = self._in_flight.get(request_id)
@@ -319,6 +344,7 @@ class QuotaStore:
         freed = [int(await self._run_hot("abort", keys, args)) for keys in slots]
         return max(freed, default=0)
 
+    @store_call
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
         """Extend the leases of requests still in flight; how many were still held (on a
         Cluster a request holds one in each slot it reserved in).
@@ -347,6 +373,7 @@ class QuotaStore:
                 renewed = await pipe.execute()
         return sum(int(count) for count in renewed)
 
+    @store_call
     async def sweep(self, limit: int = 1000) -> int:
         """Free expired leases (their holder died) under every hash tag; how many were
         freed. The leases zsets are found by SCAN, so no list of tags has to be kept."""
@@ -365,6 +392,7 @@ class QuotaStore:
 
     # Counters for status --------------------------------------------------------------
 
+    @store_call
     async def read_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[BudgetCounter]:
         """The budget counters of (tag, scope id) pairs, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -373,6 +401,7 @@ class QuotaStore:
             raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
         return [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def read_window_budgets(
         self, windows: Iterable[tuple[str, str, str]]
     ) -> list[BudgetCounter]:
@@ -384,6 +413,7 @@ class QuotaStore:
             raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
         return [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def seed_budget(
         self,
         tag: str,
@@ -402,16 +432,19 @@ class QuotaStore:
 
     # Standalone mode: store generation, creation times, spend snapshots -----------------
 
+    @store_call
     async def generation(self) -> str | None:
         """The generation marker, or None when the store has none (new, or wiped)."""
         marker = await self.redis.get(keyspace.GENERATION)
         return None if marker is None else _text(marker)
 
+    @store_call
     async def claim_generation(self, proposed: str) -> str:
         """Set the generation marker unless one exists (first writer wins); the marker."""
         previous = await self.redis.set(keyspace.GENERATION, proposed, nx=True, get=True)
         return proposed if not isinstance(previous, bytes | str) else _text(previous)
 
+    @store_call
     async def claim_created(self, proposed_ms: Mapping[str, int]) -> dict[str, int]:
         """Record each subject's creation time unless one is recorded (first writer wins,
         so replicas loading the same manifest agree); the recorded times."""
@@ -425,6 +458,7 @@ class QuotaStore:
             for subject, before in zip(subjects, previous, strict=True)
         }
 
+    @store_call
     async def generation_and_budgets(
         self, scopes: Sequence[tuple[str, str]]
     ) -> tuple[str | None, list[BudgetCounter]]:
@@ -441,6 +475,7 @@ class QuotaStore:
         marker = None if before is None or before != after else _text(before)
         return marker, [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def restore_budget(
         self,
         tag: str,
