@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from tests.e2e.sidecar.processes import LLMQUOTA
 from tests.reliability.harness import wait_until
 from tests.reliability.rig import UPSTREAM_KEY, Rig
@@ -63,7 +63,7 @@ stringData:
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def everything_in_redis(redis: Redis) -> str:
+async def everything_in_redis(redis: Redis | RedisCluster) -> str:
     """Every key name and value in the database, as one text."""
     dumped: list[str] = []
     async for name in redis.scan_iter(count=500):
@@ -111,15 +111,18 @@ async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
     assert "broken-secret.yaml: yaml: " in checked.stdout
 
     answers: list[str] = [checked.stdout, checked.stderr]
+    proxied = 0  # requests to /v1/..., each logs one line (written in batches)
 
     async def call(method: str, path: str, key: str | None, body: object = None,
                    header: str = "Authorization") -> int:  # fmt: skip
+        nonlocal proxied
         headers = {} if key is None else {header: f"Bearer {key}" if header == "Authorization"
                                           else key}  # fmt: skip
         async with session.request(
             method, f"{sidecar.url}{path}", json=body, headers=headers
         ) as response:
             answers.append(f"{response.status} {dict(response.headers)!r} {await response.text()}")
+            proxied += path.startswith("/v1/")
             return response.status
 
     async with aiohttp.ClientSession() as session:
@@ -143,7 +146,13 @@ async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
             metrics_text = await metrics.text()
         async with session.get(f"{rig.upstream.url}/_fake/requests") as recorded:
             upstream_requests = (await recorded.json())["requests"]
-    await asyncio.sleep(0.2)  # the last settlement and its log line
+
+    async def every_request_logged() -> bool:
+        text = sidecar.log_text().splitlines()
+        entries: list[dict[str, object]] = [json.loads(line) for line in text if line[:1] == "{"]
+        return sum(entry.get("msg") == "request" for entry in entries) >= proxied
+
+    await wait_until(every_request_logged, 5, what=f"{proxied} request log lines")
 
     assert_absent("the sidecar's responses", "\n".join(answers), [*CLIENT_KEYS, UPSTREAM_KEY])
     assert_absent("the sidecar's log", sidecar.log_text(), [*CLIENT_KEYS, UPSTREAM_KEY])
