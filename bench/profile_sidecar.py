@@ -40,16 +40,25 @@ from bench.litellm import systems  # noqa: E402
 PHASES: tuple[tuple[str, str], ...] = (
     ("metrics and request log", r"_record \(|prometheus_client|logging/|sidecar/logs\.py"),
     ("policy: estimate (tokens, price)", r"_estimate \(|pricing/"),
-    ("policy: admission arguments, decision", r"admission_call|interpret_admit|check_key"),
+    (
+        "policy: admission arguments, decision",
+        r"admission_call|script_call|interpret_admit|check_key",
+    ),
     ("Redis: admit call", r"QuotaStore\.admit"),
-    ("Redis: settle call (and its task)", r"QuotaStore\.settle|InFlight\.|_Bill\.settle"),
+    (
+        "Redis: settle call (and its task)",
+        r"QuotaStore\.settle|InFlight\.|Bill\.settle|\bfinish \(",
+    ),
     ("Redis: other calls", r"redis/|store/"),
-    ("request body: read, parse", r"_read_body|parse_body|decode_body"),
-    ("upstream: send the request", r"_send_upstream|client_reqrep\.py"),
-    ("upstream: read the answer", r"_read_upstream|_read_at_most|client_proto\.py|aiohttp/streams"),
-    ("stream relay (meter, write)", r"_relay_stream|streaming\.py"),
-    ("whole answer relay (headers, write)", r"_relay_whole"),
-    ("sidecar handler, other", r"proxy_post|list_models|sidecar/serving\.py:1[01]\d"),
+    ("request body: read, parse", r"_?read_body|parse_body|decode_body"),
+    ("upstream: send the request", r"_?send_upstream|client_reqrep\.py"),
+    (
+        "upstream: read the answer",
+        r"_read_upstream|_?read_at_most|client_proto\.py|aiohttp/streams",
+    ),
+    ("stream relay (meter, write)", r"_?relay_stream|streaming\.py"),
+    ("whole answer relay (headers, write)", r"_?relay_whole"),
+    ("sidecar handler, other", r"proxy_post|list_models|recording\.py|sidecar/serving\.py:1[01]\d"),
     ("aiohttp server: parse, dispatch, write", r"aiohttp/"),
     ("asyncio (tasks, timeouts)", r"asyncio/"),
     ("event loop (uvloop: I/O, callbacks)", r"serve \(sidecar/serving\.py"),
@@ -132,7 +141,11 @@ def main() -> int:
     parser.add_argument("--streamed", action="store_true")
     parser.add_argument("--system", choices=("llmquota", "bare+2"), default="llmquota")
     parser.add_argument("--label", default="", help="suffix of the result files")
+    parser.add_argument("--tables", type=Path, help="only print the tables of a saved raw profile")
     args = parser.parse_args()
+    if args.tables is not None:
+        print(tables(args.tables.read_text())[0])
+        return 0
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if shutil.which("wrk") is None or not Path(py_spy).exists():
         print("bench/profile_sidecar.py needs wrk and py-spy (the dev extra)")

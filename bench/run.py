@@ -25,13 +25,14 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 # name -> (script, the result it writes), in README order
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "floors": ("bench/floors.py", "floors"),
+    "gateway": ("bench/gateway_workers.py", "gateway-workers"),
     "core": ("bench/core_admission.py", "core-admission"),
     "sidecar": ("bench/sidecar_overhead.py", "sidecar-overhead"),
     "litellm": ("bench/litellm/compare.py", "litellm-comparison"),
     "operator": ("bench/operator_reconcile.py", "operator"),
     "soak": ("bench/soak.py", "soak"),
 }
-DEFAULT = ("floors", "core", "sidecar", "litellm", "operator")
+DEFAULT = ("floors", "gateway", "core", "sidecar", "litellm", "operator")
 
 
 def run_benchmark(name: str) -> None:

@@ -18,10 +18,10 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("llmquota.sidecar.command", "the enforcing proxy that runs beside a workload"),
     "operator": ("llmquota.operator.command", "the kopf operator that reconciles resources"),
-    "fake-upstream": ("llmquota.fake_upstream.command", "a fake OpenAI-compatible server"),
+    "fake-upstream": ("llmquota.sandbox.fake_upstream.command", "a fake OpenAI-compatible server"),
     "crds": ("llmquota.crdgen", "print or write the CustomResourceDefinitions"),
     "check": ("llmquota.check", "validate a --manifests folder as the sidecar would load it"),
-    "demo": ("llmquota.demo", "run the one-command demo"),
+    "demo": ("llmquota.sandbox.demo", "run the one-command demo"),
 }
 
 

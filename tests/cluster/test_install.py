@@ -33,6 +33,8 @@ from tests.cluster.workloads import (
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.kube_node import POD_CIDR
 
+from llmquota.policy import keyspace
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # One nano-dollar a day: the first request is served, the next refused (402).
@@ -49,9 +51,17 @@ def _redis(api: KubeAPIServer, *command: str) -> str:
     return result.stdout.strip()
 
 
+# Leases live beside the counters they hold, one sorted set per hash tag.
+_COUNT_LEASES = (
+    "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+    "n = n + redis.call('ZCARD', k) end return n"
+)
+
+
 def _in_flight(api: KubeAPIServer) -> int:
-    """Requests that hold a lease: reservations and parallel slots not yet given back."""
-    return int(_redis(api, "ZCARD", "llmquota:leases"))
+    """Leases held: reservations and parallel slots not yet given back (a request holds
+    one under each hash tag it counts under, so 0 means none in flight)."""
+    return int(_redis(api, "EVAL", _COUNT_LEASES, "0", keyspace.LEASES_PATTERN))
 
 
 def _ready_app(installed: Installed, name: str, team_spec: dict[str, Any],

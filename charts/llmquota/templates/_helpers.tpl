@@ -54,6 +54,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* Selector labels of the gateway pods (gateway.enabled). */}}
+{{- define "llmquota.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmquota.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
 {{/* Selector labels of the internal Redis pod. */}}
 {{- define "llmquota.redisSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "llmquota.name" . }}

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.limits import BudgetLimits, RateLimits, ResolvedPolicy, Scope, WindowLimits
@@ -129,8 +131,17 @@ def _script_call(
     return ScriptCall(
         tag=tag,
         keys=[keyspace.leases_key(tag), keyspace.lease_key(tag, request_id), *counters],
-        spec_json=json.dumps(spec, separators=(",", ":")),
+        spec_json=_json(spec),
     )
+
+
+def _json(spec: Mapping[str, Any]) -> str:
+    """The spec as compact JSON: orjson's (every request encodes one), the standard
+    library's for what orjson cannot encode (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(spec).decode()
+    except TypeError:
+        return json.dumps(spec, separators=(",", ":"))
 
 
 def scopes_for(policy: ResolvedPolicy, end_user: str | None) -> list[Scope]:

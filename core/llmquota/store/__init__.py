@@ -2,6 +2,7 @@
 
 from llmquota.store.connection import RedisUrlError, check_redis, parse_redis_url
 from llmquota.store.embedded import EmbeddedRedis, find_redis_server
+from llmquota.store.errors import StoreError, StoreRefused, StoreUnavailable
 from llmquota.store.quota_store import BudgetCounter, QuotaStore
 from llmquota.store.replication import ReplicaWait
 
@@ -11,6 +12,9 @@ __all__ = [
     "QuotaStore",
     "RedisUrlError",
     "ReplicaWait",
+    "StoreError",
+    "StoreRefused",
+    "StoreUnavailable",
     "check_redis",
     "find_redis_server",
     "parse_redis_url",

@@ -3,18 +3,25 @@
 Never a Python dict: the sidecar without `--redis`, the demo and the test suite all run
 the same Lua on the same server as production. Persistence (append-only file) is on, so
 a restart of the embedded server loses no settled spend.
+
+The server dies with its parent: a sidecar that is SIGKILLed (the OOM killer, `kill -9`)
+cannot stop it, so on Linux the kernel sends it SIGTERM then (`PR_SET_PDEATHSIG`), and it
+writes its append-only file and exits instead of living on as an orphan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -24,6 +31,7 @@ import redis
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
 START_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def find_redis_server() -> str:
@@ -46,6 +54,27 @@ def find_redis_server() -> str:
     raise FileNotFoundError(msg)
 
 
+def _signalled_at_parent_death() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGTERM the child when its parent dies (Linux).
+
+    The kernel sends it when the thread that forked the child ends, so the server is
+    started from the caller's thread (`start`, or the event loop's in `__aenter__`),
+    never from a short-lived worker thread. prctl is looked up before the fork, so the
+    child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 class EmbeddedRedis:
     """A private redis-server on a Unix socket in a directory of its own."""
 
@@ -65,7 +94,12 @@ class EmbeddedRedis:
         return f"unix://{self.socket}?db=0"
 
     def start(self) -> Self:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING; it dies with this thread."""
+        self._spawn()
+        self._wait_ready()
+        return self
+
+    def _spawn(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             find_redis_server(),
@@ -81,10 +115,12 @@ class EmbeddedRedis:
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_signalled_at_parent_death(),  # noqa: PLW1509 (prctl only, see there)
         )
-        self._wait_ready()
-        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -134,7 +170,9 @@ class EmbeddedRedis:
         self.cleanup()
 
     async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
+        self._spawn()  # from the loop's thread: a worker thread's end would signal it
+        await asyncio.to_thread(self._wait_ready)
+        return self
 
     async def __aexit__(
         self,

@@ -20,6 +20,7 @@ from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
 from llmquota.store.connection import connect
+from llmquota.store.errors import REDIS_ERRORS, store_call, store_error
 from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
 from llmquota.store.scripts import Scripts, script_source
@@ -40,7 +41,9 @@ class BudgetCounter:
 
 
 class QuotaStore:
-    """llmquota's view of one Redis: the only module that talks to it."""
+    """llmquota's view of one Redis: the only module that talks to it.
+
+    Its calls raise the store's errors (`store.errors`), never redis-py's."""
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class QuotaStore:
         script: AsyncScript = getattr(self._scripts, name)
         return await script(keys=keys, args=args)
 
+    @store_call
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""
         await self.redis.ping()
@@ -111,6 +115,7 @@ class QuotaStore:
         boundaries are handed to the scripts; they pick the window Redis' clock is in."""
         return self._clock_ms() if self._clock_ms is not None else int(time.time() * 1000)
 
+    @store_call
     async def now_ms(self) -> int:
         """The store's clock: Redis TIME (or the injected test clock)."""
         if self._clock_ms is not None:
@@ -120,6 +125,7 @@ class QuotaStore:
 
     # Policies -------------------------------------------------------------------------
 
+    @store_call
     async def put_policy(self, policy: ResolvedPolicy) -> bool:
         """Write a key's policy and tell every sidecar; False when it was already so."""
         encoded = policy.model_dump_json()
@@ -133,6 +139,7 @@ class QuotaStore:
             await pipe.execute()
         return True
 
+    @store_call
     async def delete_policy(self, key_hash: str) -> None:
         """Remove a key's policy; sidecars refuse the key from then on."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -141,16 +148,19 @@ class QuotaStore:
             pipe.publish(keyspace.POLICY_CHANNEL, key_hash)
             await pipe.execute()
 
+    @store_call
     async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
         """A key's policy, or None for an unknown key."""
         encoded = await self.redis.get(keyspace.policy_key(key_hash))
         return None if encoded is None else ResolvedPolicy.model_validate_json(encoded)
 
+    @store_call
     async def policy_hashes(self) -> set[str]:
         """The key hashes that have a policy."""
         members = await self.redis.smembers(keyspace.POLICY_INDEX)
         return {_text(member) for member in members}
 
+    @store_call
     async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
         """(namespace, ApiKey name) each policy names, in one round trip.
 
@@ -185,10 +195,15 @@ class QuotaStore:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     yield message["data"].decode()
+        except REDIS_ERRORS as error:
+            raise store_error(error) from error
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks a hint
 
     # Enforcement ----------------------------------------------------------------------
+
+    # admit and settle run once per request: their errors are translated inline, where
+    # `@store_call` would cost the hot path a coroutine more.
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
         """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`.
@@ -196,9 +211,12 @@ class QuotaStore:
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
         script_call = call.script_call(self._local_now_ms())
-        result: list[Any] = await self._run_hot(
-            "admit", script_call.keys, [script_call.spec_json, self._clock()]
-        )
+        try:
+            result: list[Any] = await self._run_hot(
+                "admit", script_call.keys, [script_call.spec_json, self._clock()]
+            )
+        except REDIS_ERRORS as error:
+            raise store_error(error) from error
         if int(result[0]) == 1:
             self._in_flight[call.request_id] = script_call.keys
         return result
@@ -213,15 +231,19 @@ class QuotaStore:
         if keys is None:
             return 0
         args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
-        if self._replica_wait is not None:
-            settled = await run_replicated(
-                self.redis, self._scripts.settle, keys, args, self._replica_wait
-            )
-        else:
-            settled = int(await self._run_hot("settle", keys, args))
+        try:
+            if self._replica_wait is not None:
+                settled = await run_replicated(
+                    self.redis, self._scripts.settle, keys, args, self._replica_wait
+                )
+            else:
+                settled = int(await self._run_hot("settle", keys, args))
+        except REDIS_ERRORS as error:
+            raise store_error(error) from error
         del self._in_flight[request_id]
         return settled
 
+    @store_call
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
         keys = self._in_flight.get(request_id)
@@ -231,6 +253,7 @@ class QuotaStore:
         del self._in_flight[request_id]
         return aborted
 
+    @store_call
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
         """Extend the leases of requests still in flight; how many were still held.
 
@@ -251,6 +274,7 @@ class QuotaStore:
             renewed: list[int] = await pipe.execute()
         return sum(int(count) for count in renewed)
 
+    @store_call
     async def sweep(self, limit: int = 1000) -> int:
         """Free expired leases (their holder died) under every hash tag; how many were
         freed. The leases zsets are found by SCAN, so no list of tags has to be kept."""
@@ -263,6 +287,7 @@ class QuotaStore:
 
     # Counters for status --------------------------------------------------------------
 
+    @store_call
     async def read_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[BudgetCounter]:
         """The budget counters of (tag, scope id) pairs, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -271,6 +296,7 @@ class QuotaStore:
             raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
         return [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def read_window_budgets(
         self, windows: Iterable[tuple[str, str, str]]
     ) -> list[BudgetCounter]:
@@ -282,6 +308,7 @@ class QuotaStore:
             raw_counters: list[dict[bytes, bytes]] = await pipe.execute()
         return [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def seed_budget(
         self,
         tag: str,
@@ -300,16 +327,19 @@ class QuotaStore:
 
     # Standalone mode: store generation, creation times, spend snapshots -----------------
 
+    @store_call
     async def generation(self) -> str | None:
         """The generation marker, or None when the store has none (new, or wiped)."""
         marker = await self.redis.get(keyspace.GENERATION)
         return None if marker is None else _text(marker)
 
+    @store_call
     async def claim_generation(self, proposed: str) -> str:
         """Set the generation marker unless one exists (first writer wins); the marker."""
         previous = await self.redis.set(keyspace.GENERATION, proposed, nx=True, get=True)
         return proposed if not isinstance(previous, bytes | str) else _text(previous)
 
+    @store_call
     async def claim_created(self, proposed_ms: Mapping[str, int]) -> dict[str, int]:
         """Record each subject's creation time unless one is recorded (first writer wins,
         so replicas loading the same manifest agree); the recorded times."""
@@ -323,6 +353,7 @@ class QuotaStore:
             for subject, before in zip(subjects, previous, strict=True)
         }
 
+    @store_call
     async def generation_and_budgets(
         self, scopes: Sequence[tuple[str, str]]
     ) -> tuple[str | None, list[BudgetCounter]]:
@@ -339,6 +370,7 @@ class QuotaStore:
         marker = None if before is None or before != after else _text(before)
         return marker, [_budget_counter(raw) for raw in raw_counters]
 
+    @store_call
     async def restore_budget(
         self,
         tag: str,

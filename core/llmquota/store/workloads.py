@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from llmquota.policy import keyspace
 from llmquota.policy.identity import WorkloadPolicy
+from llmquota.store.errors import store_call
 from llmquota.store.quota_store import QuotaStore
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 
+@store_call
 async def put_workload_policy(store: QuotaStore, policy: WorkloadPolicy) -> bool:
     """Write a Team's workload policy and tell every sidecar; False when it was so already."""
     name = keyspace.workload_policies_key(policy.namespace)
@@ -41,6 +43,7 @@ async def put_workload_policy(store: QuotaStore, policy: WorkloadPolicy) -> bool
     return True
 
 
+@store_call
 async def delete_workload_policy(store: QuotaStore, namespace: str, team: str) -> None:
     """Withdraw a Team's workload policy: its workloads' keyless requests get 401."""
     async with store.redis.pipeline(transaction=True) as pipe:
@@ -49,6 +52,7 @@ async def delete_workload_policy(store: QuotaStore, namespace: str, team: str) -
         await pipe.execute()
 
 
+@store_call
 async def replace_workload_policies(
     store: QuotaStore, policies: Sequence[WorkloadPolicy], previous: Sequence[WorkloadPolicy]
 ) -> int:
@@ -65,6 +69,7 @@ async def replace_workload_policies(
     return changed
 
 
+@store_call
 async def workload_policies(store: QuotaStore, namespace: str) -> list[WorkloadPolicy]:
     """The workload policies of one namespace; one written by another version and no
     longer readable is left out (it is rewritten when its Team is reconciled)."""
@@ -78,12 +83,14 @@ async def workload_policies(store: QuotaStore, namespace: str) -> list[WorkloadP
     return policies
 
 
+@store_call
 async def workload_policy_teams(store: QuotaStore, namespace: str) -> set[str]:
     """The Teams of a namespace that have a workload policy written."""
     fields = await store.redis.hkeys(keyspace.workload_policies_key(namespace))
     return {_text(field) for field in fields}
 
 
+@store_call
 async def note_workload(
     store: QuotaStore, tag: str, team_scope_id: str, workload_scope_id: str
 ) -> None:
@@ -91,6 +98,7 @@ async def note_workload(
     await store.redis.sadd(keyspace.workload_index_key(tag, team_scope_id), workload_scope_id)
 
 
+@store_call
 async def workloads_of(store: QuotaStore, tag: str, team_scope_id: str) -> set[str]:
     """The workload scope ids that have charged a team."""
     members = await store.redis.smembers(keyspace.workload_index_key(tag, team_scope_id))

@@ -23,7 +23,6 @@ from typing import Any, Literal, TypeVar
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from llmquota.models import (
     API_GROUP,
@@ -44,6 +43,7 @@ from llmquota.operator.rules.readiness import invalid_spec_observation
 from llmquota.operator.services import mirroring
 from llmquota.operator.state import MEMO_KEY
 from llmquota.operator.storage.kubernetes import KubeObject
+from llmquota.store import StoreError
 
 __all__ = ["build_registry"]
 
@@ -85,7 +85,7 @@ def _retried_while_redis_away() -> Iterator[None]:
     """Redis unreachable: kopf retries the handler in 2 s."""
     try:
         yield
-    except RedisError as error:
+    except StoreError as error:
         raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=2) from error
 
 

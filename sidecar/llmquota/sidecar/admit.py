@@ -11,18 +11,18 @@ import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
-from redis.exceptions import ResponseError
 
 from llmquota.policy.admission import RequestEstimate, admission_call
 from llmquota.policy.decision import Admitted, Audited, Refused, check_key, interpret_admit
 from llmquota.policy.failure import fails_open
 from llmquota.policy.limits import ResolvedPolicy, nanos
 from llmquota.pricing import TokenEstimate, UnknownModelError, estimate_request
-from llmquota.sidecar.authenticate import STORE_DOWN, authenticate, store_unavailable
+from llmquota.sidecar.authenticate import authenticate, store_unavailable
 from llmquota.sidecar.budget_gauges import subject_labels
 from llmquota.sidecar.exchange import Exchange, Refusal
 from llmquota.sidecar.state import BUDGET_GAUGES, IN_FLIGHT, METRICS, PRICES, SETTINGS, STORE
 from llmquota.sidecar.wire import ParsedBody
+from llmquota.store import StoreRefused, StoreUnavailable
 
 __all__ = ["admit"]
 
@@ -89,7 +89,7 @@ async def admit(
     )
     try:
         raw = await request.app[STORE].admit(call)
-    except ResponseError as error:
+    except StoreRefused as error:
         # The store ran the script and refused its arguments: nothing was reserved.
         logger.warning(
             "quota store refused the admission: %s",
@@ -104,7 +104,7 @@ async def admit(
             "store_refused",
             outcome="store_unavailable",
         ) from error
-    except STORE_DOWN as error:
+    except StoreUnavailable as error:
         if not fails_open(call.scopes, fail_open_flag=settings.fail_open):
             raise store_unavailable(error) from error
         logger.warning(

@@ -9,21 +9,17 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmquota.policy.key_hash import hash_key
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.sidecar.exchange import Exchange, Refusal
 from llmquota.sidecar.state import POLICIES, WORKLOADS
 from llmquota.sidecar.wire import presented_key
+from llmquota.store import StoreUnavailable
 
-__all__ = ["STORE_DOWN", "authenticate", "store_unavailable"]
+__all__ = ["authenticate", "store_unavailable"]
 
 logger = logging.getLogger("llmquota.sidecar.requests")
-
-# What a store that is down or unreachable raises, on the lookup and on the admission.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPolicy:
@@ -36,7 +32,7 @@ async def authenticate(request: web.Request, exchange: Exchange) -> ResolvedPoli
     try:
         key_policy = None if key is None else await request.app[POLICIES].get(hash_key(key))
         policy = await request.app[WORKLOADS].policy_for(key_policy)
-    except STORE_DOWN as error:
+    except StoreUnavailable as error:
         raise store_unavailable(error) from error
     if policy is None and key is None:
         raise Refusal(

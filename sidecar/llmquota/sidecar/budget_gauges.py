@@ -18,11 +18,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from llmquota.policy.limits import BudgetLimits, Scope, WindowLimits, usd
 from llmquota.sidecar.metrics import SidecarMetrics
-from llmquota.store import BudgetCounter, QuotaStore
+from llmquota.store import BudgetCounter, QuotaStore, StoreError
 
 __all__ = ["BudgetGauges", "subject_labels"]
 
@@ -184,6 +182,6 @@ class BudgetGauges:
             self._touched.clear()
             try:
                 await self.refresh(int(time.time() * 1000))
-            except (RedisError, OSError) as error:
+            except StoreError as error:
                 logger.debug("cannot read budget counters for the gauges: %s", error)
             await asyncio.sleep(MIN_GAP_S)

@@ -34,34 +34,78 @@ def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
 
 
+def _env_int(flag: str, default: int) -> int:
+    """A whole-number flag's default: its variable, or `default` when unset or empty."""
+    return int(_env(flag) or default)
+
+
+def _env_float(flag: str, default: float) -> float:
+    """A number flag's default: its variable, or `default` when unset or empty."""
+    return float(_env(flag) or default)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `llmquota sidecar`."""
+    """The flags of `llmquota sidecar`, in groups as `--help` shows them."""
     parser.description = (
         "Proxy the OpenAI-compatible API to --upstream, enforcing the budgets and rate "
         "limits of the presented ApiKey. Every flag can also be set as LLMQUOTA_<FLAG>."
     )
-    parser.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
-    parser.add_argument(
+    _add_listening(parser.add_argument_group("listening"))
+    _add_upstream(parser.add_argument_group("upstream"))
+    _add_store(parser.add_argument_group("store"))
+    _add_standalone(parser.add_argument_group("standalone mode (no Kubernetes)"))
+    _add_pod_identity(parser.add_argument_group("the Pod (set by the injection webhook)"))
+    _add_limits(parser.add_argument_group("requests and timeouts"))
+    parser.add_argument("--log-level", default=_env("log-level", "INFO"))
+
+
+def _add_listening(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
+    group.add_argument(
         "--health-listen",
         default=_env("health-listen", "0.0.0.0:4001"),
         metavar="HOST:PORT",
         help="also serve /healthz, /readyz, /metrics (only those) here, e.g. on the Pod's IP; "
         "'off': nowhere else (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=_env_int("max-connections", DEFAULT_MAX_CONNECTIONS),
+        help="client connections held at once; past it the oldest idle one is closed, or "
+        "the new one gets 503 when all are busy (default: %(default)s)",
+    )
+    group.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=_env_float("shutdown-timeout", 30),
+        help="seconds a shutdown waits for requests in flight (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("workers", 1),
+        metavar="N",
+        help="serve from N processes sharing --listen (SO_REUSEPORT), for a gateway that "
+        "serves many Pods; a sidecar beside one workload keeps 1 (default: %(default)s)",
+    )
+
+
+def _add_upstream(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--upstream",
         default=_env("upstream", "https://api.openai.com"),
         metavar="URL",
         help="the OpenAI-compatible API to forward to (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--upstream-key-file",
         type=Path,
         default=_env("upstream-key-file"),
         metavar="PATH",
         help="file holding the upstream's API key (a mounted Secret; re-read when it changes)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--forward-header",
         action="append",
         default=[name for name in (_env("forward-header") or "").split(",") if name.strip()],
@@ -69,14 +113,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also forward this client header upstream (repeatable; the environment "
         "variable takes a comma-separated list); see docs/sidecar.md for those always sent",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=_env_float("upstream-timeout", 600),
+        help="seconds to wait for the upstream's next bytes (default: %(default)s)",
+    )
+
+
+def _add_store(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--redis",
         default=_env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
         help="the shared Redis (also REDIS_URL): redis://, rediss://, unix:// or "
         "redis+sentinel://HOST:PORT,.../SERVICE[/DB]; without one, an embedded redis-server",
     )
-    parser.add_argument(
+    group.add_argument(
         "--redis-password-file",
         type=Path,
         default=_env("redis-password-file"),
@@ -84,51 +137,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="file holding the Redis password (a mounted Secret; read for every new "
         "connection), so that no password is on a command line",
     )
-    parser.add_argument(
+    group.add_argument(
         "--redis-wait-replicas",
         type=int,
-        default=int(_env("redis-wait-replicas", "0") or 0),
+        default=_env_int("redis-wait-replicas", 0),
         metavar="N",
         help="each settle waits until N replicas hold it (Redis WAIT), so that a failover "
         "loses no settled spend (default: %(default)s, no wait)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--redis-wait-timeout",
         type=float,
-        default=float(_env("redis-wait-timeout", "0.1") or 0.1),
+        default=_env_float("redis-wait-timeout", 0.1),
         metavar="SECONDS",
         help="longest wait for --redis-wait-replicas; past it the settle stands on the "
         "primary alone and a warning is logged (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--fail-open",
+        action="store_true",
+        default=(_env("fail-open", "") or "").lower() in _TRUE,
+        help="admit requests without counting when the store is unreachable (default: 503)",
+    )
+    group.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=_env_float("lease-seconds", 30),
+        help="how long a reservation outlives a sidecar that died (default: %(default)s)",
+    )
+
+
+def _add_standalone(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--manifests",
         type=Path,
         default=_env("manifests"),
         metavar="DIR",
         help="standalone mode: Team/ApiKey/Budget/RateLimit/Secret YAML in DIR, followed live",
     )
-    parser.add_argument(
-        "--workload",
-        default=_env("workload"),
-        metavar="KIND/NAME",
-        help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
-        "keyless requests are charged to it, and metrics carry it as `workload`",
-    )
-    parser.add_argument(
-        "--identity-dir",
-        type=Path,
-        default=_env("identity-dir"),
-        metavar="DIR",
-        help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
-        "the injection webhook); with --workload, matched against Teams' workloadSelector",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--global-budget",
         default=_env("global-budget"),
         metavar="NS/NAME",
         help="standalone mode: a Budget every request counts against",
     )
-    parser.add_argument(
+    group.add_argument(
         "--state-file",
         type=Path,
         default=_env("state-file"),
@@ -137,111 +190,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
         "~/.local/state/llmquota; never in DIR, which kubectl apply -f reads whole)",
     )
-    parser.add_argument(
-        "--fail-open",
-        action="store_true",
-        default=(_env("fail-open", "") or "").lower() in _TRUE,
-        help="admit requests without counting when the store is unreachable (default: 503)",
+
+
+def _add_pod_identity(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--workload",
+        default=_env("workload"),
+        metavar="KIND/NAME",
+        help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
+        "keyless requests are charged to it, and metrics carry it as `workload`",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--identity-dir",
+        type=Path,
+        default=_env("identity-dir"),
+        metavar="DIR",
+        help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
+        "the injection webhook); with --workload, matched against Teams' workloadSelector",
+    )
+
+
+def _add_limits(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--pricing",
         type=Path,
         default=_env("pricing"),
         metavar="FILE",
         help="per-model price overrides and the unknown-model policy (YAML)",
     )
-    parser.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=float(_env("lease-seconds", "30") or 30),
-        help="how long a reservation outlives a sidecar that died (default: %(default)s)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--max-body-bytes",
         type=int,
-        default=int(_env("max-body-bytes", str(DEFAULT_MAX_BODY_BYTES)) or 0),
+        default=_env_int("max-body-bytes", DEFAULT_MAX_BODY_BYTES),
         help="larger request bodies get 413 (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--body-timeout",
         type=float,
-        default=float(_env("body-timeout", "60") or 60),
+        default=_env_float("body-timeout", 60),
         help="seconds a request body may take to arrive; slower ones get 408 "
         "(default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--header-timeout",
         type=float,
-        default=float(_env("header-timeout", "20") or 20),
+        default=_env_float("header-timeout", 20),
         help="seconds a connection may take to send its next request's headers (from its "
         "start or the previous response); idle or slower ones are closed (default: %(default)s)",
     )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=int(_env("max-connections", str(DEFAULT_MAX_CONNECTIONS)) or 0),
-        help="client connections held at once; past it the oldest idle one is closed, or "
-        "the new one gets 503 when all are busy (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--upstream-timeout",
-        type=float,
-        default=float(_env("upstream-timeout", "600") or 600),
-        help="seconds to wait for the upstream's next bytes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=float(_env("shutdown-timeout", "30") or 30),
-        help="seconds a shutdown waits for requests in flight (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(_env("workers", "1") or 1),
-        metavar="N",
-        help="serve from N processes sharing --listen (SO_REUSEPORT), for a gateway that "
-        "serves many Pods; a sidecar beside one workload keeps 1 (default: %(default)s)",
-    )
-    parser.add_argument("--log-level", default=_env("log-level", "INFO"))
 
 
 def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
-    """The settings the parsed flags describe."""
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--listen must be HOST:PORT, got {args.listen!r}")
-    if urlsplit(args.upstream).username is not None or urlsplit(args.upstream).password:
-        raise SystemExit(
-            "--upstream must not carry user:password@; put the upstream's key in "
-            "--upstream-key-file (it is sent as Authorization: Bearer)"
-        )
+    """The settings the parsed flags describe; SystemExit with one line on a bad one."""
+    host, port = _host_port(args.listen, "--listen must be HOST:PORT")
+    _check_upstream(args.upstream)
     if args.max_connections < 1 or args.header_timeout <= 0 or args.workers < 1:
         raise SystemExit("--max-connections, --header-timeout and --workers must be positive")
     health_listen = None
     if args.health_listen not in {"", "off"}:
-        health_host, _, health_port = args.health_listen.rpartition(":")
-        if not health_host or not health_port.isdigit():
-            raise SystemExit(
-                f"--health-listen must be HOST:PORT or off, got {args.health_listen!r}"
-            )
-        health_listen = (health_host.strip("[]"), int(health_port))
+        health_listen = _host_port(args.health_listen, "--health-listen must be HOST:PORT or off")
     if args.manifests is not None and not Path(args.manifests).is_dir():
         raise SystemExit(f"--manifests {args.manifests} is not a directory")
     state_file = args.state_file
     if state_file is None and args.manifests is not None:
         state_file = default_state_file(Path(args.manifests))
     password_file = None if args.redis_password_file is None else Path(args.redis_password_file)
-    if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
-        raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
-    if args.redis:
-        try:
-            check_redis(args.redis, password_file)
-        except RedisUrlError as error:
-            raise SystemExit(f"llmquota sidecar: {error}") from None
+    _check_store(args, password_file)
     return SidecarSettings(
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port,
         health_listen=health_listen,
         upstream=args.upstream,
         upstream_key_file=None if args.upstream_key_file is None else Path(args.upstream_key_file),
@@ -265,6 +282,34 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         upstream_timeout=args.upstream_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
+
+
+def _host_port(value: str, expected: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets or not) as host and port."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"{expected}, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_upstream(upstream: str) -> None:
+    """The upstream's key goes in a file, never in its URL (which is logged)."""
+    if urlsplit(upstream).username is not None or urlsplit(upstream).password:
+        raise SystemExit(
+            "--upstream must not carry user:password@; put the upstream's key in "
+            "--upstream-key-file (it is sent as Authorization: Bearer)"
+        )
+
+
+def _check_store(args: argparse.Namespace, password_file: Path | None) -> None:
+    """--redis-wait-* in range, and --redis of a form the store supports."""
+    if args.redis_wait_replicas < 0 or args.redis_wait_timeout <= 0:
+        raise SystemExit("--redis-wait-replicas must be >= 0 and --redis-wait-timeout > 0")
+    if args.redis:
+        try:
+            check_redis(args.redis, password_file)
+        except RedisUrlError as error:
+            raise SystemExit(f"llmquota sidecar: {error}") from None
 
 
 def _refuse(problem: object) -> int:

@@ -20,12 +20,8 @@ import logging
 import random
 import time
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from llmquota.sidecar.metrics import SidecarMetrics
-from llmquota.store import QuotaStore
+from llmquota.store import QuotaStore, StoreError, StoreUnavailable
 
 __all__ = ["MAX_PENDING_SETTLES", "SETTLE_RETRY_S", "InFlight"]
 
@@ -38,8 +34,6 @@ SETTLE_RETRY_S = 300.0
 MAX_PENDING_SETTLES = 10_000
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
-# Errors after which the same call may succeed; a script error (ResponseError) will not.
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class InFlight:
@@ -81,10 +75,10 @@ class InFlight:
             while True:
                 try:
                     await self._settle_once(request_id, charge)
-                except _TRANSIENT as error:
+                except StoreUnavailable as error:  # the same call may succeed later
                     if not self._may_retry(request_id, give_up_at, error, charge):
                         return
-                except RedisError as error:
+                except StoreError as error:
                     logger.error(
                         "the quota store refused the settle: %s",
                         error,
@@ -152,7 +146,7 @@ class InFlight:
                 continue
             try:
                 await self.store.renew(list(self.request_ids), self.lease_ms)
-            except (RedisError, OSError) as error:
+            except StoreError as error:
                 logger.warning("could not renew %d leases: %s", len(self.request_ids), error)
 
     async def abort_all(self, timeout_s: float | None = None) -> None:
@@ -170,6 +164,6 @@ class InFlight:
         for request_id in list(self.request_ids):
             try:
                 await self.store.abort(request_id)
-            except (RedisError, OSError) as error:
+            except StoreError as error:
                 logger.warning("could not free reservation %s: %s", request_id, error)
             self.request_ids.discard(request_id)

@@ -12,10 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
 from llmquota.policy.limits import ResolvedPolicy
-from llmquota.store import QuotaStore
+from llmquota.store import QuotaStore, StoreError
 
 __all__ = ["PolicyCache"]
 
@@ -85,7 +83,7 @@ class PolicyCache:
                     self.invalidate(key_hash)
                     self.subscribed.set()
                     backoff = RESUBSCRIBE_MIN_S
-            except (RedisError, OSError) as error:
+            except StoreError as error:
                 logger.warning("policy change feed lost, resubscribing: %s", error)
             self.subscribed.clear()
             await asyncio.sleep(backoff)

@@ -6,9 +6,9 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from llmquota.sidecar.state import METRICS, POLICIES, STANDALONE, STORE
+from llmquota.store import StoreError
 
 __all__ = ["healthz", "metrics", "readyz"]
 
@@ -26,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     problems = []
     try:
         await asyncio.wait_for(request.app[STORE].ping(), PING_TIMEOUT_S)
-    except (RedisError, OSError, TimeoutError) as error:
+    except (StoreError, TimeoutError) as error:
         problems.append(f"quota store unreachable: {error}")
     if not request.app[POLICIES].subscribed.is_set():
         problems.append("not subscribed to policy changes")

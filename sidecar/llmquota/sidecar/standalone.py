@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from redis.exceptions import RedisError
-
 from llmquota.manifests import (
     ManifestFiles,
     ManifestResolver,
@@ -42,7 +40,7 @@ from llmquota.sidecar.spend_snapshot import (
     take_snapshot,
     write_snapshot,
 )
-from llmquota.store import QuotaStore
+from llmquota.store import QuotaStore, StoreError
 from llmquota.store.workloads import replace_workload_policies
 
 __all__ = ["WATCH_INTERVAL_S", "Standalone", "StandaloneStatus", "new_generation"]
@@ -123,7 +121,7 @@ class Standalone:
         while True:
             try:
                 return await operation()
-            except (RedisError, OSError) as error:
+            except (StoreError, OSError) as error:  # OSError: the state file
                 logger.warning("%s, retrying: %s", what, error)
                 await asyncio.sleep(RETRY_S)
 
@@ -218,7 +216,7 @@ class Standalone:
                 elif loop.time() >= next_snapshot and self.status.loaded.is_set():
                     next_snapshot = loop.time() + SNAPSHOT_INTERVAL_S
                     await self._take_snapshot()
-            except (RedisError, OSError) as error:
+            except (StoreError, OSError) as error:  # OSError: the state file
                 logger.debug("store check failed (the readiness probe reports it): %s", error)
 
     async def _recover(self) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from llmquota.policy import keyspace
 from llmquota.policy.identity import (
     PodIdentity,
-    WorkloadPolicy,
     parse_downward_labels,
     request_policy,
 )
@@ -44,7 +43,10 @@ class WorkloadPolicies:
     def __init__(self, store: QuotaStore, identity: PodIdentity | None) -> None:
         self.store = store
         self.identity = identity
-        self._policies: list[WorkloadPolicy] | None = None
+        # This Pod's workload policy (None: no Team selects it), computed once per read of
+        # the namespace's policies; `_read` says whether there is one to use.
+        self._policy: ResolvedPolicy | None = None
+        self._read = False
         self._generation = 0
         self._noted: set[str] = set()  # teams this process told it charges
 
@@ -52,7 +54,7 @@ class WorkloadPolicies:
         """`identity.request_policy`: a known key's policy wins, else the workload's."""
         if key_policy is not None or self.identity is None:
             return key_policy
-        policy = request_policy(None, self.identity, await self._namespace_policies())
+        policy = await self._workload_policy(self.identity)
         if policy is None or policy.team is None or policy.team in self._noted:
             return policy
         team_scope = next((scope for scope in policy.scopes if scope.kind == "team"), None)
@@ -61,15 +63,15 @@ class WorkloadPolicies:
             self._noted.add(policy.team)
         return policy
 
-    async def _namespace_policies(self) -> list[WorkloadPolicy]:
-        if self._policies is not None:
-            return self._policies
-        assert self.identity is not None
+    async def _workload_policy(self, identity: PodIdentity) -> ResolvedPolicy | None:
+        if self._read:
+            return self._policy
         generation = self._generation
-        policies = await workload_policies(self.store, self.identity.namespace)
-        if generation == self._generation:
-            self._policies = policies
-        return policies
+        policies = await workload_policies(self.store, identity.namespace)
+        policy = request_policy(None, identity, policies)
+        if generation == self._generation:  # no change was announced meanwhile
+            self._policy, self._read = policy, True
+        return policy
 
     def invalidate(self, change: str) -> None:
         """Drop the cached policies on a change of this namespace's (`*`: of anything).
@@ -84,4 +86,4 @@ class WorkloadPolicies:
         elif change != keyspace.workload_policies_change(self.identity.namespace):
             return
         self._generation += 1
-        self._policies = None
+        self._policy, self._read = None, False

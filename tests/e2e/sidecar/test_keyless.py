@@ -24,7 +24,7 @@ from llmquota.store import EmbeddedRedis
 
 pytestmark = [pytest.mark.e2e]
 
-MANIFESTS = """
+SELECTING = """
 apiVersion: llmquota.dev/v1alpha1
 kind: Budget
 metadata: {name: kl-per-workload}
@@ -39,7 +39,8 @@ spec:
     matchLabels: {llm-team: kl-support}
     matchExpressions: [{key: tier, operator: NotIn, values: [experimental]}]
   workloadBudgetRef: {name: kl-per-workload}
----
+"""
+KEYED = """
 apiVersion: llmquota.dev/v1alpha1
 kind: Team
 metadata: {name: kl-keyed}
@@ -55,6 +56,7 @@ kind: Secret
 metadata: {name: kl-bot}
 stringData: {key: sk-keyless-test-known}
 """
+MANIFESTS = f"{SELECTING}---{KEYED}"
 MATCHED = 'llm-team="kl-support"\napp="drafter"\n'
 Pod = Callable[[str, str, str], Process]
 """`pod(namespace, labels file, workload)`: a sidecar with that identity."""
@@ -159,3 +161,19 @@ def test_no_matching_team_is_401_as_without_identity(pod: Pod, redis_client: red
     experimental = pod("default", MATCHED + 'tier="experimental"\n', "deployment/lab")
     assert _statuses(elsewhere, "sk-not-a-virtual-key", 1) == [401]
     assert _statuses(experimental, "sk-not-a-virtual-key", 1) == [401]
+
+
+def test_a_team_selecting_the_pod_later_is_followed_by_the_running_sidecar(
+    pod: Pod, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    manifests = tmp_path / "manifests" / "keyless.yaml"
+    manifests.write_text(KEYED)  # no Team selects the Pod yet
+    late = pod("default", MATCHED, "deployment/late")
+    assert _statuses(late, "sk-not-a-virtual-key", 1) == [401]  # and that is cached
+    manifests.write_text(MANIFESTS)
+    _policy_written(redis_client)
+    wait_until_sync(
+        lambda: _statuses(late, "sk-not-a-virtual-key", 1) == [200],
+        30,
+        what="the new Team's workload policy followed by the sidecar",
+    )

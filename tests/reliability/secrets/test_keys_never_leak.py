@@ -111,15 +111,18 @@ async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
     assert "broken-secret.yaml: yaml: " in checked.stdout
 
     answers: list[str] = [checked.stdout, checked.stderr]
+    proxied = 0  # requests to /v1/..., each logs one line (written in batches)
 
     async def call(method: str, path: str, key: str | None, body: object = None,
                    header: str = "Authorization") -> int:  # fmt: skip
+        nonlocal proxied
         headers = {} if key is None else {header: f"Bearer {key}" if header == "Authorization"
                                           else key}  # fmt: skip
         async with session.request(
             method, f"{sidecar.url}{path}", json=body, headers=headers
         ) as response:
             answers.append(f"{response.status} {dict(response.headers)!r} {await response.text()}")
+            proxied += path.startswith("/v1/")
             return response.status
 
     async with aiohttp.ClientSession() as session:
@@ -143,7 +146,13 @@ async def test_keys_appear_nowhere_but_as_their_hash(rig: Rig) -> None:
             metrics_text = await metrics.text()
         async with session.get(f"{rig.upstream.url}/_fake/requests") as recorded:
             upstream_requests = (await recorded.json())["requests"]
-    await asyncio.sleep(0.2)  # the last settlement and its log line
+
+    async def every_request_logged() -> bool:
+        text = sidecar.log_text().splitlines()
+        entries: list[dict[str, object]] = [json.loads(line) for line in text if line[:1] == "{"]
+        return sum(entry.get("msg") == "request" for entry in entries) >= proxied
+
+    await wait_until(every_request_logged, 5, what=f"{proxied} request log lines")
 
     assert_absent("the sidecar's responses", "\n".join(answers), [*CLIENT_KEYS, UPSTREAM_KEY])
     assert_absent("the sidecar's log", sidecar.log_text(), [*CLIENT_KEYS, UPSTREAM_KEY])

@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from redis.exceptions import RedisError
 from tests.reliability.harness import wait_until
 from tests.reliability.rig import Rig
 
 from llmquota.policy import keyspace
 from llmquota.policy.admission import lease_tag
 from llmquota.policy.limits import NANOS_PER_USD
+from llmquota.store import StoreError
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,7 @@ async def test_requests_served_while_redis_is_down_are_charged_once_it_is_back(r
     async def all_settled() -> bool:
         try:
             _, reserved = await rig.spend(policy)
-        except (OSError, RedisError):
+        except (OSError, StoreError):
             return False
         return reserved == 0
 

@@ -77,7 +77,7 @@ async def test_sidecar_rides_out_a_redis_crash(rig: Rig, fail_open: bool) -> Non
             if line.startswith("llmquota_requests_total{") and 'outcome="fail_open"' in line
         ] == [
             'llmquota_requests_total{key="outage-bot",model="gpt-4o-mini",namespace="default",'
-            'outcome="fail_open",team="outage"} 1.0'
+            'outcome="fail_open",team="outage",workload=""} 1.0'
         ]
     else:
         with pytest.raises(openai.APIStatusError) as refused:

@@ -13,15 +13,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from tests.reliability.harness import admit_once, policies_from_yaml, wait_until
 from tests.reliability.rig import CrashableRedis
 
 from llmquota.policy import keyspace
 from llmquota.policy.decision import Admitted
 from llmquota.policy.limits import ResolvedPolicy
-from llmquota.store import QuotaStore
+from llmquota.store import QuotaStore, StoreError, StoreUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -150,14 +148,14 @@ async def drive(store: QuotaStore, policy: ResolvedPolicy, traffic: Traffic) -> 
             request_id, decision = await admit_once(
                 store, policy, cost_nanos=COST_NANOS, lease_ms=1000
             )
-        except RedisError as error:
+        except StoreError as error:
             traffic.errors.append(error)
             await asyncio.sleep(0.02)
             continue
         assert isinstance(decision, Admitted), decision.message
         try:
             settled = await store.settle(request_id, COST_NANOS, TOKENS)
-        except RedisError as error:
+        except StoreError as error:
             # Redis may have run the script before the connection dropped.
             traffic.errors.append(error)
             traffic.in_doubt += 1
@@ -184,7 +182,7 @@ async def test_a_client_from_before_the_crash_recovers_and_loses_no_acknowledged
         traffic.stop.set()
         await loop
 
-    assert all(isinstance(error, RedisConnectionError) for error in traffic.errors), {
+    assert all(isinstance(error, StoreUnavailable) for error in traffic.errors), {
         type(error).__name__ for error in traffic.errors
     }
 

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmquota.fake_upstream.prompt_tokens import prompt_tokens
 from llmquota.pricing.estimate import (
     MAX_COMPLETION_TOKENS_CAP,
     REPLY_PRIMING_TOKENS,
@@ -19,6 +18,7 @@ from llmquota.pricing.estimate import (
     requested_max_completion_tokens,
 )
 from llmquota.pricing.tokenizer import TOKENIZED_CHARS_PER_REQUEST
+from llmquota.sandbox.fake_upstream.prompt_tokens import prompt_tokens
 
 CHAT = "/v1/chat/completions"
 CONTEXT = 1000

@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from llmquota.pricing import load_price_table
 from llmquota.sidecar import leases
 from llmquota.sidecar.leases import InFlight
 from llmquota.sidecar.metrics import SidecarMetrics
-from llmquota.store import QuotaStore
+from llmquota.store import QuotaStore, StoreUnavailable
 
 
 class SlowStore:
@@ -79,7 +78,7 @@ class FlakyStore(SlowStore):
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
         if self.failures > 0:
             self.failures -= 1
-            raise RedisConnectionError("down")
+            raise StoreUnavailable("down")
         return await super().settle(request_id, cost_nanos, tokens)
 
 

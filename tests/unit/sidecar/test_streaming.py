@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from llmquota.fake_upstream.replies import (
+from llmquota.pricing.tokenizer import exact_counter, output_token_counter
+from llmquota.sandbox.fake_upstream.replies import (
     chat_completion_chunks,
     encode_sse,
     plan_reply,
     response_events,
     text_completion_chunks,
 )
-from llmquota.fake_upstream.settings import FakeUpstreamSettings
-from llmquota.pricing.tokenizer import exact_counter, output_token_counter
+from llmquota.sandbox.fake_upstream.settings import FakeUpstreamSettings
 from llmquota.sidecar.streaming import StreamMeter
 from llmquota.sidecar.wire import Usage
 

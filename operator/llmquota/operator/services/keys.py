@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget
 from llmquota.operator.rules.conditions import Observation
@@ -34,6 +33,7 @@ from llmquota.operator.state import Gone, KeyRecord, OperatorState
 from llmquota.operator.storage.kubernetes import KubeObject
 from llmquota.policy.key_hash import hash_key, key_hint
 from llmquota.policy.resolve import ResolutionError, resolve_key_policy
+from llmquota.store import StoreError
 
 __all__ = ["REFRESH_CONCURRENCY", "KeyOutcome", "KeyService"]
 
@@ -166,7 +166,7 @@ class KeyService:
                         else {}
                     )
                     await self._write_status(apikey, shown, outcome)
-                except (RedisError, ApiException, OSError) as error:
+                except (StoreError, ApiException, OSError) as error:
                     logger.warning("refreshing ApiKey %s/%s failed, will retry: %s", *ref, error)
                     self._state.stale.add(ref)
 

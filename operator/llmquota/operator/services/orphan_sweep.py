@@ -19,10 +19,10 @@ import asyncio
 import logging
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from redis.exceptions import RedisError
 
 from llmquota.operator.rules.orphans import orphaned_policies
 from llmquota.operator.state import OperatorState
+from llmquota.store import StoreError
 
 __all__ = ["keep_policies_owned", "sweep_orphans"]
 
@@ -54,7 +54,7 @@ async def keep_policies_owned(state: OperatorState) -> None:
     while True:
         try:
             await sweep_orphans(state)
-        except (RedisError, ApiException, OSError) as error:
+        except (StoreError, ApiException, OSError) as error:
             logger.warning("orphaned-policy sweep failed, will retry: %s", error)
             await asyncio.sleep(min(state.config.orphan_interval, state.config.status_interval))
             continue

@@ -16,9 +16,8 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import RedisError
-
 from llmquota.operator.state import OperatorState
+from llmquota.store import StoreError
 
 __all__ = ["recover_once", "watch_store"]
 
@@ -78,6 +77,6 @@ async def watch_store(state: OperatorState) -> None:
             if time.monotonic() - last_sweep >= state.config.status_interval:
                 await state.store.sweep()
                 last_sweep = time.monotonic()
-        except (RedisError, OSError) as error:
+        except (StoreError, OSError) as error:
             logger.warning("Redis unreachable, will retry: %s", error)
         await asyncio.sleep(state.config.recovery_interval)

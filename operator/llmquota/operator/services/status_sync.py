@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from redis.exceptions import RedisError
 
 from llmquota.models import ApiKey, Budget, RateLimit, Team
 from llmquota.operator.metrics import (
@@ -71,7 +70,7 @@ from llmquota.policy.limits import (
     usd,
 )
 from llmquota.policy.resolve import COUNT_ONLY, ResolutionError, member_scope, resolve_team
-from llmquota.store import BudgetCounter
+from llmquota.store import BudgetCounter, StoreError
 
 __all__ = ["BATCH_SIZE", "PATCH_CONCURRENCY", "StatusSync"]
 
@@ -357,7 +356,7 @@ async def _guarded(obj: ApiKey | Team | Budget | RateLimit, sync: Awaitable[None
     """One object's sync failing (API server, Redis) skips that object, not the pass."""
     try:
         await sync
-    except (RedisError, ApiException, OSError) as error:
+    except (StoreError, ApiException, OSError) as error:
         meta = obj.metadata
         logger.warning("status sync of %s %s/%s skipped: %s", obj.kind, meta.namespace,
                        meta.name, error)  # fmt: skip
@@ -391,7 +390,7 @@ class StatusSync:
             started = time.perf_counter()
             try:
                 await self.sync_once()
-            except (RedisError, ApiException, OSError) as error:
+            except (StoreError, ApiException, OSError) as error:
                 logger.warning("status sync pass cut short, will retry: %s", error)
             except Exception:
                 # kopf retried a failing timer; this loop must not end on one bad pass.

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import RedisError
-
 from llmquota.models import LabelSelector, Team
 from llmquota.models.team import WORKLOAD_SPEND_TOP
 from llmquota.operator.state import Gone, OperatorState
@@ -32,6 +30,7 @@ from llmquota.policy.resolve import (
     resolve_workload_policy,
     team_scope_id,
 )
+from llmquota.store import StoreError
 from llmquota.store.workloads import (
     delete_workload_policy,
     put_workload_policy,
@@ -131,7 +130,7 @@ class WorkloadService:
         for team in selecting:
             try:
                 await self.apply(team, without=without)
-            except RedisError as error:
+            except StoreError as error:
                 logger.warning(
                     "workload policy of Team %s/%s not written, the status sync retries: %s",
                     team.metadata.namespace, team.metadata.name, error,

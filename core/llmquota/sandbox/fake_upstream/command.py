@@ -7,9 +7,9 @@ import argparse
 from aiohttp import web
 
 from llmquota.event_loop import new_event_loop
-from llmquota.fake_upstream.app import create_app
-from llmquota.fake_upstream.faults import FAULT_HEADER, FaultSpecError, parse_faults
-from llmquota.fake_upstream.settings import DEFAULT_MODELS, FakeUpstreamSettings
+from llmquota.sandbox.fake_upstream.app import create_app
+from llmquota.sandbox.fake_upstream.faults import FAULT_HEADER, FaultSpecError, parse_faults
+from llmquota.sandbox.fake_upstream.settings import DEFAULT_MODELS, FakeUpstreamSettings
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
 

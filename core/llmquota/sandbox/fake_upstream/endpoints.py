@@ -12,11 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-from llmquota.fake_upstream import replies
-from llmquota.fake_upstream.faults import FaultPlan
-from llmquota.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
-from llmquota.fake_upstream.settings import FakeUpstreamSettings
-from llmquota.fake_upstream.transmit import send_events, send_json
+from llmquota.sandbox.fake_upstream import replies
+from llmquota.sandbox.fake_upstream.faults import FaultPlan
+from llmquota.sandbox.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
+from llmquota.sandbox.fake_upstream.settings import FakeUpstreamSettings
+from llmquota.sandbox.fake_upstream.transmit import send_events, send_json
 
 __all__ = [
     "Exchange",

@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from llmquota.fake_upstream import FakeUpstreamSettings, FaultPlan, parse_faults
-from llmquota.fake_upstream.command import add_arguments, settings_from_args
-from llmquota.fake_upstream.faults import FaultSpecError
-from llmquota.fake_upstream.replies import encode_sse, plan_reply
+from llmquota.sandbox.fake_upstream import FakeUpstreamSettings, FaultPlan, parse_faults
+from llmquota.sandbox.fake_upstream.command import add_arguments, settings_from_args
+from llmquota.sandbox.fake_upstream.faults import FaultSpecError
+from llmquota.sandbox.fake_upstream.replies import encode_sse, plan_reply
 
 
 def test_fault_specs() -> None:

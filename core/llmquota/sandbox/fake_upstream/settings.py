@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmquota.fake_upstream.faults import FaultPlan
+from llmquota.sandbox.fake_upstream.faults import FaultPlan
 
 __all__ = ["DEFAULT_MODELS", "FakeUpstreamSettings"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmquota.fake_upstream.faults import FaultPlan
+from llmquota.sandbox.fake_upstream.faults import FaultPlan
 
 __all__ = ["send_error", "send_events", "send_json"]
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from llmquota.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
-from llmquota.fake_upstream.settings import FakeUpstreamSettings
 from llmquota.pricing.estimate import requested_max_completion_tokens
+from llmquota.sandbox.fake_upstream.prompt_tokens import prompt_tokens as prompt_tokens_of
+from llmquota.sandbox.fake_upstream.settings import FakeUpstreamSettings
 
 __all__ = [
     "Reply",

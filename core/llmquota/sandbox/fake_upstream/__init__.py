@@ -5,8 +5,8 @@ deterministic usage so tests know exact costs, breaks on request (`x-fake-fault`
 records what it was sent (`GET /_fake/requests`).
 """
 
-from llmquota.fake_upstream.app import create_app
-from llmquota.fake_upstream.faults import FAULT_HEADER, FaultPlan, parse_faults
-from llmquota.fake_upstream.settings import FakeUpstreamSettings
+from llmquota.sandbox.fake_upstream.app import create_app
+from llmquota.sandbox.fake_upstream.faults import FAULT_HEADER, FaultPlan, parse_faults
+from llmquota.sandbox.fake_upstream.settings import FakeUpstreamSettings
 
 __all__ = ["FAULT_HEADER", "FakeUpstreamSettings", "FaultPlan", "create_app", "parse_faults"]

@@ -16,12 +16,17 @@ from typing import Any
 
 from aiohttp import web
 
-from llmquota.fake_upstream import endpoints
-from llmquota.fake_upstream.endpoints import Exchange
-from llmquota.fake_upstream.faults import FAULT_HEADER, FaultPlan, FaultSpecError, parse_faults
-from llmquota.fake_upstream.replies import error_envelope
-from llmquota.fake_upstream.settings import FakeUpstreamSettings
-from llmquota.fake_upstream.transmit import send_error
+from llmquota.sandbox.fake_upstream import endpoints
+from llmquota.sandbox.fake_upstream.endpoints import Exchange
+from llmquota.sandbox.fake_upstream.faults import (
+    FAULT_HEADER,
+    FaultPlan,
+    FaultSpecError,
+    parse_faults,
+)
+from llmquota.sandbox.fake_upstream.replies import error_envelope
+from llmquota.sandbox.fake_upstream.settings import FakeUpstreamSettings
+from llmquota.sandbox.fake_upstream.transmit import send_error
 
 __all__ = ["RECORDED_REQUESTS", "SETTINGS", "create_app"]
 

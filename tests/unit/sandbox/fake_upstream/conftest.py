@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from openai import AsyncOpenAI
 
-from llmquota.fake_upstream import FakeUpstreamSettings, create_app
+from llmquota.sandbox.fake_upstream import FakeUpstreamSettings, create_app
 
 StartFake = Callable[..., Awaitable[TestClient[Any, Any]]]
 

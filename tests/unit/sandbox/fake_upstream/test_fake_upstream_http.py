@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from llmquota.fake_upstream import parse_faults
+from llmquota.sandbox.fake_upstream import parse_faults
 
 CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
