@@ -30,9 +30,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sidecar": ("bench/sidecar_overhead.py", "sidecar-overhead"),
     "litellm": ("bench/litellm/compare.py", "litellm-comparison"),
     "operator": ("bench/operator_reconcile.py", "operator"),
+    "redis": ("bench/redis_capacity.py", "redis_capacity"),
     "soak": ("bench/soak.py", "soak"),
 }
-DEFAULT = ("floors", "gateway", "core", "sidecar", "litellm", "operator")
+DEFAULT = ("floors", "gateway", "core", "sidecar", "litellm", "operator", "redis")
 
 
 def run_benchmark(name: str) -> None:

@@ -82,19 +82,16 @@ FAILOVER_TIMEOUT_MS = 5000
 START_TIMEOUT_S = 30.0
 
 
-def loopback_port() -> int:
-    """A free port on 127.0.0.1 below the ephemeral range.
+def loopback_port(bus_offset: int = 0) -> int:
+    """A free port on 127.0.0.1 below the ephemeral range; with `bus_offset`, that port
+    plus the offset is free and below the range too (a Cluster node's bus port).
 
     A killed server's clients keep reconnecting to its port; from the ephemeral range one
     of them could be given that very port and connect to itself (TCP self-connect).
     """
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(10_000, min(ephemeral_low, 30_000)), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+    for port in random.sample(range(10_000, min(ephemeral_low - bus_offset, 30_000)), 200):
+        if all(_free(candidate) for candidate in {port, port + bus_offset}):
             return port
     msg = "no free port below the ephemeral range"
     raise RuntimeError(msg)
@@ -311,11 +308,7 @@ CLUSTER_SLOTS = 16384
 
 
 class ClusterGroup:
-    """Three Redis Cluster primaries sharing the 16384 hash slots, real processes.
-
-    llmquota refuses `redis+cluster://` today; the group shows why (one admission's keys
-    lie in several slots) and is what the Lua reshape for Cluster will run against.
-    """
+    """Three Redis Cluster primaries sharing the 16384 hash slots, real processes."""
 
     def __init__(self, directory: Path, size: int = 3) -> None:
         self.nodes = [_cluster_node(directory / f"node-{index}") for index in range(size)]
@@ -342,6 +335,21 @@ class ClusterGroup:
 
     async def _all_answer(self) -> bool:
         return all(node.answers() for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """The `redis+cluster://` URL naming every node as a seed."""
+        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in self.addresses)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Each node's (host, port)."""
+        return [node.address for node in self.nodes]
+
+    def flush(self) -> None:
+        """Empty every node (scripts stay cached)."""
+        for node in self.nodes:
+            self._command(node, "FLUSHALL")
 
     async def _ok(self) -> bool:
         return all(_cluster_ok(node) for node in self.nodes)
@@ -384,8 +392,21 @@ def _cluster_ok(node: RedisNode) -> bool:
     return bool(state.get("cluster_state") == "ok" and int(state.get("cluster_known_nodes", 0)) > 1)
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+CLUSTER_BUS_OFFSET = 10_000
+"""Redis Cluster's node-to-node bus listens on the client port plus this."""
+
+
 def _cluster_node(directory: Path) -> RedisNode:
-    port = loopback_port()
+    port = loopback_port(CLUSTER_BUS_OFFSET)
     arguments = (
         "--port", str(port),
         "--bind", "127.0.0.1",

@@ -111,15 +111,18 @@ nothing; fails the render with a message naming the values when both or neither
 are set.
 */}}
 {{- define "llmquota.validateRedis" -}}
-{{- $external := or .Values.redis.external.url .Values.redis.external.existingSecret.name .Values.redis.external.sentinel.hosts -}}
+{{- $external := or .Values.redis.external.url .Values.redis.external.existingSecret.name .Values.redis.external.sentinel.hosts .Values.redis.external.cluster.nodes -}}
 {{- if and $external .Values.redis.internal.enabled -}}
-{{- fail "redis: set either redis.external.url / redis.external.existingSecret.name / redis.external.sentinel.hosts or redis.internal.enabled, not both (add --set redis.internal.enabled=false)" -}}
+{{- fail "redis: set either redis.external.url / redis.external.existingSecret.name / redis.external.sentinel.hosts / redis.external.cluster.nodes or redis.internal.enabled, not both (add --set redis.internal.enabled=false)" -}}
 {{- end -}}
 {{- if not (or $external .Values.redis.internal.enabled) -}}
-{{- fail "redis: set redis.external.url, redis.external.existingSecret.name, redis.external.sentinel.hosts or redis.internal.enabled=true" -}}
+{{- fail "redis: set redis.external.url, redis.external.existingSecret.name, redis.external.sentinel.hosts, redis.external.cluster.nodes or redis.internal.enabled=true" -}}
 {{- end -}}
-{{- if and .Values.redis.external.sentinel.hosts (or .Values.redis.external.url .Values.redis.external.existingSecret.name) -}}
-{{- fail "redis: redis.external.sentinel.hosts builds the URL; leave redis.external.url and redis.external.existingSecret.name empty" -}}
+{{- if and .Values.redis.external.sentinel.hosts (or .Values.redis.external.url .Values.redis.external.existingSecret.name .Values.redis.external.cluster.nodes) -}}
+{{- fail "redis: redis.external.sentinel.hosts builds the URL; leave redis.external.url, redis.external.existingSecret.name and redis.external.cluster.nodes empty" -}}
+{{- end -}}
+{{- if and .Values.redis.external.cluster.nodes (or .Values.redis.external.url .Values.redis.external.existingSecret.name) -}}
+{{- fail "redis: redis.external.cluster.nodes builds the URL; leave redis.external.url and redis.external.existingSecret.name empty" -}}
 {{- end -}}
 {{- end -}}
 
@@ -127,6 +130,13 @@ are set.
 {{- define "llmquota.sentinelRedisUrl" -}}
 {{- with .Values.redis.external.sentinel -}}
 {{- printf "%s://%s/%s/%d" (ternary "rediss+sentinel" "redis+sentinel" .tls) (join "," .hosts) .service (int .db) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The redis+cluster:// URL of redis.external.cluster. */}}
+{{- define "llmquota.clusterRedisUrl" -}}
+{{- with .Values.redis.external.cluster -}}
+{{- printf "%s://%s" (ternary "rediss+cluster" "redis+cluster" .tls) (join "," .nodes) -}}
 {{- end -}}
 {{- end -}}
 
@@ -152,12 +162,14 @@ url
 {{- end -}}
 
 {{/* The Redis URL the chart's own Secret holds: the external URL, else a Sentinel
-group's, else the internal Redis'. */}}
+group's, else a Cluster's, else the internal Redis'. */}}
 {{- define "llmquota.redisUrl" -}}
 {{- if .Values.redis.external.url -}}
 {{- .Values.redis.external.url -}}
 {{- else if .Values.redis.external.sentinel.hosts -}}
 {{- include "llmquota.sentinelRedisUrl" . -}}
+{{- else if .Values.redis.external.cluster.nodes -}}
+{{- include "llmquota.clusterRedisUrl" . -}}
 {{- else -}}
 {{- include "llmquota.internalRedisUrl" . -}}
 {{- end -}}

@@ -99,6 +99,19 @@ class AdmissionCall:
         data and picks the window its own clock falls in); needed only when there are."""
         return _script_call(self.lease_tag, self.request_id, self.checks, self.request, now_ms)
 
+    def slot_calls(self, now_ms: int | None = None) -> list[ScriptCall]:
+        """One script run per hash tag (a Redis Cluster runs a script in one slot), each
+        with its own lease there, in the order of the scopes: the global budget's slot
+        first, then the team's (its member, key and end users share its tag), then a
+        Dynamic pool's."""
+        by_tag: dict[str, list[Check]] = {}
+        for check in self.checks:
+            by_tag.setdefault(check.tag, []).append(check)
+        return [
+            _script_call(tag, self.request_id, checks, self.request, now_ms)
+            for tag, checks in by_tag.items()
+        ]
+
 
 def _with_bounds(fields: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
     """A budget check's fields, with its calendar window's boundaries when it needs them."""

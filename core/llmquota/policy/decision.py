@@ -29,6 +29,7 @@ __all__ = [
     "format_wait",
     "interpret_admit",
     "read_answer",
+    "tightest_admitted",
 ]
 
 
@@ -242,6 +243,38 @@ def _window_label(scope: Scope, window_index: int) -> str:
     if window_index == 0 or scope.budget is None:
         return scope.label
     return f"{scope.label} ({scope.budget.windows[window_index - 1].duration} window)"
+
+
+def tightest_admitted(
+    results: Sequence[Sequence[int | bytes | str]],
+) -> list[int | str]:
+    """One admitted answer from those of several slots (a Cluster admits per slot): each
+    limit the tightest any slot reported, as admit.lua picks it among its own checks, and
+    the first audited refusal in slot order (the widest scope's, as in one script)."""
+    answers = [answer for answer in map(read_answer, results) if isinstance(answer, AdmittedAnswer)]
+
+    def least(values: Sequence[int]) -> int:
+        known = [value for value in values if value >= 0]
+        return min(known, default=-1)
+
+    def tightest_pair(pairs: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        limited = [(left, limit) for limit, left in pairs if limit >= 0]
+        left, limit = min(limited, default=(-1, -1))
+        return limit, left
+
+    req_limit, req_left = tightest_pair([(a.req_limit, a.req_left) for a in answers])
+    tok_limit, tok_left = tightest_pair([(a.tok_limit, a.tok_left) for a in answers])
+    tightest = AdmittedAnswer(
+        budget_left=least([a.budget_left for a in answers]),
+        req_limit=req_limit,
+        req_left=req_left,
+        tok_limit=tok_limit,
+        tok_left=tok_left,
+        reset_ms=min(a.reset_ms for a in answers),
+        budget_room=least([a.budget_room for a in answers]),
+    )
+    audit = next((a.audit for a in answers if a.audit is not None), None)
+    return [ADMITTED, *tightest[:_ADMITTED_FIELDS], *(audit or ())]
 
 
 def _budget_refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:

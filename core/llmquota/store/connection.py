@@ -4,9 +4,10 @@
 `rediss+sentinel://`, TLS to the sentinels and the primary alike) names Sentinels that
 know the primary of a service: redis-py's Sentinel client asks them for the primary's
 address on every new connection, so after a failover the next connection lands on the
-promoted replica without a restart. `redis+cluster://` is parsed but refused: one
-admission touches the global budget and lease records besides the team's counters, keys
-of several hash slots, which a Cluster cannot run in one script.
+promoted replica without a restart. `redis+cluster://` (and `rediss+cluster://`) names
+seed nodes of a Redis Cluster: redis-py's RedisCluster client learns the slot map from
+them, sends each command to the primary of its key's slot and follows MOVED/ASK and a
+failover (a promoted replica takes its primary's slots).
 
 A password may come from a file (`--redis-password-file`, a mounted Secret) instead of the
 URL. The file is read on every new connection, so a rotated Secret takes effect without a
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
@@ -47,12 +49,24 @@ DEFAULT_SENTINEL_PORT = 26379
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-KNOWN_SCHEMES = ", ".join(f"{scheme}://" for scheme in (*SINGLE_SCHEMES, *SENTINEL_SCHEMES))
-CLUSTER_REFUSAL = (
-    "redis+cluster:// is not supported yet: one admission runs one script over the global "
-    "budget, the team's counters and the lease records, keys in several hash slots. Use a "
-    "primary with replicas under Redis Sentinel: "
-    "--redis redis+sentinel://HOST:26379,HOST:26379/SERVICE"
+KNOWN_SCHEMES = ", ".join(
+    f"{scheme}://" for scheme in (*SINGLE_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+)
+# What RedisCluster takes of the connection options callers pass; the rest (a blocking
+# pool's timeout) have no cluster counterpart: each node's pool holds `max_connections`.
+_CLUSTER_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "max_connections",
+        "retry",
+        "credential_provider",
+        "username",
+        "password",
+        "maint_notifications_config",
+    }
 )
 
 # A command that meets a broken connection (a primary that died, a failover in progress)
@@ -153,6 +167,9 @@ def parse_redis_url(url: str) -> RedisLocation:
         msg = f"--redis: {scheme}:// takes no query string (?{query.split('=')[0]}=...)"
         raise RedisUrlError(msg)
     if scheme in CLUSTER_SCHEMES:
+        if path.strip("/") not in ("", "0"):
+            msg = "--redis: a Redis Cluster has only database 0"
+            raise RedisUrlError(msg)
         return RedisLocation("cluster", url, nodes, username=username, password=password, tls=tls)
     service, _, db_text = path.partition("/")
     if not service:
@@ -267,12 +284,10 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 def check_redis(url: str, password_file: Path | None = None) -> RedisLocation:
     """What `connect` would use, checked at start-up without connecting.
 
-    RedisUrlError (one line, no password in it) for a bad URL, a Cluster, a password given
-    both in the URL and in a file, or a password file that cannot be read.
+    RedisUrlError (one line, no password in it) for a bad URL, a password given both in
+    the URL and in a file, or a password file that cannot be read.
     """
     location = parse_redis_url(url)
-    if location.kind == "cluster":
-        raise RedisUrlError(CLUSTER_REFUSAL)
     if password_file is not None:
         if location.password is not None:
             msg = "--redis carries a password and --redis-password-file gives one: keep one"
@@ -287,7 +302,7 @@ def connect(
     password_file: Path | None = None,
     pool_timeout: float | None = None,
     **options: Any,
-) -> Redis:
+) -> Redis | RedisCluster:
     """A client (lazily connected, pooled) for the Redis that `url` names.
 
     `pool_timeout`: callers wait that long for a free connection (a blocking pool) instead
@@ -303,6 +318,8 @@ def connect(
         options["password"] = location.password
     if location.kind == "sentinel":
         return _sentinel_client(location, pool_timeout, options)
+    if location.kind == "cluster":
+        return _cluster_client(location, options)
     pool_class: type[ConnectionPool] = ConnectionPool
     if pool_timeout is not None:
         pool_class = BlockingConnectionPool
@@ -326,6 +343,20 @@ def _with_defaults(location: RedisLocation, options: dict[str, Any]) -> dict[str
         merged.setdefault("socket_keepalive", True)
         merged.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
     return merged
+
+
+def _cluster_client(location: RedisLocation, options: dict[str, Any]) -> RedisCluster:
+    """A Redis Cluster, discovered from its seed nodes on first use.
+
+    Connection errors are retried by the cluster client itself (it refreshes the slot map
+    and tries again, as at a failover), with the same backoff as a single server's.
+    """
+    cluster_options = {name: value for name, value in options.items() if name in _CLUSTER_OPTIONS}
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],
+        ssl=location.tls,
+        **cluster_options,
+    )
 
 
 def _sentinel_client(

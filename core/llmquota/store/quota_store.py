@@ -2,24 +2,35 @@
 
 Hot path: one round trip to admit (EVALSHA admit) and one to settle. Everything else
 (policy writes, status reads, re-seeding) is the operator's, off the request path.
+
+On a Redis Cluster a script runs in one hash slot, so an admission runs once per hash tag
+its counters carry (`AdmissionCall.slot_calls`: the global budget's first, then the
+team's, then a Dynamic pool's), each reserving in its slot; when one refuses, the slots
+reserved before are freed. A refusal therefore never leaves a reservation behind, and
+while one is held elsewhere for a moment it can only refuse other requests early, never
+let one through: the no-overshoot bound holds. That costs one round trip per further
+slot, only for requests that span slots; settle and abort run per slot likewise.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
+from llmquota.policy.decision import ADMITTED, tightest_admitted
 from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
-from llmquota.store.connection import connect
+from llmquota.store.connection import RedisUrlError, connect
 from llmquota.store.errors import REDIS_ERRORS, store_call, store_error
 from llmquota.store.fast_path import FastScripts, LuaScript
 from llmquota.store.replication import ReplicaWait, run_replicated
@@ -47,24 +58,32 @@ class QuotaStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         clock_ms: Callable[[], int] | None = None,
         replica_wait: ReplicaWait | None = None,
         fast_path: FastScripts | None = None,
     ) -> None:
         """Wrap a client; `clock_ms` replaces Redis TIME in the scripts (tests only);
-        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`);
+        `replica_wait`: every settle waits for replicas to hold it (`--redis-wait-replicas`;
+        not on a Cluster, where WAIT would reach another connection than the settle);
         `fast_path`: admit, settle and abort go through it instead (`store.fast_path`)."""
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
+        if self.cluster and replica_wait is not None:
+            msg = "--redis-wait-replicas needs one primary (redis:// or redis+sentinel://)"
+            raise RedisUrlError(msg)
         self._clock_ms = clock_ms
         self._replica_wait = replica_wait
         self._scripts = Scripts.register(redis)
         self._fast = fast_path
+        self._loading = asyncio.Lock()
+        self._scripts_loaded = asyncio.Event()
         self._hot = {
             name: LuaScript.of(script_source(name)) for name in ("admit", "settle", "abort")
         }
-        # The KEYS each request admitted here was given, until it is settled or aborted.
-        self._in_flight: dict[str, list[str]] = {}
+        # The KEYS of each slot a request admitted here reserved in, until it is settled
+        # or aborted: those scripts are given the same KEYS.
+        self._in_flight: dict[str, list[list[str]]] = {}
 
     @classmethod
     def from_url(
@@ -99,8 +118,20 @@ class QuotaStore:
         """admit, settle or abort: on the fast path when there is one, else redis-py's."""
         if self._fast is not None:
             return await self._fast.run(self._hot[name], keys, args)
+        if isinstance(self.redis, RedisCluster) and not self._scripts_loaded.is_set():
+            await self._load_scripts(self.redis)
         script: AsyncScript = getattr(self._scripts, name)
         return await script(keys=keys, args=args)
+
+    async def _load_scripts(self, cluster: RedisCluster) -> None:
+        """Load every script on every primary once, before the first call: redis-py's
+        Cluster client fails calls (a connection torn down under another) when many
+        concurrent first calls all meet NOSCRIPT and load the script at once."""
+        async with self._loading:
+            if not self._scripts_loaded.is_set():
+                for script in self._scripts.all():
+                    await cluster.script_load(script.script)
+                self._scripts_loaded.set()
 
     @store_call
     async def ping(self) -> None:
@@ -127,26 +158,28 @@ class QuotaStore:
 
     @store_call
     async def put_policy(self, policy: ResolvedPolicy) -> bool:
-        """Write a key's policy and tell every sidecar; False when it was already so."""
+        """Write a key's policy and tell every sidecar; False when it was already so.
+
+        The index entry is written either way: on a Cluster the index can be lost with
+        its node while the policy, on another, survives."""
         encoded = policy.model_dump_json()
         name = keyspace.policy_key(policy.key_hash)
+        # No MULTI, and one command after the other: the policy, the index and the channel
+        # live in different Cluster slots (and a Cluster pipeline takes no PUBLISH).
         previous = await self.redis.set(name, encoded, get=True)
+        await self.redis.sadd(keyspace.POLICY_INDEX, policy.key_hash)
         if previous == encoded.encode():
             return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(keyspace.POLICY_INDEX, policy.key_hash)
-            pipe.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
-            await pipe.execute()
+        await self.redis.publish(keyspace.POLICY_CHANNEL, policy.key_hash)
         return True
 
     @store_call
     async def delete_policy(self, key_hash: str) -> None:
-        """Remove a key's policy; sidecars refuse the key from then on."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keyspace.policy_key(key_hash))
-            pipe.srem(keyspace.POLICY_INDEX, key_hash)
-            pipe.publish(keyspace.POLICY_CHANNEL, key_hash)
-            await pipe.execute()
+        """Remove a key's policy; sidecars refuse the key from then on. The policy goes
+        before the news of it, so a sidecar told of the change cannot read it back."""
+        await self.redis.delete(keyspace.policy_key(key_hash))
+        await self.redis.srem(keyspace.POLICY_INDEX, key_hash)
+        await self.redis.publish(keyspace.POLICY_CHANNEL, key_hash)
 
     @store_call
     async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
@@ -161,6 +194,34 @@ class QuotaStore:
         return {_text(member) for member in members}
 
     @store_call
+    async def missing_policies(self, key_hashes: Iterable[str]) -> set[str]:
+        """Of `key_hashes`, those whose policy or index entry is gone (a Redis, or one
+        Cluster node, that lost its data). Run every second by the operator, so it reads
+        no policy, only whether each exists."""
+        hashes = list(dict.fromkeys(key_hashes))
+        indexed = await self.policy_hashes()
+        names = {keyspace.policy_key(key_hash): key_hash for key_hash in hashes}
+        gone = {names[name] for name in await self._missing(list(names))}
+        return gone | {key_hash for key_hash in hashes if key_hash not in indexed}
+
+    @store_call
+    async def missing_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Of (tag, scope id) pairs, those whose budget counter does not exist."""
+        names = {keyspace.budget_key(tag, scope_id): (tag, scope_id) for tag, scope_id in scopes}
+        return [names[name] for name in await self._missing(list(names))]
+
+    async def _missing(self, names: list[str]) -> list[str]:
+        """Of distinct key names, those that do not exist: one EXISTS over all of them
+        (split by slot on a Cluster), and only when some are gone, one per key."""
+        if not names or await self.redis.exists(*names) == len(names):
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(name)
+            found: list[int] = await pipe.execute()
+        return [name for name, exists in zip(names, found, strict=True) if not exists]
+
+    @store_call
     async def policy_owners(self, key_hashes: Iterable[str]) -> dict[str, tuple[str, str]]:
         """(namespace, ApiKey name) each policy names, in one round trip.
 
@@ -170,7 +231,7 @@ class QuotaStore:
         hashes = list(key_hashes)
         if not hashes:
             return {}
-        encoded = await self.redis.mget([keyspace.policy_key(key_hash) for key_hash in hashes])
+        encoded = await self._mget([keyspace.policy_key(key_hash) for key_hash in hashes])
         owners: dict[str, tuple[str, str]] = {}
         for key_hash, raw in zip(hashes, encoded, strict=True):
             if raw is None:
@@ -186,8 +247,15 @@ class QuotaStore:
         """Key hashes whose policy changed, as they are published (`*`: all of them).
 
         The first item is `*` once subscribed, so a (re)subscribing cache drops what it
-        holds: a change published while it was not listening is not missed.
+        holds: a change published while it was not listening is not missed. On a Cluster
+        the subscription is held on one node (PUBLISH reaches every node); when that node
+        fails, the feed ends with an error and the caller subscribes again.
         """
+        if isinstance(self.redis, RedisCluster):
+            try:
+                await self.redis.initialize()  # its pub/sub picks a node from the slot map
+            except REDIS_ERRORS as error:
+                raise store_error(error) from error
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keyspace.POLICY_CHANNEL)
@@ -206,20 +274,34 @@ class QuotaStore:
     # `@store_call` would cost the hot path a coroutine more.
 
     async def admit(self, call: AdmissionCall) -> list[Any]:
-        """Run admit.lua; the raw answer is read by `policy.decision.interpret_admit`.
+        """Run admit.lua, once per hash slot on a Cluster; the raw answer (the tightest of
+        the slots' when all admit) is read by `policy.decision.interpret_admit`.
 
         An admitted request's KEYS are kept until it is settled or aborted: those scripts
         are given the same KEYS, since a script may touch only keys it is given."""
-        script_call = call.script_call(self._local_now_ms())
+        now_ms = self._local_now_ms()
+        script_calls = call.slot_calls(now_ms) if self.cluster else [call.script_call(now_ms)]
+        reserved: list[list[str]] = []
+        answers: list[list[Any]] = []
         try:
-            result: list[Any] = await self._run_hot(
-                "admit", script_call.keys, [script_call.spec_json, self._clock()]
-            )
-        except REDIS_ERRORS as error:
-            raise store_error(error) from error
-        if int(result[0]) == 1:
-            self._in_flight[call.request_id] = script_call.keys
-        return result
+            for script_call in script_calls:
+                answer: list[Any] = await self._run_hot(
+                    "admit", script_call.keys, [script_call.spec_json, self._clock()]
+                )
+                if int(answer[0]) != ADMITTED:
+                    await self._abort_slots(reserved, refused=True)
+                    return answer
+                reserved.append(script_call.keys)
+                answers.append(answer)
+        except BaseException as error:
+            # A slot that did not answer: free what the others hold now, not at expiry.
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._abort_slots(reserved, refused=True)
+            if isinstance(error, REDIS_ERRORS):
+                raise store_error(error) from error
+            raise
+        self._in_flight[call.request_id] = reserved
+        return answers[0] if len(answers) == 1 else tightest_admitted(answers)
 
     async def settle(self, request_id: str, cost_nanos: int, tokens: int) -> int:
         """Charge the real cost and tokens; 1 settled, 2 late (lease expired), 0 unknown
@@ -227,51 +309,68 @@ class QuotaStore:
 
         Both are held to what one step may add (`counter_amount`), which the script checks.
         """
-        keys = self._in_flight.get(request_id)
-        if keys is None:
+        slots = self._in_flight.get(request_id)
+        if slots is None:
             return 0
         args: list[str | int] = [counter_amount(cost_nanos), counter_amount(tokens), self._clock()]
         try:
-            if self._replica_wait is not None:
-                settled = await run_replicated(
-                    self.redis, self._scripts.settle, keys, args, self._replica_wait
-                )
-            else:
-                settled = int(await self._run_hot("settle", keys, args))
+            answers = [await self._settle_slot(keys, args) for keys in slots]
         except REDIS_ERRORS as error:
             raise store_error(error) from error
         del self._in_flight[request_id]
-        return settled
+        return max(answers, key=_SETTLE_RANK.index)
+
+    async def _settle_slot(self, keys: list[str], args: list[str | int]) -> int:
+        if self._replica_wait is not None and isinstance(self.redis, Redis):
+            return await run_replicated(
+                self.redis, self._scripts.settle, keys, args, self._replica_wait
+            )
+        return int(await self._run_hot("settle", keys, args))
 
     @store_call
     async def abort(self, request_id: str) -> int:
         """Free a reservation without charge; 1 when freed."""
-        keys = self._in_flight.get(request_id)
-        if keys is None:
+        slots = self._in_flight.get(request_id)
+        if slots is None:
             return 0
-        aborted = int(await self._run_hot("abort", keys, [self._clock()]))
+        aborted = await self._abort_slots(slots)
         del self._in_flight[request_id]
         return aborted
 
+    async def _abort_slots(self, slots: Sequence[list[str]], *, refused: bool = False) -> int:
+        """Free what a request holds in each of `slots`; 1 when anything was freed.
+        `refused`: another slot refused it, so its requests are not counted either."""
+        args: list[str | int] = [self._clock(), int(refused)]
+        freed = [int(await self._run_hot("abort", keys, args)) for keys in slots]
+        return max(freed, default=0)
+
     @store_call
     async def renew(self, request_ids: Sequence[str], lease_ms: int) -> int:
-        """Extend the leases of requests still in flight; how many were still held.
+        """Extend the leases of requests still in flight; how many were still held (on a
+        Cluster a request holds one in each slot it reserved in).
 
-        One script run per hash tag, pipelined: one round trip."""
+        One script run per hash tag: pipelined on one Redis (one round trip), side by side
+        on a Cluster."""
         records: dict[str, list[str]] = {}
         for request_id in request_ids:
-            keys = self._in_flight.get(request_id)
-            if keys is not None:
-                leases, record, *_ = keys
+            for leases, record, *_ in self._in_flight.get(request_id, []):
                 records.setdefault(leases, []).append(record)
         if not records:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for leases, members in records.items():
-                await self._scripts.renew(
-                    keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+        if isinstance(self.redis, RedisCluster):
+            renewed = await asyncio.gather(
+                *(
+                    self._scripts.renew(keys=[leases], args=[lease_ms, self._clock(), *members])
+                    for leases, members in records.items()
                 )
-            renewed: list[int] = await pipe.execute()
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for leases, members in records.items():
+                    await self._scripts.renew(
+                        keys=[leases], args=[lease_ms, self._clock(), *members], client=pipe
+                    )
+                renewed = await pipe.execute()
         return sum(int(count) for count in renewed)
 
     @store_call
@@ -284,6 +383,12 @@ class QuotaStore:
         ):
             freed += int(await self._scripts.sweep(keys=[leases], args=[self._clock(), limit]))
         return freed
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """GET of many keys in one call; on a Cluster one per slot, side by side."""
+        if isinstance(self.redis, RedisCluster):
+            return await self.redis.mget_nonatomic(keys)
+        return await self.redis.mget(keys)
 
     # Counters for status --------------------------------------------------------------
 
@@ -400,6 +505,10 @@ class QuotaStore:
             ],
         )
         return bool(restored)
+
+
+# Settle answers, least to most telling: unknown, settled, late (its lease had expired).
+_SETTLE_RANK = (0, 1, 2)
 
 
 def _text(value: bytes | str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 __all__ = ["Scripts", "script_source"]
@@ -21,6 +21,10 @@ def script_source(name: str) -> str:
     """The full source of one operation: the shared prelude, then the operation."""
     lua = files("llmquota.store") / "lua"
     return f"{(lua / '_common.lua').read_text()}\n{(lua / f'{name}.lua').read_text()}"
+
+
+NAMES = ("admit", "settle", "abort", "renew", "sweep", "seed", "restore")
+"""Every operation, one file each in `lua/`."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,11 @@ class Scripts:
     seed: AsyncScript
     restore: AsyncScript
 
+    def all(self) -> list[AsyncScript]:
+        """Every registered script."""
+        return [getattr(self, name) for name in NAMES]
+
     @classmethod
-    def register(cls, redis: Redis) -> Scripts:
+    def register(cls, redis: Redis | RedisCluster) -> Scripts:
         """Register every operation with `redis`."""
-        return cls(
-            **{
-                name: redis.register_script(script_source(name))
-                for name in ("admit", "settle", "abort", "renew", "sweep", "seed", "restore")
-            }
-        )
+        return cls(**{name: redis.register_script(script_source(name)) for name in NAMES})

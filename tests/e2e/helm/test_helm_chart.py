@@ -39,7 +39,7 @@ INVALID_MESSAGES = {
     "invalid-typo.yaml": "additional properties 'replicaCont' not allowed",
     "invalid-redis-both.yaml": "not both",
     "invalid-global-budget.yaml": "/globalBudget",
-    "invalid-redis-cluster.yaml": "/redis/external/url",
+    "invalid-redis-cluster-and-sentinel.yaml": "builds the URL",
 }
 
 Manifest = dict[str, Any]
@@ -415,6 +415,16 @@ def test_external_sentinel_with_a_password_secret(helm_bin: Path, chart_dir: Pat
         in (container["args"])
     )
     assert not any("password" in arg for arg in container["args"] if "-secret=" not in arg)
+
+
+def test_external_cluster(helm_bin: Path, chart_dir: Path) -> None:
+    manifests = render(helm_bin, chart_dir, VALUES_DIR / "external-cluster.yaml")
+    assert not find(manifests, "StatefulSet")
+    url_secret = env_var(operator_container(manifests), "LLMQUOTA_REDIS")["valueFrom"]
+    assert one(manifests, "Secret", url_secret["secretKeyRef"]["name"])["stringData"]["url"] == (
+        "rediss+cluster://redis-cluster-0.redis-cluster:6379,"
+        "redis-cluster-1.redis-cluster:6379,redis-cluster-2.redis-cluster"
+    )
 
 
 def test_internal_redis(helm_bin: Path, chart_dir: Path) -> None:

@@ -18,7 +18,6 @@ from llmquota.store import EmbeddedRedis
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct-horse-battery-staple"
-CLUSTER_URL = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
 
 
 @pytest.fixture
@@ -35,15 +34,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*LLMQUOTA, *args], capture_output=True, text=True, timeout=60, check=False
     )
-
-
-@pytest.mark.parametrize("command", ["sidecar", "operator"])
-def test_a_cluster_url_is_refused_at_start_in_one_line(command: str) -> None:
-    result = run(command, "--redis", CLUSTER_URL)
-    assert result.returncode != 0
-    [line] = (result.stdout + result.stderr).strip().splitlines()
-    assert line.startswith(f"llmquota {command}: redis+cluster:// is not supported yet")
-    assert "--redis redis+sentinel://" in line
 
 
 @pytest.mark.parametrize("command", ["sidecar", "operator"])

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from tests.e2e.sidecar.processes import LLMQUOTA
 from tests.reliability.harness import wait_until
 from tests.reliability.rig import UPSTREAM_KEY, Rig
@@ -63,7 +63,7 @@ stringData:
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def everything_in_redis(redis: Redis) -> str:
+async def everything_in_redis(redis: Redis | RedisCluster) -> str:
     """Every key name and value in the database, as one text."""
     dumped: list[str] = []
     async for name in redis.scan_iter(count=500):

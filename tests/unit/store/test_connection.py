@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from redis.asyncio import RedisCluster
 
 from llmquota.store import RedisUrlError, parse_redis_url
 from llmquota.store.connection import PasswordFile, connect
@@ -59,14 +60,20 @@ def test_no_message_repeats_the_password() -> None:
     assert "hunter2" not in repr(location)
 
 
-def test_redis_cluster_is_parsed_then_refused_with_what_to_use() -> None:
+def test_redis_cluster_gets_redis_pys_cluster_client_of_its_seed_nodes() -> None:
     location = parse_redis_url("redis+cluster://n1:7000,n2:7001")
     assert (location.kind, location.nodes) == ("cluster", (("n1", 7000), ("n2", 7001)))
-    with pytest.raises(RedisUrlError) as refused:
-        connect("redis+cluster://n1:7000,n2:7001")
-    [line] = str(refused.value).splitlines()
-    assert line.startswith("redis+cluster:// is not supported yet")
-    assert "redis+sentinel://" in line
+    client = connect("redis+cluster://app:pw@n1:7000,n2:7001", socket_timeout=2, pool_timeout=5)
+    assert isinstance(client, RedisCluster)  # lazily: nothing is connected yet
+    assert [(node.host, node.port) for node in client.nodes_manager.startup_nodes.values()] == [
+        ("n1", 7000),
+        ("n2", 7001),
+    ]
+
+
+def test_a_cluster_has_no_database_but_0() -> None:
+    with pytest.raises(RedisUrlError, match="only database 0"):
+        connect("redis+cluster://n1:7000/2")
 
 
 def test_a_password_in_the_url_and_in_a_file_is_refused(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ end
 -- it holds there, each entry naming its counter by index into that list:
 --   budgets:   {counter, window, anchor, bounds, window_start, held, model, key_field,
 --               capped} (`bounds`: a calendar window's, see calendar_window)
---   rates:     {counter, minute, tokens, tokens_field, model_tokens_field}
+--   rates:     {counter, minute, tokens, tokens_field, model_tokens_field, requests_fields}
 --   parallels: {counter, fields}
 -- and `freed` once a sweep has released it.
 
@@ -166,11 +166,15 @@ local function release_budget(key, b, cost, now, freed)
   end
 end
 
--- Replace the tokens a lease reserved at one rate counter (or pool) with the real ones.
-local function release_rate(key, r, tokens, now, freed)
+-- Replace the tokens a lease reserved at one rate counter (or pool) with the real ones;
+-- `refused` (another slot refused the request) takes its request back from the count too.
+local function release_rate(key, r, tokens, now, freed, refused)
   local minute = minute_of(now)
   local held = (not freed) and r.minute == minute
     and tonumber(redis.call('HGET', key, 'win')) == r.minute
+  if held and refused then
+    for _, field in ipairs(r.requests_fields) do redis.call('HINCRBY', key, field, -1) end
+  end
   local delta = tokens
   if held then
     delta = tokens - r.tokens
@@ -194,10 +198,13 @@ end
 
 -- Replace a lease's reservations with the real cost and tokens (0, 0 to abort) and free
 -- its parallel slots; `counters` are its counters' names, in the lease's order.
--- `freed` (already released by a sweep) skips the reservation part and only charges.
-local function release(lease, counters, cost, tokens, now, freed)
+-- `freed` (already released by a sweep) skips the reservation part and only charges;
+-- `refused`: the request was refused in another slot, so it never counted as a request.
+local function release(lease, counters, cost, tokens, now, freed, refused)
   for _, b in ipairs(lease.budgets) do release_budget(counters[b.counter], b, cost, now, freed) end
-  for _, r in ipairs(lease.rates) do release_rate(counters[r.counter], r, tokens, now, freed) end
+  for _, r in ipairs(lease.rates) do
+    release_rate(counters[r.counter], r, tokens, now, freed, refused)
+  end
   if not freed then
     for _, p in ipairs(lease.parallels) do release_parallel(counters[p.counter], p) end
   end
@@ -216,7 +223,7 @@ local function sweep(leases, now, limit)
     if raw then
       local lease = cjson.decode(raw)
       if not lease.freed then
-        release(lease, lease.counters, 0, 0, now, false)
+        release(lease, lease.counters, 0, 0, now, false, false)
         lease.freed = true
         redis.call('SET', record, cjson.encode(lease), 'PX', EXPIRED_LEASE_KEEP_MS)
       end

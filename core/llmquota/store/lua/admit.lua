@@ -180,8 +180,11 @@ local function admit_rate(check, key)
       redis.call('HINCRBY', key, model_tokens_field, spec.tokens)
     end
     redis.call('PEXPIRE', key, 120000)
+    local requests_fields = {'req'}
+    if model ~= '' then table.insert(requests_fields, 'q:' .. model) end
     table.insert(lease.rates, {counter = check.counter, minute = minute, tokens = spec.tokens,
-      tokens_field = 'tok', model_tokens_field = model_tokens_field})
+      tokens_field = 'tok', model_tokens_field = model_tokens_field,
+      requests_fields = requests_fields})
   end
 end
 
@@ -210,7 +213,8 @@ local function admit_pool(check, key)
     redis.call('HINCRBY', key, 'q:' .. check.member, 1)
     redis.call('HINCRBY', key, 't:' .. check.member, spec.tokens)
     table.insert(lease.rates, {counter = check.counter, minute = minute, tokens = spec.tokens,
-      tokens_field = 't:' .. check.member, model_tokens_field = ''})
+      tokens_field = 't:' .. check.member, model_tokens_field = '',
+      requests_fields = {'q:' .. check.member}})
   end
 end
 

@@ -17,7 +17,7 @@ if not raw then return 0 end
 local lease = cjson.decode(raw)
 local counters = given_counters(lease)
 if not counters then return wrong_keys() end
-release(lease, counters, cost, tokens, now, lease.freed)
+release(lease, counters, cost, tokens, now, lease.freed, false)
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], KEYS[2])
 if lease.freed then return 2 end

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 async def recover_once(state: OperatorState) -> int:
-    """Re-seed and re-put if any written policy is gone; how many policies were re-put."""
+    """Re-seed and re-put if any written policy, or any counter with spend, is gone (a
+    whole Redis, or one Cluster node, lost its data); how many policies were re-put."""
     expected = {
         record.key_hash: record.policy
         for record in list(state.keys.values())
@@ -33,28 +34,38 @@ async def recover_once(state: OperatorState) -> int:
     }
     if not expected:
         return 0
-    present = await state.store.policy_hashes()
-    missing = [policy for key_hash, policy in expected.items() if key_hash not in present]
-    if not missing:
+    gone = await state.store.missing_policies(expected)
+    missing = [policy for key_hash, policy in expected.items() if key_hash in gone]
+    now_ms = await state.store.now_ms()
+    current = {
+        scope: seed
+        for scope, seed in list(state.seeds.items())
+        # A window that is over is left alone: the new one rightly starts at zero.
+        if seed.window.start_ms <= now_ms
+        and not 0 <= seed.window.end_ms <= now_ms
+        and (seed.spend_nanos or seed.model_spend_nanos)
+    }
+    # One counter with spend per hash tag tells whether that tag's slot lost its data.
+    probes = {tag: (tag, scope_id) for tag, scope_id in current}
+    lost = await state.store.missing_budgets(probes.values())
+    if not missing and not lost:
         return 0
     logger.warning(
-        "Redis lost %d of %d policies: re-seeding counters and re-putting policies",
+        "Redis lost %d of %d policies and the counters of %d hash tags: re-seeding counters "
+        "and re-putting policies",
         len(missing),
         len(expected),
+        len(lost),
     )
-    now_ms = await state.store.now_ms()
     seeded = 0
-    for (tag, scope_id), seed in list(state.seeds.items()):
-        if seed.window.start_ms > now_ms or (0 <= seed.window.end_ms <= now_ms):
-            continue  # that window is over: the new one rightly starts at zero
-        if seed.spend_nanos or seed.model_spend_nanos:
-            seeded += await state.store.seed_budget(
-                tag,
-                scope_id,
-                (seed.window.start_ms, seed.window.end_ms),
-                seed.spend_nanos,
-                seed.model_spend_nanos,
-            )
+    for (tag, scope_id), seed in current.items():
+        seeded += await state.store.seed_budget(
+            tag,
+            scope_id,
+            (seed.window.start_ms, seed.window.end_ms),
+            seed.spend_nanos,
+            seed.model_spend_nanos,
+        )
     restored = 0
     for policy in missing:
         # Under the key's lock, and only if still current: a key rotated meanwhile must
