@@ -136,6 +136,11 @@ class SubjectStatus(WireModel):
         description="Every window of the budget, the main one (spend, maxBudget above) "
         "first, then spec.windows in order.",
     )
+    tightest_window: WindowStatus | None = Field(
+        default=None,
+        description="The window with the least remaining, the one a request runs out of "
+        "first (the main one when there is only one); kubectl get shows it.",
+    )
     overrides: list[ActiveOverride] = Field(
         default_factory=list,
         description="Active BudgetOverrides; maxBudget and remaining include their increase.",
@@ -158,12 +163,15 @@ class SubjectStatus(WireModel):
 
 
 def subject_printer_columns(*extra: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """The columns `kubectl get` shows for a subject: the first question is money."""
+    """The columns `kubectl get` shows for a subject: the first question is money, in the
+    window that runs out first (with one window, the budget's own)."""
+    tightest = ".status.tightestWindow"
     return (
-        {"name": "Spend", "type": "number", "jsonPath": ".status.spend"},
-        {"name": "Budget", "type": "number", "jsonPath": ".status.maxBudget"},
-        {"name": "Remaining", "type": "number", "jsonPath": ".status.remaining"},
-        {"name": "Resets", "type": "string", "jsonPath": ".status.budgetResetAt"},
+        {"name": "Spend", "type": "number", "jsonPath": f"{tightest}.spend"},
+        {"name": "Budget", "type": "number", "jsonPath": f"{tightest}.maxBudget"},
+        {"name": "Remaining", "type": "number", "jsonPath": f"{tightest}.remaining"},
+        {"name": "Resets", "type": "string", "jsonPath": f"{tightest}.resetAt"},
+        {"name": "Window", "type": "string", "jsonPath": f"{tightest}.budgetDuration"},
         {
             "name": "Ready",
             "type": "string",

@@ -14,8 +14,14 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
@@ -27,10 +33,20 @@ __all__ = [
     "store_error",
 ]
 
-# What a call to Redis raises when it fails: redis-py's errors, and a socket's that it
-# lets through.
-REDIS_ERRORS = (RedisError, OSError)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# What a call to Redis raises when it fails: redis-py's errors (its Cluster client's
+# own are no RedisError), and a socket's that it lets through.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+# Away for a while: unreachable, too slow, or a Cluster failing over (CLUSTERDOWN,
+# MASTERDOWN), resharding (TRYAGAIN) or with no node for a slot or none reachable
+# (RedisClusterException). Error replies of the rest are the store's answer.
+_UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+    OSError,
+)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -50,7 +66,7 @@ class StoreRefused(StoreError):  # noqa: N818 - the store's answer, not a crash
     read-only replica refused a write): nothing was written, and a retry fails again."""
 
 
-def store_error(error: RedisError | OSError) -> StoreError:
+def store_error(error: RedisError | RedisClusterException | OSError) -> StoreError:
     """The store's error for redis-py's (or a socket's) `error`, with its message."""
     if isinstance(error, _UNREACHABLE):
         return StoreUnavailable(str(error))

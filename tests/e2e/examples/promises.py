@@ -9,8 +9,9 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import openai
 import pytest
@@ -228,6 +229,57 @@ async def keyless_workloads(reach: Reach) -> None:
     assert _metric(client, "llmquota_requests_total", **served) == refusal.served_before
 
 
+async def multi_window(reach: Reach) -> None:
+    client = reach("sk-llmquota-example-burst-bot")
+    refusal = _refused(client)
+    assert refusal.status == 402
+    assert 5 <= refusal.served_before <= 12  # "about ten" replies of 0.00001 USD
+    assert "key burst-bot (1h window)" in refusal.body["message"]
+    assert "max budget 0.0001" in refusal.body["message"]
+    assert 0 < refusal.retry_after <= 3600  # the hour's reset, not the month's
+    key = {"kind": "key", "name": "burst-bot"}
+    await _shows(client, "llmquota_remaining_budget_usd", 0, window="1h", **key)
+
+    async def month_nearly_whole() -> bool:  # once the last settle has released its hold
+        month = _metric(client, "llmquota_remaining_budget_usd", window="30d", **key)
+        return month is not None and 0.999 < month < 1
+
+    await wait_until(month_nearly_whole, GAUGE_TIMEOUT_S)
+
+
+def _seconds_to_midnight_in(zone: str) -> float:
+    now = datetime.now(ZoneInfo(zone))
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return (midnight - now).total_seconds()
+
+
+def calendar_timezone(reach: Reach) -> None:
+    refusal = _refused(reach("sk-llmquota-example-tokyo-bot"))
+    assert refusal.status == 402
+    assert 5 <= refusal.served_before <= 12
+    assert "team tokyo-office" in refusal.body["message"]
+    assert abs(refusal.retry_after - _seconds_to_midnight_in("Asia/Tokyo")) < 120
+
+
+async def audit_rollout(reach: Reach) -> None:
+    client = reach("sk-llmquota-example-rollout-bot")
+    for sent in range(3):
+        answer = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+        assert answer.http_response.status_code == 200  # every request is served
+        audit = answer.headers.get("x-llmquota-audit")
+        if sent == 0:
+            assert audit is None
+        else:
+            assert audit is not None
+            assert audit.startswith("key rollout-bot would refuse: Budget has been exceeded")
+            assert "max budget 1e-09" in audit
+    audited = {"kind": "key", "name": "rollout-bot"}
+    assert _metric(client, "llmquota_audit_refusals_total", **audited) == 2
+    await _shows(client, "llmquota_remaining_budget_usd", 0, enforcement="Audit", **audited)
+
+
 EXAMPLES = {
     "team-tiny-budget": Example(("sk-llmquota-example-tiny-budget",), team_tiny_budget),
     "team-member-cap": Example(
@@ -242,6 +294,9 @@ EXAMPLES = {
     "keyless-workloads": Example(
         (), keyless_workloads, PodIdentity("pod", "deployment/drafter", "support")
     ),
+    "multi-window": Example(("sk-llmquota-example-burst-bot",), multi_window),
+    "calendar-timezone": Example(("sk-llmquota-example-tokyo-bot",), calendar_timezone),
+    "audit-rollout": Example(("sk-llmquota-example-rollout-bot",), audit_rollout),
 }
 """Folder of examples/ -> its keys and its README's promises."""
 
@@ -300,6 +355,29 @@ def keyless_status(status_of: StatusOf) -> bool:
     return float(spent.get("deployment/drafter", 0)) >= 0.0001
 
 
+def multi_window_status(status_of: StatusOf) -> bool:
+    key = status_of("apikey", "burst-bot")
+    windows = key.get("windows", [])
+    return (
+        [window["budgetDuration"] for window in windows] == ["30d", "1h"]
+        and windows[1]["remaining"] == 0
+        and key.get("tightestWindow", {}).get("budgetDuration") == "1h"
+        and _condition(key, "BudgetExceeded").get("message", "").startswith("1h window:")
+    )
+
+
+def calendar_timezone_status(status_of: StatusOf) -> bool:
+    reset = status_of("team", "tokyo-office").get("budgetResetAt") or ""
+    return reset.endswith("T15:00:00Z")  # midnight in Tokyo
+
+
+def audit_rollout_status(status_of: StatusOf) -> bool:
+    exceeded = _condition(status_of("apikey", "rollout-bot"), "BudgetExceeded")
+    return exceeded.get("status") == "True" and exceeded.get("message", "").endswith(
+        "enforcement Audit: reported, requests are not refused"
+    )
+
+
 ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
     "team-tiny-budget": tiny_budget_status,
     "team-member-cap": member_cap_status,
@@ -308,5 +386,8 @@ ON_A_CLUSTER: dict[str, Callable[[StatusOf], bool]] = {
     "dynamic-tpm": dynamic_tpm_status,
     "budget-override": budget_override_status,
     "keyless-workloads": keyless_status,
+    "multi-window": multi_window_status,
+    "calendar-timezone": calendar_timezone_status,
+    "audit-rollout": audit_rollout_status,
 }
 """Folder -> what its README says `kubectl get` shows once its requests were sent."""

@@ -11,9 +11,10 @@ from llmquota.policy import keyspace
 from llmquota.store import QuotaStore, StoreRefused, StoreUnavailable
 
 
-async def test_a_store_nobody_listens_for_is_unavailable() -> None:
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_a_store_nobody_listens_for_is_unavailable(scheme: str) -> None:
     store = QuotaStore.from_url(
-        f"redis://127.0.0.1:{loopback_port()}", socket_connect_timeout=0.5, socket_timeout=0.5
+        f"{scheme}://127.0.0.1:{loopback_port()}", socket_connect_timeout=0.5, socket_timeout=0.5
     )
     try:
         with pytest.raises(StoreUnavailable, match=r"Connect call failed|connecting"):

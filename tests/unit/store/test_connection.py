@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import RedisCluster
 
-from llmquota.store import RedisUrlError, parse_redis_url
+from llmquota.store import QuotaStore, RedisUrlError, parse_redis_url
 from llmquota.store.connection import PasswordFile, connect
+from llmquota.store.replication import ReplicaWait
 
 
 def test_a_sentinel_url_names_its_sentinels_service_and_database() -> None:
@@ -100,3 +101,10 @@ def test_the_password_file_is_read_again_for_each_connection(tmp_path: Path) -> 
     secret.write_text("second")
     assert provider.get_credentials() == ("app", "second")
     assert PasswordFile(secret).get_credentials() == ("second",)
+
+
+def test_waiting_for_replicas_needs_one_primary() -> None:
+    """WAIT counts the replicas of one connection's writes; a Cluster routes the settle
+    and the WAIT to different connections, so the combination is refused at start."""
+    with pytest.raises(RedisUrlError, match="needs one primary"):
+        QuotaStore.from_url("redis+cluster://n1:7000,n2:7001", replica_wait=ReplicaWait(1, 100))

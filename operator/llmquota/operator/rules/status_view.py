@@ -20,7 +20,7 @@ from llmquota.operator.rules.conditions import (
     merge_conditions,
 )
 from llmquota.policy.exhaustion import budget_exhausted
-from llmquota.policy.limits import BudgetLimits, ScopeKind, nanos, usd
+from llmquota.policy.limits import BudgetLimits, ScopeKind, WindowLimits, nanos, usd
 
 __all__ = [
     "BudgetView",
@@ -38,6 +38,8 @@ __all__ = [
     "seed_from_status",
     "status_patch",
     "subject_status_fields",
+    "window_view",
+    "windows_fields",
 ]
 
 
@@ -52,6 +54,10 @@ class BudgetView:
     soft_nanos: int | None = None
     reserved_nanos: int = 0
     """What in-flight requests hold: admission counts it, so BudgetExceeded does too."""
+    duration: str = "none"
+    """The window as budgetDuration is written (`30d`, `daily`, `none`)."""
+    audit: bool = False
+    """enforcement Audit: exhausted is reported, but nothing is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,49 @@ def budget_view(limits: BudgetLimits, counter: CounterReading, now_ms: int) -> B
         max_nanos=None if limits.max_nanos < 0 else limits.max_nanos_at(now_ms),
         soft_nanos=limits.soft_nanos,
         reserved_nanos=max(0, counter.reserved_nanos) if fresh else 0,
+        duration=limits.duration,
+        audit=limits.audit,
     )
+
+
+def window_view(
+    limits: BudgetLimits, window: WindowLimits, counter: CounterReading, now_ms: int
+) -> BudgetView:
+    """One further window of a budget (`windows`), from its own counter: cut from the
+    budget's anchor and raised by its overrides, as admission does."""
+    period = limits.period_at(window.window, now_ms)
+    fresh = counter.window_start_ms is not None and counter.window_start_ms == period.start_ms
+    max_nanos = limits.raise_max(window.max_nanos, now_ms)
+    return BudgetView(
+        window=period,
+        spend_nanos=counter.spend_nanos if fresh else 0,
+        model_spend_nanos={},
+        max_nanos=None if max_nanos < 0 else max_nanos,
+        reserved_nanos=max(0, counter.reserved_nanos) if fresh else 0,
+        duration=window.duration,
+        audit=limits.audit,
+    )
+
+
+def _window_status(view: BudgetView) -> dict[str, Any]:
+    return {
+        "budgetDuration": view.duration,
+        "maxBudget": None if view.max_nanos is None else usd(view.max_nanos),
+        "spend": usd(view.spend_nanos),
+        "remaining": (
+            None if view.max_nanos is None else usd(max(0, view.max_nanos - view.spend_nanos))
+        ),
+        "resetAt": None if view.window.end_ms == NEVER else _ms_to_time(view.window.end_ms),
+    }
+
+
+def windows_fields(own: BudgetView, further: Sequence[BudgetView]) -> dict[str, Any]:
+    """`windows` (the main one first) and `tightestWindow`, the one with the least left,
+    which `kubectl get` shows: with several windows, the one a request runs out of first."""
+    windows = [_window_status(view) for view in (own, *further)]
+    capped = [window for window in windows if window["remaining"] is not None]
+    tightest = min(capped, key=lambda window: window["remaining"]) if capped else windows[0]
+    return {"windows": windows, "tightestWindow": tightest}
 
 
 def _ms_to_time(moment_ms: int) -> str:
@@ -168,8 +216,18 @@ def _exhausted(view: BudgetView) -> bool:
     return budget_exhausted(view.max_nanos, view.spend_nanos, view.reserved_nanos)
 
 
-def _budget_exceeded(view: BudgetView, guards: Sequence[GuardView]) -> Observation:
-    """BudgetExceeded by admission's rule: the widest scope that refuses, else our own."""
+_AUDITED = "; enforcement Audit: reported, requests are not refused"
+
+
+def _audited(view: BudgetView) -> str:
+    return _AUDITED if view.audit else ""
+
+
+def _budget_exceeded(
+    view: BudgetView, guards: Sequence[GuardView], windows: Sequence[BudgetView]
+) -> Observation:
+    """BudgetExceeded by admission's rule: the widest scope that refuses, else our own
+    main window, else the first of our further windows that refuses."""
     refusing = next((guard for guard in guards if _exhausted(guard.view)), None)
     if refusing is not None and refusing.view.max_nanos is not None:
         spent = _spent(refusing.view, refusing.view.max_nanos, "maxBudget", reserved=True)
@@ -177,30 +235,43 @@ def _budget_exceeded(view: BudgetView, guards: Sequence[GuardView]) -> Observati
             "BudgetExceeded",
             "True",
             _REFUSED_BY.get(refusing.kind, "BudgetExhausted"),
-            f"refused by {refusing.label}: {spent}",
+            f"refused by {refusing.label}: {spent}{_audited(refusing.view)}",
+        )
+    window = next((w for w in windows if _exhausted(w) and not _exhausted(view)), None)
+    if window is not None and window.max_nanos is not None:
+        spent = _spent(window, window.max_nanos, "maxBudget", reserved=True)
+        return Observation(
+            "BudgetExceeded",
+            "True",
+            "BudgetExhausted",
+            f"{window.duration} window: {spent}{_audited(window)}",
         )
     limit = view.max_nanos
     return _threshold(
         "BudgetExceeded",
         limit,
         _exhausted(view),
-        "" if limit is None else _spent(view, limit, "maxBudget", reserved=True),
+        "" if limit is None else _spent(view, limit, "maxBudget", reserved=True) + _audited(view),
         absent=("NoBudget", "no maxBudget applies"),
         reasons=("BudgetExhausted", "WithinBudget"),
     )
 
 
-def budget_observations(view: BudgetView, guards: Sequence[GuardView] = ()) -> list[Observation]:
-    """BudgetExceeded and SoftBudgetExceeded of a subject's own budget view.
+def budget_observations(
+    view: BudgetView, guards: Sequence[GuardView] = (), windows: Sequence[BudgetView] = ()
+) -> list[Observation]:
+    """BudgetExceeded and SoftBudgetExceeded of a subject's own budget view (and of its
+    further `windows`).
 
     BudgetExceeded follows admission (`llmquota.policy.exhaustion`: spend plus what is
     reserved in flight), widest scope first: a key whose team or the global budget is
-    exhausted is refused, and says by which scope. SoftBudgetExceeded is a notice about
-    settled spend only.
+    exhausted is refused, and says by which scope. An audited budget (enforcement Audit)
+    is reported exhausted just the same, its message saying that nothing is refused.
+    SoftBudgetExceeded is a notice about settled spend only.
     """
     soft = view.soft_nanos
     return [
-        _budget_exceeded(view, guards),
+        _budget_exceeded(view, guards, windows),
         _threshold(
             "SoftBudgetExceeded",
             soft,

@@ -51,6 +51,8 @@ from llmquota.operator.rules.status_view import (
     reset_worth_telling,
     seed_from_status,
     subject_status_fields,
+    window_view,
+    windows_fields,
 )
 from llmquota.operator.services.keys import KeyService
 from llmquota.operator.services.overrides import OverrideService
@@ -59,7 +61,14 @@ from llmquota.operator.services.status_writer import StatusWriter
 from llmquota.operator.services.workloads import WorkloadService
 from llmquota.operator.state import OperatorState, ScopeRef
 from llmquota.operator.storage.kubernetes import KubeObject
-from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope, ScopeKind, usd
+from llmquota.policy.limits import (
+    BudgetLimits,
+    ResolvedPolicy,
+    Scope,
+    ScopeKind,
+    WindowLimits,
+    usd,
+)
 from llmquota.policy.resolve import COUNT_ONLY, ResolutionError, member_scope, resolve_team
 from llmquota.store import BudgetCounter, StoreError
 
@@ -95,6 +104,26 @@ class Guard:
     label: str
 
 
+@dataclass(frozen=True, slots=True)
+class Further:
+    """A further window (`windows`) of the subject's own budget, or of a guard's: read
+    from its own counter. `guard` is None for the subject's own."""
+
+    ref: ScopeRef
+    limits: BudgetLimits
+    window: WindowLimits
+    guard: Guard | None = None
+
+    @property
+    def counter(self) -> tuple[str, str, str]:
+        """(tag, scope id, window): what `read_window_budgets` takes."""
+        return (*self.ref, self.window.window)
+
+
+def _further(ref: ScopeRef, limits: BudgetLimits, guard: Guard | None = None) -> list[Further]:
+    return [Further(ref, limits, window, guard) for window in limits.windows]
+
+
 @dataclass(slots=True)
 class Subject:
     """A Team or ApiKey to sync: its status as last seen and the counters it shows.
@@ -108,6 +137,8 @@ class Subject:
     counted: list[Counted]
     members: list[tuple[str, str]] = field(default_factory=list)
     guards: list[Guard] = field(default_factory=list)
+    further: list[Further] = field(default_factory=list)
+    """Further windows: the subject's own (in spec order), then each guard's."""
 
     @property
     def refs(self) -> list[ScopeRef]:
@@ -146,7 +177,9 @@ def _key_subject(state: OperatorState, apikey: ApiKey) -> Subject | None:
     if scope is not None and scope.budget is not None:
         counted = [Counted((scope.tag, scope.id), scope.budget, status)]
     guards = [] if record.policy is None else _guards(record.policy)
-    return Subject(apikey, status, counted, guards=guards)
+    further = [] if not counted else _further(counted[0].ref, counted[0].limits)
+    further += [item for guard in guards for item in _further(guard.ref, guard.limits, guard)]
+    return Subject(apikey, status, counted, guards=guards, further=further)
 
 
 def _team_subject(state: OperatorState, team: Team) -> Subject:
@@ -168,7 +201,11 @@ def _team_subject(state: OperatorState, team: Team) -> Subject:
         for user, member in zip(users, members, strict=True)
     ]
     return Subject(
-        team, status, counted, [(user, m.id) for user, m in zip(users, members, strict=True)]
+        team,
+        status,
+        counted,
+        [(user, m.id) for user, m in zip(users, members, strict=True)],
+        further=_further(counted[0].ref, counted[0].limits),
     )
 
 
@@ -213,11 +250,29 @@ async def _restore_missing(
 
 
 def _guard_views(
-    subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
+    subject: Subject,
+    counters: Sequence[BudgetCounter],
+    further: Sequence[BudgetView],
+    now_ms: int,
 ) -> list[GuardView]:
+    """The guards in admission's order, each main window followed by its further ones."""
+    views: list[GuardView] = []
+    for guard, counter in zip(subject.guards, counters, strict=True):
+        views.append(GuardView(guard.kind, guard.label, budget_view(guard.limits, counter, now_ms)))
+        views += [
+            GuardView(guard.kind, f"{guard.label} ({view.duration} window)", view)
+            for item, view in zip(subject.further, further, strict=True)
+            if item.guard is guard
+        ]
+    return views
+
+
+def _further_views(
+    subject: Subject, counters: Sequence[BudgetCounter], now_ms: int
+) -> list[BudgetView]:
     return [
-        GuardView(guard.kind, guard.label, budget_view(guard.limits, counter, now_ms))
-        for guard, counter in zip(subject.guards, counters, strict=True)
+        window_view(item.limits, item.window, counter, now_ms)
+        for item, counter in zip(subject.further, counters, strict=True)
     ]
 
 
@@ -258,6 +313,8 @@ def _fields_and_observations(
     views: list[BudgetView],
     guards: list[GuardView],
     now_ms: int,
+    *,
+    own_windows: list[BudgetView],
 ) -> tuple[dict[str, Any], list[Observation]]:
     """What the status should say, given the subject's counters read as views.
 
@@ -278,8 +335,15 @@ def _fields_and_observations(
         own, *member_views = views
         prediction = _forecast(state, subject, own, now_ms)
         _publish_forecast(obj, prediction, now_ms)
-        fields |= subject_status_fields(own) | forecast_fields(prediction)
-        observations += [*budget_observations(own, guards), at_risk_observation(prediction)]
+        fields |= (
+            subject_status_fields(own)
+            | windows_fields(own, own_windows)
+            | forecast_fields(prediction)
+        )
+        observations += [
+            *budget_observations(own, guards, own_windows),
+            at_risk_observation(prediction),
+        ]
         if isinstance(obj, Team):
             fields["memberSpend"] = {
                 user: usd(view.spend_nanos)
@@ -379,17 +443,21 @@ class StatusSync:
         self, subjects: list[Subject], now_ms: int, slots: asyncio.Semaphore
     ) -> None:
         """One Redis round trip for the counters of `subjects`, then their patches."""
+        store = self._state.store
         refs = [ref for subject in subjects for ref in subject.refs]
-        counters = await self._state.store.read_budgets(refs) if refs else []
-        by_subject: list[list[BudgetCounter]] = []
-        offset = 0
+        counters = await store.read_budgets(refs) if refs else []
+        windows = [item.counter for subject in subjects for item in subject.further]
+        window_counters = await store.read_window_budgets(windows) if windows else []
+        by_subject: list[tuple[list[BudgetCounter], list[BudgetCounter]]] = []
+        offset = window_offset = 0
         for subject in subjects:
-            by_subject.append(counters[offset : offset + len(subject.refs)])
-            offset += len(subject.refs)
+            end, window_end = offset + len(subject.refs), window_offset + len(subject.further)
+            by_subject.append((counters[offset:end], window_counters[window_offset:window_end]))
+            offset, window_offset = end, window_end
         await asyncio.gather(
             *(
-                _guarded(subject.obj, self._sync_subject(subject, own, now_ms, slots))
-                for subject, own in zip(subjects, by_subject, strict=True)
+                _guarded(subject.obj, self._sync_subject(subject, *read, now_ms, slots))
+                for subject, read in zip(subjects, by_subject, strict=True)
             )
         )
 
@@ -397,6 +465,7 @@ class StatusSync:
         self,
         subject: Subject,
         counters: Sequence[BudgetCounter],
+        window_counters: Sequence[BudgetCounter],
         now_ms: int,
         slots: asyncio.Semaphore,
     ) -> None:
@@ -405,8 +474,14 @@ class StatusSync:
         counted = len(subject.counted)
         async with slots:
             views = await self._views(subject, counters[:counted], now_ms)
-            guards = _guard_views(subject, counters[counted:], now_ms)
-            fields, observations = _fields_and_observations(state, subject, views, guards, now_ms)
+            further = _further_views(subject, window_counters, now_ms)
+            guards = _guard_views(subject, counters[counted:], further, now_ms)
+            own_windows = [
+                view for item, view in zip(subject.further, further, strict=True) if not item.guard
+            ]
+            fields, observations = _fields_and_observations(
+                state, subject, views, guards, now_ms, own_windows=own_windows
+            )
             if isinstance(subject.obj, Team):
                 # Repairs a workload policy lost with Redis or whose write failed.
                 await self._workloads.apply(subject.obj)
