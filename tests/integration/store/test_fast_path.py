@@ -14,9 +14,11 @@ import redis
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from tests.integration.store.scenario import CENT, api_key, attempt, policy_for
 from tests.support.redis_server import RedisEndpoint, flush, loopback_port
 
-from llmquota.store import EmbeddedRedis
+from llmquota.store import EmbeddedRedis, QuotaStore
+from llmquota.store.errors import StoreUnavailable
 from llmquota.store.fast_path import FastScripts, LuaScript
 
 pytestmark = pytest.mark.integration
@@ -210,3 +212,26 @@ def test_under_uvloop_as_the_sidecar_runs_it(redis_server: RedisEndpoint) -> Non
             await fast.close()
 
     assert sorted(uvloop.run(scenario())) == list(range(1, 101))
+
+
+async def test_the_store_on_the_fast_path_raises_its_own_errors(
+    redis_server: RedisEndpoint,
+) -> None:
+    """QuotaStore's admit and settle go through the fast path for these URLs, and what
+    they raise is the store's StoreUnavailable, as through redis-py."""
+    policy = policy_for(api_key("fast-bot", budget={"maxBudget": 1}))
+    flush(redis_server.url)
+    store = QuotaStore.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1)
+    down = QuotaStore.from_url(
+        f"redis://127.0.0.1:{loopback_port()}/0", socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    try:
+        assert store._fast is not None  # the path under test
+        admitted = await attempt(store, policy)
+        assert admitted.admitted
+        assert await store.settle(admitted.request_id, CENT, 10) == 1
+        with pytest.raises(StoreUnavailable):
+            await attempt(down, policy)
+    finally:
+        await store.close()
+        await down.close()
