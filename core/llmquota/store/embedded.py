@@ -28,7 +28,7 @@ from typing import Self
 
 import redis
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "signalled_at_parent_death"]
 
 START_TIMEOUT_S = 15.0
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -54,8 +54,11 @@ def find_redis_server() -> str:
     raise FileNotFoundError(msg)
 
 
-def _signalled_at_parent_death() -> Callable[[], None] | None:
+def signalled_at_parent_death() -> Callable[[], None] | None:
     """A `preexec_fn` that has the kernel SIGTERM the child when its parent dies (Linux).
+
+    `--workers` arms it in each forked worker as well, so a SIGKILLed gateway leaves no
+    worker serving on behind it.
 
     The kernel sends it when the thread that forked the child ends, so the server is
     started from the caller's thread (`start`, or the event loop's in `__aenter__`),
@@ -119,7 +122,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_signalled_at_parent_death(),  # noqa: PLW1509 (prctl only, see there)
+            preexec_fn=signalled_at_parent_death(),  # noqa: PLW1509 (prctl only, see there)
         )
 
     def _wait_ready(self) -> None:

@@ -31,6 +31,7 @@ from types import FrameType
 
 from llmquota.sidecar.settings import SidecarSettings
 from llmquota.store import EmbeddedRedis
+from llmquota.store.embedded import signalled_at_parent_death
 
 __all__ = ["STOP_GRACE_S", "run_workers", "worker_settings"]
 
@@ -69,11 +70,14 @@ def _fork_all(
     settings: SidecarSettings, count: int, serve_worker: Callable[[SidecarSettings], int]
 ) -> set[int]:
     workers: set[int] = set()
+    die_with_parent = signalled_at_parent_death()
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # the worker: serve, then leave without the parent's cleanups
             code = 1
             try:
+                if die_with_parent is not None:  # SIGTERM: it drains as when told to stop
+                    die_with_parent()
                 code = serve_worker(worker_settings(settings, index))
             finally:
                 os._exit(code)

@@ -1,5 +1,5 @@
 """A standalone sidecar that is SIGKILLed (the OOM killer, `kill -9`, a crashed node agent)
-takes its embedded redis-server with it.
+takes its embedded redis-server with it, and a `--workers` gateway its workers.
 
 Without `--redis` the sidecar starts a redis-server of its own. A SIGKILL gives the
 sidecar no chance to stop it, so unless the server watches its parent it lives on as an
@@ -68,7 +68,6 @@ def test_a_sigkilled_sidecar_takes_its_redis_server_with_it(
 ) -> None:
     sidecar = start_standalone(tmp_path, upstream, *extra)
     servers = children_named(sidecar.popen.pid, "redis-server")
-    # `--workers` forks sidecars that outlive a SIGKILLed parent (not this test's subject).
     workers = children_named(sidecar.popen.pid, "python3")
     try:
         assert len(servers) == 1, servers
@@ -76,6 +75,28 @@ def test_a_sigkilled_sidecar_takes_its_redis_server_with_it(
         sidecar.popen.wait()
         wait_until_sync(
             lambda: gone(servers[0]), GONE_WITHIN_S, what="the orphaned redis-server's end"
+        )
+    finally:
+        sidecar.stop()
+        for orphan in servers + workers:  # started (through the sidecar) by this test
+            if not gone(orphan):
+                os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_sigkilled_gateway_takes_its_workers_with_it(tmp_path: Path, upstream: Process) -> None:
+    """Workers left behind would serve on, unsupervised, holding the port a restarted
+    gateway needs (SO_REUSEPORT lets it bind beside them, so both would serve)."""
+    sidecar = start_standalone(tmp_path, upstream, "--workers", "2", "--shutdown-timeout", "1")
+    workers = children_named(sidecar.popen.pid, "python3")
+    servers = children_named(sidecar.popen.pid, "redis-server")
+    try:
+        assert len(workers) == 2, workers
+        os.kill(sidecar.popen.pid, signal.SIGKILL)
+        sidecar.popen.wait()
+        wait_until_sync(
+            lambda: all(gone(worker) for worker in workers),
+            GONE_WITHIN_S,
+            what="the orphaned workers' end",
         )
     finally:
         sidecar.stop()
