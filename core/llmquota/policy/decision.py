@@ -139,6 +139,11 @@ def check_key(policy: ResolvedPolicy, model: str, now: datetime) -> Refused | No
     return None
 
 
+def _subject(policy: ResolvedPolicy) -> str:
+    """Whose requests a policy refuses: its key's, or (no key) a Team's keyless ones."""
+    return f"Key {policy.key_name}" if policy.key_name else f"Keyless access of team {policy.team}"
+
+
 def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
     """Whether the key may be used at all (every endpoint asks): incomplete policy,
     blocked, expired."""
@@ -149,7 +154,7 @@ def check_key_standing(policy: ResolvedPolicy, now: datetime) -> Refused | None:
             503,
             "service_unavailable",
             "policy_incomplete",
-            f"Key {policy.key_name} cannot be used until its limits resolve: "
+            f"{_subject(policy)} cannot be used until its limits resolve: "
             f"{policy.refusal.message} ({policy.refusal.reason}).",
         )
     if policy.blocked:

@@ -36,3 +36,20 @@ def test_an_incomplete_policy_is_503_policy_incomplete_naming_the_reason() -> No
 def test_a_complete_policy_is_not_refused_for_it() -> None:
     policy = ResolvedPolicy(key_hash="h", namespace="ns", key_name="bot")
     assert check_key(policy, "gpt-4o-mini", NOW) is None
+
+
+def test_an_incomplete_workload_policy_names_the_team_not_an_empty_key() -> None:
+    """A Team's workload policy has no key: its refusal says whose requests it refuses."""
+    policy = ResolvedPolicy(
+        key_hash="h",
+        namespace="ns",
+        key_name="",
+        team="chatbots",
+        refusal=PolicyRefusal(
+            reason="BudgetNotFound",
+            message="spec.workloadBudgetRef: Budget 'per-workload' not found in namespace ns",
+        ),
+    )
+    refused = check_key(policy, "gpt-4o-mini", NOW)
+    assert refused is not None
+    assert refused.message.startswith("Keyless access of team chatbots cannot be used")
