@@ -485,7 +485,13 @@ class StatusSync:
             if isinstance(subject.obj, Team):
                 # Repairs a workload policy lost with Redis or whose write failed.
                 await self._workloads.apply(subject.obj)
-                fields["workloadSpend"] = await self._workloads.spend(subject.obj, now_ms)
+                # Only a Team that selects workloads shows their spend (null removes the
+                # field when its workloadSelector goes).
+                fields["workloadSpend"] = (
+                    await self._workloads.spend(subject.obj, now_ms)
+                    if subject.obj.spec.workload_selector is not None
+                    else None
+                )
             await self._status.write(
                 KubeObject.of(subject.obj),
                 subject.status,
