@@ -22,6 +22,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 KEY = "sk-gateway-workers-1"
 RPM = 20
 STOP_TIMEOUT_S = 20.0
+MINUTE_LEFT_S = 40
+"""The rpm counts Redis' clock minute: the requests start with this much of it left, so a
+rollover mid-test (which lets another RPM through) cannot pass for a broken limit."""
 
 
 def _workers(process: Process) -> list[int]:
@@ -61,6 +64,12 @@ def test_workers_share_the_port_and_one_rate_limit(
     gateway = _gateway(tmp_path, sidecar_redis.url, redis_client, fake_upstream)
     try:
         assert len(_workers(gateway)) == 2
+        wait_until_sync(
+            lambda: redis_client.time()[0] % 60 < 60 - MINUTE_LEFT_S,
+            61.0,
+            what=f"a Redis minute with {MINUTE_LEFT_S} s left",
+        )
+        started_minute = redis_client.time()[0] // 60
         statuses: list[int] = []
         workers_seen: set[str] = set()
         for _ in range(2 * RPM):
@@ -77,6 +86,7 @@ def test_workers_share_the_port_and_one_rate_limit(
                 else:
                     statuses.append(raw.http_response.status_code)
                     workers_seen.add(raw.headers["x-request-id"][:16])
+        assert redis_client.time()[0] // 60 == started_minute, "the run outlasted its minute"
         assert statuses.count(200) == RPM
         assert statuses.count(429) == RPM
         assert len(workers_seen) == 2  # each worker's request ids have their own prefix
