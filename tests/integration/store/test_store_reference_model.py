@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -235,7 +236,7 @@ OPERATIONS = st.lists(
 )
 
 
-def _policies(
+def policies_of(
     team_budget: dict[str, Any] | None,
     team_rate: dict[str, Any] | None,
     key_budget: dict[str, Any] | None,
@@ -264,21 +265,29 @@ async def run_against_reference(
     operations: list[tuple[Any, ...]],
     *,
     empty_counts_as_absent: bool = False,
+    failover: Callable[[], Awaitable[None]] | None = None,
+    **store_options: Any,
 ) -> None:
     """Run `operations` on the store at `url` and on the reference; they must agree.
 
     `empty_counts_as_absent`: a counter holding nothing (no spend, no reservation) equals
     one that does not exist, whatever window it names. On a Cluster a slot that reserved
-    and was then freed, because a later slot refused, leaves such a counter behind."""
+    and was then freed, because a later slot refused, leaves such a counter behind.
+    `failover`: what a ("failover",) operation does (a Sentinel group promotes its
+    replica); `store_options` go to `QuotaStore.from_url`."""
     clock = ManualClock(START)
     reference = Reference()
-    store = QuotaStore.from_url(url, clock_ms=clock)
+    store = QuotaStore.from_url(url, clock_ms=clock, **store_options)
     issued: list[str] = []
     try:
         for step, operation in enumerate(operations):
             name = operation[0]
             if name == "advance":
                 clock.advance(operation[1])
+                continue
+            if name == "failover":
+                assert failover is not None
+                await failover()
                 continue
             if name == "admit":
                 request_id = uuid.uuid4().hex
@@ -357,5 +366,5 @@ def test_lua_admission_matches_the_reference_model(
     operations: list[tuple[Any, ...]],
 ) -> None:
     flush(redis_server.url)
-    policies = _policies(team_budget, team_rate, key_budget, key_rate)
+    policies = policies_of(team_budget, team_rate, key_budget, key_rate)
     asyncio.run(run_against_reference(redis_server.url, policies, operations))
