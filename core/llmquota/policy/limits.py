@@ -6,10 +6,11 @@ and cache them. Money is in integer nano-USD, so Lua compares exactly.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmquota.durations import Window, window_at, window_spec
 
@@ -27,6 +28,7 @@ __all__ = [
     "WindowLimits",
     "duration_of",
     "nanos",
+    "read_policy",
     "usd",
     "window_spec",
 ]
@@ -211,3 +213,43 @@ class ResolvedPolicy(_Frozen):
     scopes: list[Scope] = Field(default_factory=list)
     end_users: list[EndUserTemplate] = Field(default_factory=list)
     refusal: PolicyRefusal | None = None
+
+
+UNREADABLE = "PolicyUnreadable"
+
+
+def read_policy(encoded: bytes | str, key_hash: str) -> ResolvedPolicy:
+    """A stored policy, or one that refuses its key when this version cannot read it.
+
+    During a rolling upgrade the operator (new) writes fields the sidecars (old) do not
+    know yet, and the models forbid unknown fields so that a typo never passes silently:
+    such a key is refused with a 503 that names the problem (as an incomplete policy is)
+    instead of failing the request with a 500. Namespace and key name are read loosely,
+    so the message and the metrics still name the key.
+    """
+    try:
+        return ResolvedPolicy.model_validate_json(encoded)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "the policy"
+        detail = f"{where}: {problem['msg']}"
+    try:
+        loose = json.loads(encoded)
+    except ValueError:
+        loose = {}
+    if not isinstance(loose, dict):
+        loose = {}
+    return ResolvedPolicy(
+        key_hash=key_hash,
+        namespace=str(loose.get("namespace", "")),
+        key_name=str(loose.get("key_name", "")),
+        team=str(loose["team"]) if isinstance(loose.get("team"), str) else None,
+        refusal=PolicyRefusal(
+            reason=UNREADABLE,
+            message=(
+                f"the stored policy cannot be read by this sidecar ({detail}): it was "
+                "written by a newer operator (restart the Pod to get the new sidecar) "
+                "or is damaged"
+            ),
+        ),
+    )

@@ -29,7 +29,7 @@ from llmquota.durations import calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.admission import AdmissionCall, counter_amount
 from llmquota.policy.decision import ADMITTED, tightest_admitted
-from llmquota.policy.limits import BudgetLimits, ResolvedPolicy
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, read_policy
 from llmquota.store.connection import RedisUrlError, connect
 from llmquota.store.errors import REDIS_ERRORS, store_call, store_error
 from llmquota.store.fast_path import FastScripts, LuaScript
@@ -185,7 +185,7 @@ class QuotaStore:
     async def get_policy(self, key_hash: str) -> ResolvedPolicy | None:
         """A key's policy, or None for an unknown key."""
         encoded = await self.redis.get(keyspace.policy_key(key_hash))
-        return None if encoded is None else ResolvedPolicy.model_validate_json(encoded)
+        return None if encoded is None else read_policy(encoded, key_hash)
 
     @store_call
     async def policy_hashes(self) -> set[str]:
