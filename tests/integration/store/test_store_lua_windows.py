@@ -16,6 +16,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.redis_server import RedisEndpoint
+from tests.support.time_zones import ZONED_TIMES, ZONES
 
 from llmquota.calendar import CALENDAR_UNITS
 from llmquota.durations import WindowSpec, calendar_bounds, parse_duration, window_at
@@ -42,20 +43,7 @@ WINDOW_SNIPPET = (
     + "\nreturn {budget_window(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),"
     " cjson.decode(ARGV[4] or '[]'))}\n"
 )
-ZONES = (
-    "UTC",
-    "Europe/Berlin",
-    "America/New_York",
-    "America/Santiago",
-    "America/Havana",
-    "Australia/Lord_Howe",
-    "Asia/Kolkata",
-    "Pacific/Apia",
-    "Pacific/Chatham",
-    "Pacific/Kiritimati",
-)
-# 1990 .. 2060; and the caller's clock up to 6 hours off Redis' (less than any day).
-ZONED_TIMES = st.integers(min_value=631_152_000_000, max_value=2_840_140_800_000)
+# The caller's clock up to 6 hours off Redis' (less than any day).
 SKEWS = st.integers(min_value=-6 * 3_600_000, max_value=6 * 3_600_000)
 # Daylight-saving changes: noon UTC on the days Berlin, New York, Santiago change clocks.
 DST_DAYS = [

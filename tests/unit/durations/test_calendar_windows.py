@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.time_zones import ZONED_TIMES, ZONES
 
 from llmquota.calendar import CALENDAR_UNITS
 from llmquota.durations import (
@@ -22,22 +23,6 @@ from llmquota.durations import (
 )
 
 HOUR_MS = 3_600_000
-# Zones with daylight saving on either hemisphere, half-hour offsets, midnight changes
-# (Santiago, Havana), a skipped day (Apia, 2011-12-30) and none at all.
-ZONES = (
-    "UTC",
-    "Europe/Berlin",
-    "America/New_York",
-    "America/Santiago",
-    "America/Havana",
-    "Australia/Lord_Howe",
-    "Asia/Kolkata",
-    "Pacific/Apia",
-    "Pacific/Chatham",
-    "Asia/Tokyo",
-)
-# 1990 .. 2060: the zone data's rules, past and projected.
-TIMES = st.integers(min_value=631_152_000_000, max_value=2_840_140_800_000)
 
 
 def ms(moment: datetime) -> int:
@@ -137,7 +122,7 @@ def test_yearly_starts_on_january_1st() -> None:
     assert local(window.start_ms, zone).isoformat() == "2027-01-01T00:00:00+09:00"
 
 
-@given(unit=st.sampled_from(CALENDAR_UNITS), zone=st.sampled_from(ZONES), now_ms=TIMES)
+@given(unit=st.sampled_from(CALENDAR_UNITS), zone=st.sampled_from(ZONES), now_ms=ZONED_TIMES)
 def test_a_calendar_window_contains_now_and_starts_at_a_local_midnight(
     unit: str, zone: str, now_ms: int
 ) -> None:
@@ -159,7 +144,7 @@ def test_a_calendar_window_contains_now_and_starts_at_a_local_midnight(
     assert window_at(spec, 0, window.end_ms).start_ms == window.end_ms  # windows tile
 
 
-@given(unit=st.sampled_from(CALENDAR_UNITS), zone=st.sampled_from(ZONES), now_ms=TIMES)
+@given(unit=st.sampled_from(CALENDAR_UNITS), zone=st.sampled_from(ZONES), now_ms=ZONED_TIMES)
 def test_the_bounds_handed_to_the_scripts_surround_now(unit: str, zone: str, now_ms: int) -> None:
     spec = parse_duration(unit, zone)
     bounds = calendar_bounds(spec, now_ms)
