@@ -50,7 +50,8 @@ class LevelResult:
     admit_p99_ms: float
 
 
-def _manifest(kind: str, name: str, spec: dict[str, object]) -> dict[str, object]:
+def manifest(kind: str, name: str, spec: dict[str, object]) -> dict[str, object]:
+    """A manifest of `kind` in namespace bench, created at a fixed time."""
     return {
         "apiVersion": "llmquota.dev/v1alpha1",
         "kind": kind,
@@ -69,7 +70,7 @@ def bench_policy() -> ResolvedPolicy:
     roomy = {"maxBudget": 1_000_000, "budgetDuration": "30d", "modelMaxBudget": {"gpt-4o": 1e5}}
     limits = {"rpm": 2_000_000_000, "tpm": 2_000_000_000}
     team = parse_resource(
-        _manifest(
+        manifest(
             "Team",
             "bench-team",
             {
@@ -80,7 +81,7 @@ def bench_policy() -> ResolvedPolicy:
         )
     )
     key = parse_resource(
-        _manifest(
+        manifest(
             "ApiKey",
             "bench-key",
             {
@@ -91,7 +92,7 @@ def bench_policy() -> ResolvedPolicy:
             },
         )
     )
-    everything = parse_resource(_manifest("Budget", "global", {"maxBudget": 1_000_000_000}))
+    everything = parse_resource(manifest("Budget", "global", {"maxBudget": 1_000_000_000}))
     assert isinstance(team, Team)
     assert isinstance(key, ApiKey)
     assert isinstance(everything, Budget)

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
-from bench.core_admission import machine  # noqa: E402
+from bench.core_admission import machine, manifest  # noqa: E402
 from tests.support.redis_server import ClusterGroup, loopback_port  # noqa: E402
 
 from llmquota.models import ApiKey, Budget, Team, parse_resource  # noqa: E402
@@ -77,30 +77,17 @@ class Phase:
     """The busiest node's share of it: what caps a Cluster's requests/s."""
 
 
-def _manifest(kind: str, name: str, spec: dict[str, object]) -> dict[str, object]:
-    return {
-        "apiVersion": "llmquota.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {
-            "name": name,
-            "namespace": "bench",
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-        },
-        "spec": spec,
-    }
-
-
 def policies(*, with_global: bool) -> list[ResolvedPolicy]:
     """One key per team (TEAMS of them, so hash tags spread over the slots), each with a
     member, budgets and rate limits that never refuse during the run."""
     roomy = {"maxBudget": 1_000_000, "budgetDuration": "30d"}
     limits = {"rpm": 2_000_000_000, "tpm": 2_000_000_000}
-    everything = parse_resource(_manifest("Budget", "global", {"maxBudget": 1_000_000_000}))
+    everything = parse_resource(manifest("Budget", "global", {"maxBudget": 1_000_000_000}))
     assert isinstance(everything, Budget)
     resolved = []
     for index in range(TEAMS):
         team = parse_resource(
-            _manifest(
+            manifest(
                 "Team",
                 f"team-{index}",
                 {
@@ -111,7 +98,7 @@ def policies(*, with_global: bool) -> list[ResolvedPolicy]:
             )
         )
         key = parse_resource(
-            _manifest(
+            manifest(
                 "ApiKey",
                 f"key-{index}",
                 {
