@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+from llmquota.flag_env import env, env_float
 from llmquota.operator.config import OperatorConfig, SidecarConfig, parse_host_port
 from llmquota.operator.handlers import build_registry
 from llmquota.operator.lifecycle import serve
@@ -18,16 +19,8 @@ from llmquota.store import check_redis
 __all__ = ["add_arguments", "config_from_args", "run"]
 
 
-def _env(flag: str, default: str | None = None) -> str | None:
-    return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
-
-
-def _env_float(flag: str, default: float) -> float:
-    return float(_env(flag) or default)
-
-
 def _env_bool(flag: str) -> bool:
-    return (_env(flag, "") or "").lower() in {"1", "true", "yes"}
+    return (env(flag, "") or "").lower() in {"1", "true", "yes"}
 
 
 Group = argparse._ArgumentGroup  # argparse has no public name for this type
@@ -45,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_redis_flags(group: Group) -> None:
     group.add_argument(
         "--redis",
-        default=_env("redis", os.environ.get("REDIS_URL")),
+        default=env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
         help="Redis URL (also REDIS_URL), e.g. redis://redis:6379/0 or "
         "redis+sentinel://HOST:PORT,.../SERVICE[/DB]",
@@ -53,7 +46,7 @@ def _add_redis_flags(group: Group) -> None:
     group.add_argument(
         "--redis-password-file",
         type=Path,
-        default=_env("redis-password-file"),
+        default=env("redis-password-file"),
         metavar="PATH",
         help="file holding the Redis password (a mounted Secret), so that none is on a "
         "command line",
@@ -63,7 +56,7 @@ def _add_redis_flags(group: Group) -> None:
 def _add_scope_flags(group: Group) -> None:
     group.add_argument(
         "--global-budget",
-        default=_env("global-budget"),
+        default=env("global-budget"),
         metavar="NS/NAME",
         help="a Budget every request counts against",
     )
@@ -77,7 +70,7 @@ def _add_scope_flags(group: Group) -> None:
     )
     group.add_argument(
         "--peering",
-        default=_env("peering"),
+        default=env("peering"),
         metavar="NAME",
         help="kopf peering object, so replicas take turns; absent: standalone",
     )
@@ -86,19 +79,19 @@ def _add_scope_flags(group: Group) -> None:
 def _add_listen_flags(group: Group) -> None:
     group.add_argument(
         "--health-listen",
-        default=_env("health-listen", "0.0.0.0:8080"),
+        default=env("health-listen", "0.0.0.0:8080"),
         metavar="HOST:PORT",
         help="/healthz and /metrics (default 0.0.0.0:8080)",
     )
     group.add_argument(
         "--webhook-listen",
-        default=_env("webhook-listen", "0.0.0.0:9443"),
+        default=env("webhook-listen", "0.0.0.0:9443"),
         metavar="HOST:PORT",
         help="sidecar-injection webhook (default 0.0.0.0:9443)",
     )
     group.add_argument(
         "--webhook-cert-dir",
-        default=_env("webhook-cert-dir"),
+        default=env("webhook-cert-dir"),
         metavar="DIR",
         help="directory with tls.crt and tls.key; absent: no webhook server",
     )
@@ -107,19 +100,19 @@ def _add_listen_flags(group: Group) -> None:
 def _add_sidecar_flags(group: Group) -> None:
     group.add_argument(
         "--sidecar-image",
-        default=_env("sidecar-image"),
+        default=env("sidecar-image"),
         metavar="IMAGE",
         help="image of the injected sidecar",
     )
     group.add_argument(
         "--sidecar-config-map",
-        default=_env("sidecar-config-map"),
+        default=env("sidecar-config-map"),
         metavar="NAME",
         help="ConfigMap (pricing.yaml, fail-open, resources.yaml) mounted into the sidecar",
     )
     group.add_argument(
         "--config-namespace",
-        default=_env("config-namespace", os.environ.get("POD_NAMESPACE")),
+        default=env("config-namespace", os.environ.get("POD_NAMESPACE")),
         metavar="NS",
         help="namespace of --sidecar-config-map, --upstream-secret, --sidecar-redis-secret and "
         "--sidecar-redis-password-secret, "
@@ -127,26 +120,26 @@ def _add_sidecar_flags(group: Group) -> None:
     )
     group.add_argument(
         "--upstream",
-        default=_env("upstream"),
+        default=env("upstream"),
         metavar="URL",
         help="upstream the sidecar proxies to, e.g. https://api.openai.com",
     )
     group.add_argument(
         "--upstream-secret",
-        default=_env("upstream-secret"),
+        default=env("upstream-secret"),
         metavar="NAME:KEY",
         help="Secret and key with the upstream's credential",
     )
     group.add_argument(
         "--sidecar-redis-secret",
-        default=_env("sidecar-redis-secret"),
+        default=env("sidecar-redis-secret"),
         metavar="NAME:KEY",
         help="Secret and key (default url) with the Redis URL for injected sidecars, which get "
         "it as an environment variable from the Secret; absent: --redis, as a plain value",
     )
     group.add_argument(
         "--sidecar-redis-password-secret",
-        default=_env("sidecar-redis-password-secret"),
+        default=env("sidecar-redis-password-secret"),
         metavar="NAME:KEY",
         help="Secret and key (default password) with the Redis password, mounted into injected "
         "sidecars as --redis-password-file (mirrored like --sidecar-redis-secret)",
@@ -163,21 +156,21 @@ def _add_interval_flags(group: Group) -> None:
     group.add_argument(
         "--status-interval",
         type=float,
-        default=_env_float("status-interval", 5),
+        default=env_float("status-interval", 5),
         metavar="SECONDS",
         help="how often statuses are synced from Redis (default 5)",
     )
     group.add_argument(
         "--orphan-interval",
         type=float,
-        default=_env_float("orphan-interval", 60),
+        default=env_float("orphan-interval", 60),
         metavar="SECONDS",
         help="how often policies that no ApiKey owns are withdrawn; also at start (default 60)",
     )
     group.add_argument(
         "--forecast-span",
         type=float,
-        default=_env_float("forecast-span", 3600),
+        default=env_float("forecast-span", 3600),
         metavar="SECONDS",
         help="recent spend the forecast's burn rate is measured over (default 3600)",
     )
@@ -220,7 +213,7 @@ def _global_budget(flag: str | None) -> tuple[str, str] | None:
 
 def _namespaces(flags: list[str] | None) -> tuple[str, ...]:
     """The --namespace flags, else LLMQUOTA_NAMESPACE split at commas; empty: all."""
-    namespaces = flags or [ns for ns in (_env("namespace", "") or "").split(",") if ns.strip()]
+    namespaces = flags or [ns for ns in (env("namespace", "") or "").split(",") if ns.strip()]
     return tuple(ns.strip() for ns in namespaces)
 
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from llmquota.event_loop import new_event_loop
+from llmquota.flag_env import env, env_float, env_int
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
@@ -29,21 +30,6 @@ __all__ = ["add_arguments", "run", "settings_from_args"]
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def _env(flag: str, default: str | None = None) -> str | None:
-    """`--upstream-key-file` reads `LLMQUOTA_UPSTREAM_KEY_FILE`."""
-    return os.environ.get("LLMQUOTA_" + flag.upper().replace("-", "_"), default)
-
-
-def _env_int(flag: str, default: int) -> int:
-    """A whole-number flag's default: its variable, or `default` when unset or empty."""
-    return int(_env(flag) or default)
-
-
-def _env_float(flag: str, default: float) -> float:
-    """A number flag's default: its variable, or `default` when unset or empty."""
-    return float(_env(flag) or default)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `llmquota sidecar`, in groups as `--help` shows them."""
     parser.description = (
@@ -56,14 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_standalone(parser.add_argument_group("standalone mode (no Kubernetes)"))
     _add_pod_identity(parser.add_argument_group("the Pod (set by the injection webhook)"))
     _add_limits(parser.add_argument_group("requests and timeouts"))
-    parser.add_argument("--log-level", default=_env("log-level", "INFO"))
+    parser.add_argument("--log-level", default=env("log-level", "INFO"))
 
 
 def _add_listening(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--listen", default=_env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
+    group.add_argument("--listen", default=env("listen", "127.0.0.1:4000"), metavar="HOST:PORT")
     group.add_argument(
         "--health-listen",
-        default=_env("health-listen", "0.0.0.0:4001"),
+        default=env("health-listen", "0.0.0.0:4001"),
         metavar="HOST:PORT",
         help="also serve /healthz, /readyz, /metrics (only those) here, e.g. on the Pod's IP; "
         "'off': nowhere else (default: %(default)s)",
@@ -71,20 +57,20 @@ def _add_listening(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--max-connections",
         type=int,
-        default=_env_int("max-connections", DEFAULT_MAX_CONNECTIONS),
+        default=env_int("max-connections", DEFAULT_MAX_CONNECTIONS),
         help="client connections held at once; past it the oldest idle one is closed, or "
         "the new one gets 503 when all are busy (default: %(default)s)",
     )
     group.add_argument(
         "--shutdown-timeout",
         type=float,
-        default=_env_float("shutdown-timeout", 30),
+        default=env_float("shutdown-timeout", 30),
         help="seconds a shutdown waits for requests in flight (default: %(default)s)",
     )
     group.add_argument(
         "--workers",
         type=int,
-        default=_env_int("workers", 1),
+        default=env_int("workers", 1),
         metavar="N",
         help="serve from N processes sharing --listen (SO_REUSEPORT), for a gateway that "
         "serves many Pods; a sidecar beside one workload keeps 1 (default: %(default)s)",
@@ -94,21 +80,21 @@ def _add_listening(group: argparse._ArgumentGroup) -> None:
 def _add_upstream(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--upstream",
-        default=_env("upstream", "https://api.openai.com"),
+        default=env("upstream", "https://api.openai.com"),
         metavar="URL",
         help="the OpenAI-compatible API to forward to (default: %(default)s)",
     )
     group.add_argument(
         "--upstream-key-file",
         type=Path,
-        default=_env("upstream-key-file"),
+        default=env("upstream-key-file"),
         metavar="PATH",
         help="file holding the upstream's API key (a mounted Secret; re-read when it changes)",
     )
     group.add_argument(
         "--forward-header",
         action="append",
-        default=[name for name in (_env("forward-header") or "").split(",") if name.strip()],
+        default=[name for name in (env("forward-header") or "").split(",") if name.strip()],
         metavar="NAME",
         help="also forward this client header upstream (repeatable; the environment "
         "variable takes a comma-separated list); see docs/sidecar.md for those always sent",
@@ -116,7 +102,7 @@ def _add_upstream(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--upstream-timeout",
         type=float,
-        default=_env_float("upstream-timeout", 600),
+        default=env_float("upstream-timeout", 600),
         help="seconds to wait for the upstream's next bytes (default: %(default)s)",
     )
 
@@ -124,7 +110,7 @@ def _add_upstream(group: argparse._ArgumentGroup) -> None:
 def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--redis",
-        default=_env("redis", os.environ.get("REDIS_URL")),
+        default=env("redis", os.environ.get("REDIS_URL")),
         metavar="URL",
         help="the shared Redis (also REDIS_URL): redis://, rediss://, unix:// or "
         "redis+sentinel://HOST:PORT,.../SERVICE[/DB]; without one, an embedded redis-server",
@@ -132,7 +118,7 @@ def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--redis-password-file",
         type=Path,
-        default=_env("redis-password-file"),
+        default=env("redis-password-file"),
         metavar="PATH",
         help="file holding the Redis password (a mounted Secret; read for every new "
         "connection), so that no password is on a command line",
@@ -140,7 +126,7 @@ def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--redis-wait-replicas",
         type=int,
-        default=_env_int("redis-wait-replicas", 0),
+        default=env_int("redis-wait-replicas", 0),
         metavar="N",
         help="each settle waits until N replicas hold it (Redis WAIT), so that a failover "
         "loses no settled spend (default: %(default)s, no wait)",
@@ -148,7 +134,7 @@ def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--redis-wait-timeout",
         type=float,
-        default=_env_float("redis-wait-timeout", 0.1),
+        default=env_float("redis-wait-timeout", 0.1),
         metavar="SECONDS",
         help="longest wait for --redis-wait-replicas; past it the settle stands on the "
         "primary alone and a warning is logged (default: %(default)s)",
@@ -156,13 +142,13 @@ def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--fail-open",
         action="store_true",
-        default=(_env("fail-open", "") or "").lower() in _TRUE,
+        default=(env("fail-open", "") or "").lower() in _TRUE,
         help="admit requests without counting when the store is unreachable (default: 503)",
     )
     group.add_argument(
         "--lease-seconds",
         type=float,
-        default=_env_float("lease-seconds", 30),
+        default=env_float("lease-seconds", 30),
         help="how long a reservation outlives a sidecar that died (default: %(default)s)",
     )
 
@@ -171,20 +157,20 @@ def _add_standalone(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--manifests",
         type=Path,
-        default=_env("manifests"),
+        default=env("manifests"),
         metavar="DIR",
         help="standalone mode: Team/ApiKey/Budget/RateLimit/Secret YAML in DIR, followed live",
     )
     group.add_argument(
         "--global-budget",
-        default=_env("global-budget"),
+        default=env("global-budget"),
         metavar="NS/NAME",
         help="standalone mode: a Budget every request counts against",
     )
     group.add_argument(
         "--state-file",
         type=Path,
-        default=_env("state-file"),
+        default=env("state-file"),
         metavar="PATH",
         help="standalone mode: where spend and first-load times are kept, to restore a "
         "wiped store (default: a file per DIR under $XDG_STATE_HOME/llmquota, or "
@@ -195,7 +181,7 @@ def _add_standalone(group: argparse._ArgumentGroup) -> None:
 def _add_pod_identity(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--workload",
-        default=_env("workload"),
+        default=env("workload"),
         metavar="KIND/NAME",
         help="the Pod's workload, e.g. deployment/chatbot (set by the injection webhook): "
         "keyless requests are charged to it, and metrics carry it as `workload`",
@@ -203,7 +189,7 @@ def _add_pod_identity(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--identity-dir",
         type=Path,
-        default=_env("identity-dir"),
+        default=env("identity-dir"),
         metavar="DIR",
         help="the downward API volume with the Pod's `namespace` and `labels` files (set by "
         "the injection webhook); with --workload, matched against Teams' workloadSelector",
@@ -214,27 +200,27 @@ def _add_limits(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--pricing",
         type=Path,
-        default=_env("pricing"),
+        default=env("pricing"),
         metavar="FILE",
         help="per-model price overrides and the unknown-model policy (YAML)",
     )
     group.add_argument(
         "--max-body-bytes",
         type=int,
-        default=_env_int("max-body-bytes", DEFAULT_MAX_BODY_BYTES),
+        default=env_int("max-body-bytes", DEFAULT_MAX_BODY_BYTES),
         help="larger request bodies get 413 (default: %(default)s)",
     )
     group.add_argument(
         "--body-timeout",
         type=float,
-        default=_env_float("body-timeout", 60),
+        default=env_float("body-timeout", 60),
         help="seconds a request body may take to arrive; slower ones get 408 "
         "(default: %(default)s)",
     )
     group.add_argument(
         "--header-timeout",
         type=float,
-        default=_env_float("header-timeout", 20),
+        default=env_float("header-timeout", 20),
         help="seconds a connection may take to send its next request's headers (from its "
         "start or the previous response); idle or slower ones are closed (default: %(default)s)",
     )
