@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
+
+import pytest
 
 from llmquota.models import ApiKey
 from llmquota.operator.config import OperatorConfig
@@ -101,3 +106,28 @@ async def test_keys_not_applied_yet_are_left_alone_and_flips_become_events() -> 
     await Factory(state).status_sync.sync_once()
     assert set(kube.patched) == {"blocked"}
     assert kube.events == [("blocked", "Warning", "Blocked")]
+
+
+class CancelledMidPass(FakeStore):
+    """Reads the counters, then the operator stops: the pass is cancelled at its next await.
+
+    That await is the one that waits for the batch's patches, before any of them ran.
+    """
+
+    async def read_budgets(self, scopes: Iterable[tuple[str, str]]) -> list[BudgetCounter]:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        return await super().read_budgets(scopes)
+
+
+async def test_a_pass_cancelled_before_its_patches_ran_leaves_no_coroutine_behind() -> None:
+    store, kube = CancelledMidPass(), FakeKube()
+    sync = Factory(state_with([apikey("a"), apikey("b")], store, kube)).status_sync
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(sync.sync_once())
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    assert kube.patched == {}

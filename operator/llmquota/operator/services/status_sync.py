@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -352,10 +353,16 @@ def _fields_and_observations(
     return fields, observations
 
 
-async def _guarded(obj: ApiKey | Team | Budget | RateLimit, sync: Awaitable[None]) -> None:
-    """One object's sync failing (API server, Redis) skips that object, not the pass."""
+async def _guarded(
+    obj: ApiKey | Team | Budget | RateLimit, sync: Callable[[], Awaitable[None]]
+) -> None:
+    """One object's sync failing (API server, Redis) skips that object, not the pass.
+
+    `sync` is called here, not before: a pass cancelled (the operator stopping) before
+    this task ran would otherwise leave a coroutine that was never awaited.
+    """
     try:
-        await sync
+        await sync()
     except (StoreError, ApiException, OSError) as error:
         meta = obj.metadata
         logger.warning("status sync of %s %s/%s skipped: %s", obj.kind, meta.namespace,
@@ -433,7 +440,7 @@ class StatusSync:
         for start in range(0, len(references), BATCH_SIZE):
             await asyncio.gather(
                 *(
-                    _guarded(obj, self._sync_reference(obj, slots))
+                    _guarded(obj, partial(self._sync_reference, obj, slots))
                     for obj in references[start : start + BATCH_SIZE]
                 )
             )
@@ -456,7 +463,7 @@ class StatusSync:
             offset, window_offset = end, window_end
         await asyncio.gather(
             *(
-                _guarded(subject.obj, self._sync_subject(subject, *read, now_ms, slots))
+                _guarded(subject.obj, partial(self._sync_subject, subject, *read, now_ms, slots))
                 for subject, read in zip(subjects, by_subject, strict=True)
             )
         )
