@@ -21,11 +21,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from llmquota.sidecar.exchange import Exchange, Refusal
+from llmquota.sidecar.logs import LineLogger
 from llmquota.sidecar.state import METRICS
 
 __all__ = ["ExchangeHandler", "recorded"]
 
-logger = logging.getLogger("llmquota.sidecar.requests")
+request_log = LineLogger(logging.getLogger("llmquota.sidecar.requests"))
 
 _JSON = "application/json"
 
@@ -110,11 +111,11 @@ def _record(request: web.Request, exchange: Exchange) -> None:
         metrics.spend.labels(*subject).inc(exchange.cost_usd)
         metrics.tokens.labels(*subject, "input").inc(exchange.usage.prompt_tokens)
         metrics.tokens.labels(*subject, "output").inc(exchange.usage.completion_tokens)
-    if logger.isEnabledFor(logging.INFO):
+    if request_log.enabled():
         namespace, team, key, _ = labels
-        logger.info(
+        request_log.info(
             "request",
-            extra={
+            {
                 "request_id": exchange.request_id,
                 "method": request.method,
                 "path": request.path,
