@@ -7,6 +7,10 @@ Every budget but the key's own is shared with other keys, and there one key may 
 flight at most `KEY_SHARE` of what the spend and the other keys' reservations leave
 (docs/architecture.md, "Reservations"): a key cannot lock its teammates, or everyone under
 the global budget, out with reservations while real spend is far below the limit.
+
+What a call holds that depends only on the policy, the model and the end user (the
+scopes, the checks, their JSON) is built once per policy object and reused
+(`admission_plan`); per request only the amounts, the lease and its id are spliced in.
 """
 
 from __future__ import annotations
@@ -18,18 +22,22 @@ from typing import Any
 
 import orjson
 
-from llmquota.durations import calendar_bounds, window_spec
+from llmquota.durations import BOUNDS_BEFORE, WindowSpec, calendar_bounds, window_spec
 from llmquota.policy import keyspace
 from llmquota.policy.limits import BudgetLimits, RateLimits, ResolvedPolicy, Scope, WindowLimits
 
 __all__ = [
     "KEY_SHARE",
     "MAX_AMOUNT",
+    "MAX_PLANS",
     "AdmissionCall",
+    "AdmissionPlan",
     "Check",
     "RequestEstimate",
     "ScriptCall",
+    "SlotPlan",
     "admission_call",
+    "admission_plan",
     "counter_amount",
     "counter_key",
     "dynamic_group",
@@ -83,74 +91,172 @@ class ScriptCall:
 @dataclass(frozen=True, slots=True)
 class AdmissionCall:
     """Everything admit.lua is asked for one request, and the scopes its answer indexes
-    into. `request`: the fields every check shares (lease, model, cost, tokens, the key's
-    field at shared budgets, its share there)."""
+    into: what this request brings (its id, reservation and lease) over the plan of its
+    policy, model and end user, which it shares with their other requests."""
 
     request_id: str
-    scopes: list[Scope]
-    checks: list[Check]
-    request: dict[str, Any]
-    lease_tag: str
+    scopes: tuple[Scope, ...]
+    plan: AdmissionPlan
+    cost: int
+    tokens: int
+    lease_ms: int
 
     def script_call(self, now_ms: int | None = None) -> ScriptCall:
         """The whole admission as one script run, its lease under the key's own hash tag:
         one round trip on a single Redis. `now_ms`: the caller's clock, around which the
         boundaries of calendar windows in a time zone are computed (the script has no zone
         data and picks the window its own clock falls in); needed only when there are."""
-        return _script_call(self.lease_tag, self.request_id, self.checks, self.request, now_ms)
+        return self._script_call(self.plan.whole, now_ms)
 
     def slot_calls(self, now_ms: int | None = None) -> list[ScriptCall]:
         """One script run per hash tag (a Redis Cluster runs a script in one slot), each
         with its own lease there, in the order of the scopes: the global budget's slot
         first, then the team's (its member, key and end users share its tag), then a
         Dynamic pool's."""
-        by_tag: dict[str, list[Check]] = {}
-        for check in self.checks:
-            by_tag.setdefault(check.tag, []).append(check)
-        return [
-            _script_call(tag, self.request_id, checks, self.request, now_ms)
-            for tag, checks in by_tag.items()
+        return [self._script_call(slot, now_ms) for slot in self.plan.slots]
+
+    def _script_call(self, slot: SlotPlan, now_ms: int | None) -> ScriptCall:
+        """The slot's run for this request: its lease record and amounts spliced into
+        what the plan holds encoded (the spec's members in the order the script's
+        header lists them)."""
+        return ScriptCall(
+            tag=slot.tag,
+            keys=[slot.leases, keyspace.lease_key(slot.tag, self.request_id), *slot.counters],
+            spec_json=(
+                f'{{"lease_ms":{self.lease_ms:d}{self.plan.model_member},"cost":{self.cost:d},'
+                f'"tokens":{self.tokens:d}{self.plan.key_members},"checks":'
+                f"{slot.checks_json(now_ms)}}}"
+            ),
+        )
+
+
+_ALWAYS = (-(2**63), 2**63)
+"""The span of clocks a slot's checks hold for when none has calendar bounds."""
+
+
+class SlotPlan:
+    """One script run's checks, their counters numbered once each from 1, and their JSON
+    kept encoded: the same for every request of a plan, until a calendar window's bounds
+    move on (`checks_json`)."""
+
+    __slots__ = ("_bounded", "_checks", "_encoded", "counters", "leases", "tag")
+
+    def __init__(self, tag: str, checks: Sequence[Check]) -> None:
+        numbers: dict[str, int] = {}
+        self._checks = [
+            (check.fields, numbers.setdefault(check.counter, len(numbers) + 1)) for check in checks
         ]
+        self.tag = tag
+        self.leases = keyspace.leases_key(tag)
+        self.counters = list(numbers)
+        self._bounded = any(_bounded_window(fields) is not None for fields, _ in self._checks)
+        # The encoded checks and the clocks [from, until) they hold for, swapped in whole.
+        self._encoded: tuple[str, int, int] | None = None
+
+    def checks_json(self, now_ms: int | None) -> str:
+        """The checks as JSON at `now_ms`; encoded again only when a calendar window's
+        bounds (computed around `now_ms`) are not those of the last encoding."""
+        encoded = self._encoded
+        if encoded is None or not self._holds(encoded, now_ms):
+            encoded = self._encode(now_ms)
+            if self._holds(encoded, now_ms):
+                self._encoded = encoded
+        return encoded[0]
+
+    def _holds(self, encoded: tuple[str, int, int], now_ms: int | None) -> bool:
+        """Whether an encoding is right at `now_ms`: always without calendar bounds, else
+        while `now_ms` is in the windows its bounds were computed around."""
+        return not self._bounded or (now_ms is not None and encoded[1] <= now_ms < encoded[2])
+
+    def _encode(self, now_ms: int | None) -> tuple[str, int, int]:
+        """The checks as JSON, each budget check with its calendar window's bounds when it
+        needs them, and the clocks those bounds are the same for: now's window's own."""
+        valid_from, valid_until = _ALWAYS
+        specs = []
+        for fields, counter in self._checks:
+            window = _bounded_window(fields)
+            if window is None:
+                specs.append({**fields, "counter": counter})
+                continue
+            if now_ms is None:
+                msg = (
+                    f"a calendar window ({window.wire}) needs the caller's clock to compute "
+                    "its bounds"
+                )
+                raise ValueError(msg)
+            bounds = calendar_bounds(window, now_ms)
+            valid_from = max(valid_from, bounds[BOUNDS_BEFORE])
+            valid_until = min(valid_until, bounds[BOUNDS_BEFORE + 1])
+            specs.append({**fields, "bounds": bounds, "counter": counter})
+        return _json(specs), valid_from, valid_until
 
 
-def _with_bounds(fields: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
-    """A budget check's fields, with its calendar window's boundaries when it needs them."""
+def _bounded_window(fields: Mapping[str, Any]) -> WindowSpec | None:
+    """A budget check's calendar window when the script needs its bounds handed in."""
     window = fields.get("window")
-    if window is None or not window_spec(window).needs_bounds:
-        return fields
-    if now_ms is None:
-        msg = f"a calendar window ({window}) needs the caller's clock to compute its bounds"
-        raise ValueError(msg)
-    return {**fields, "bounds": calendar_bounds(window_spec(window), now_ms)}
+    if window is None:
+        return None
+    spec = window_spec(window)
+    return spec if spec.needs_bounds else None
 
 
-def _script_call(
-    tag: str,
-    request_id: str,
-    checks: Sequence[Check],
-    request: Mapping[str, Any],
-    now_ms: int | None,
-) -> ScriptCall:
-    """The script run over `checks`, with its counters numbered once each from 1."""
-    counters: dict[str, int] = {}
-    specs = [
-        {
-            **_with_bounds(check.fields, now_ms),
-            "counter": counters.setdefault(check.counter, len(counters) + 1),
-        }
-        for check in checks
-    ]
-    spec = {**request, "checks": specs}
-    return ScriptCall(
-        tag=tag,
-        keys=[keyspace.leases_key(tag), keyspace.lease_key(tag, request_id), *counters],
-        spec_json=_json(spec),
-    )
+class AdmissionPlan:
+    """What the admission of a request holds that depends only on its policy, model and
+    end user: the scopes, the checks of each script run, the spec's members but the
+    request's own. Holds `policy`, so that no other policy takes its identity (the
+    plans' key) while the plan is cached."""
+
+    __slots__ = ("key_members", "model_member", "policy", "scopes", "slots", "whole")
+
+    def __init__(self, policy: ResolvedPolicy, model: str, end_user: str | None) -> None:
+        self.policy = policy
+        self.scopes = tuple(scopes_for(policy, end_user))
+        checks: list[Check] = []
+        for index, scope in enumerate(self.scopes):
+            if scope.budget is not None:
+                checks.extend(_budget_checks(scope, scope.budget, index, model))
+            if scope.rate is not None:
+                checks.extend(_rate_checks(scope, scope.rate, index, model, policy))
+        self.model_member = "," + _members({"model": model})
+        self.key_members = "," + _members(
+            {"key_field": KEY_FIELD_PREFIX + policy.key_hash, "key_share": KEY_SHARE}
+        )
+        self.whole = SlotPlan(lease_tag(policy), checks)
+        by_tag: dict[str, list[Check]] = {}
+        for check in checks:
+            by_tag.setdefault(check.tag, []).append(check)
+        self.slots = [SlotPlan(tag, tagged) for tag, tagged in by_tag.items()]
 
 
-def _json(spec: Mapping[str, Any]) -> str:
-    """The spec as compact JSON: orjson's (every request encodes one), the standard
-    library's for what orjson cannot encode (an integer past 64 bits)."""
+MAX_PLANS = 4096
+"""Plans kept (the oldest dropped first): end users come from request bodies."""
+_plans: dict[tuple[int, str, str | None], AdmissionPlan] = {}
+
+
+def admission_plan(policy: ResolvedPolicy, model: str, end_user: str | None) -> AdmissionPlan:
+    """The plan for this policy object, model and end user: built on the first request,
+    then reused. Keyed on the policy's identity (a changed policy is a new object, see
+    the sidecar's PolicyCache), never on its key hash, so a replaced policy's plan is
+    never served to its successor."""
+    key = (id(policy), model, end_user)
+    plan = _plans.get(key)
+    if plan is not None and plan.policy is policy:
+        return plan
+    plan = AdmissionPlan(policy, model, end_user)
+    if len(_plans) >= MAX_PLANS:
+        del _plans[next(iter(_plans))]
+    _plans[key] = plan
+    return plan
+
+
+def _members(members: Mapping[str, Any]) -> str:
+    """JSON object members without the braces, to splice into a spec."""
+    return _json(members)[1:-1]
+
+
+def _json(spec: Mapping[str, Any] | Sequence[Any]) -> str:
+    """Compact JSON: orjson's, the standard library's for what orjson cannot encode (an
+    integer past 64 bits)."""
     try:
         return orjson.dumps(spec).decode()
     except TypeError:
@@ -307,28 +413,14 @@ def admission_call(
     policy: ResolvedPolicy, estimate: RequestEstimate, request_id: str, lease_ms: int
 ) -> AdmissionCall:
     """Build the admit script's call for one request."""
-    model = estimate.model
-    checks: list[Check] = []
-    scopes = scopes_for(policy, estimate.end_user)
-    for index, scope in enumerate(scopes):
-        if scope.budget is not None:
-            checks.extend(_budget_checks(scope, scope.budget, index, model))
-        if scope.rate is not None:
-            checks.extend(_rate_checks(scope, scope.rate, index, model, policy))
-    request = {
-        "lease_ms": lease_ms,
-        "model": model,
-        "cost": counter_amount(estimate.cost_nanos),
-        "tokens": counter_amount(estimate.tokens),
-        "key_field": KEY_FIELD_PREFIX + policy.key_hash,
-        "key_share": KEY_SHARE,
-    }
+    plan = admission_plan(policy, estimate.model, estimate.end_user)
     return AdmissionCall(
         request_id=request_id,
-        scopes=scopes,
-        checks=checks,
-        request=request,
-        lease_tag=lease_tag(policy),
+        scopes=plan.scopes,
+        plan=plan,
+        cost=counter_amount(estimate.cost_nanos),
+        tokens=counter_amount(estimate.tokens),
+        lease_ms=lease_ms,
     )
 
 

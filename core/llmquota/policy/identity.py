@@ -10,7 +10,10 @@ client cannot claim another identity. The rules, pure:
 - otherwise the Pod's identity is matched against the workload policies of its own
   namespace only (a Team's `workloadSelector` never reaches another namespace); of
   several matching Teams the first by name is charged;
-- no key and no matching Team: 401, as for an unknown key.
+- no key and no matching Team: 401, as for an unknown key; but when a workload policy
+  of the namespace cannot be read by this version (written by a newer operator during a
+  rolling upgrade), it might have matched, so the request gets the 503 PolicyUnreadable
+  a key with an unreadable policy gets.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pydantic import BaseModel, ConfigDict
 
 from llmquota.models import LabelSelector
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope
+from llmquota.policy.limits import UNREADABLE, BudgetLimits, PolicyRefusal, ResolvedPolicy, Scope
 
 __all__ = [
+    "NamespacePolicies",
     "OwnerRef",
     "PodIdentity",
     "WorkloadPolicy",
@@ -139,6 +143,15 @@ class WorkloadPolicy(BaseModel):
     workload_budget: BudgetLimits
 
 
+@dataclass(frozen=True, slots=True)
+class NamespacePolicies:
+    """One namespace's workload policies as read: those this version can read, and the
+    Teams whose policy it cannot, with the problem (a field it does not know, say)."""
+
+    policies: Sequence[WorkloadPolicy]
+    unreadable: Mapping[str, str]
+
+
 def workload_scope_id(namespace: str, team: str, workload: str) -> str:
     """A workload's identity in counters and statuses: `workload/ns/team/kind/name`."""
     return f"workload/{namespace}/{team}/{workload}"
@@ -183,13 +196,29 @@ def workload_policy_for(
 
 
 def request_policy(
-    key_policy: ResolvedPolicy | None,
-    identity: PodIdentity | None,
-    policies: Sequence[WorkloadPolicy],
+    key_policy: ResolvedPolicy | None, identity: PodIdentity | None, read: NamespacePolicies
 ) -> ResolvedPolicy | None:
-    """A known key's policy; else the Pod's workload policy; else None (401)."""
+    """A known key's policy; else the Pod's workload policy; else, when one of the
+    namespace's could not be read, a policy refusing with why; else None (401)."""
     if key_policy is not None:
         return key_policy
     if identity is None:
         return None
-    return workload_policy_for(identity, policies)
+    matched = workload_policy_for(identity, read.policies)
+    if matched is not None or not read.unreadable:
+        return matched
+    team = min(read.unreadable)
+    return ResolvedPolicy(
+        key_hash=hash_key(workload_scope_id(identity.namespace, team, identity.workload)),
+        namespace=identity.namespace,
+        key_name="",
+        team=team,
+        refusal=PolicyRefusal(
+            reason=UNREADABLE,
+            message=(
+                f"the workload policy of team {team} cannot be read by this sidecar "
+                f"({read.unreadable[team]}): it was written by a newer operator (restart "
+                "the Pod to get the new sidecar) or is damaged"
+            ),
+        ),
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "ScopeKind",
     "WindowLimits",
     "duration_of",
+    "first_problem",
     "nanos",
     "read_policy",
     "usd",
@@ -218,6 +219,13 @@ class ResolvedPolicy(_Frozen):
 UNREADABLE = "PolicyUnreadable"
 
 
+def first_problem(error: ValidationError) -> str:
+    """A stored policy's first validation problem, for a message: `field: what is wrong`."""
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "the policy"
+    return f"{where}: {problem['msg']}"
+
+
 def read_policy(encoded: bytes | str, key_hash: str) -> ResolvedPolicy:
     """A stored policy, or one that refuses its key when this version cannot read it.
 
@@ -230,9 +238,7 @@ def read_policy(encoded: bytes | str, key_hash: str) -> ResolvedPolicy:
     try:
         return ResolvedPolicy.model_validate_json(encoded)
     except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "the policy"
-        detail = f"{where}: {problem['msg']}"
+        detail = first_problem(error)
     try:
         loose = json.loads(encoded)
     except ValueError:

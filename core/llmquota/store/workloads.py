@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from llmquota.policy import keyspace
-from llmquota.policy.identity import WorkloadPolicy
+from llmquota.policy.identity import NamespacePolicies, WorkloadPolicy
+from llmquota.policy.limits import first_problem
 from llmquota.store.errors import store_call
 from llmquota.store.quota_store import QuotaStore
 
@@ -21,6 +22,7 @@ __all__ = [
     "delete_workload_policy",
     "note_workload",
     "put_workload_policy",
+    "read_workload_policies",
     "replace_workload_policies",
     "workload_policies",
     "workload_policy_teams",
@@ -70,17 +72,24 @@ async def replace_workload_policies(
 
 
 @store_call
-async def workload_policies(store: QuotaStore, namespace: str) -> list[WorkloadPolicy]:
-    """The workload policies of one namespace; one written by another version and no
-    longer readable is left out (it is rewritten when its Team is reconciled)."""
+async def read_workload_policies(store: QuotaStore, namespace: str) -> NamespacePolicies:
+    """The workload policies of one namespace, and the Teams whose policy this version
+    cannot read (written by a newer one, or damaged), with the first problem."""
     raw = await store.redis.hgetall(keyspace.workload_policies_key(namespace))
     policies: list[WorkloadPolicy] = []
-    for encoded in raw.values():
+    unreadable: dict[str, str] = {}
+    for team, encoded in raw.items():
         try:
             policies.append(WorkloadPolicy.model_validate_json(encoded))
-        except ValidationError:
-            continue
-    return policies
+        except ValidationError as error:
+            unreadable[_text(team)] = first_problem(error)
+    return NamespacePolicies(policies, unreadable)
+
+
+async def workload_policies(store: QuotaStore, namespace: str) -> list[WorkloadPolicy]:
+    """The workload policies of one namespace this version can read (one it cannot is
+    rewritten when its Team is reconciled)."""
+    return list((await read_workload_policies(store, namespace)).policies)
 
 
 @store_call

@@ -19,7 +19,7 @@ from llmquota.policy.identity import (
 )
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore
-from llmquota.store.workloads import note_workload, workload_policies
+from llmquota.store.workloads import note_workload, read_workload_policies
 
 __all__ = ["WorkloadPolicies", "read_identity"]
 
@@ -67,8 +67,8 @@ class WorkloadPolicies:
         if self._read:
             return self._policy
         generation = self._generation
-        policies = await workload_policies(self.store, identity.namespace)
-        policy = request_policy(None, identity, policies)
+        read = await read_workload_policies(self.store, identity.namespace)
+        policy = request_policy(None, identity, read)
         if generation == self._generation:  # no change was announced meanwhile
             self._policy, self._read = policy, True
         return policy

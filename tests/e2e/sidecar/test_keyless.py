@@ -8,6 +8,7 @@ own counter of the Team's workloadBudgetRef.
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,3 +178,38 @@ def test_a_team_selecting_the_pod_later_is_followed_by_the_running_sidecar(
         30,
         what="the new Team's workload policy followed by the sidecar",
     )
+
+
+def test_a_workload_policy_the_sidecar_cannot_read_is_a_503_naming_it(
+    pod: Pod, redis_client: redis.Redis
+) -> None:
+    """During a rolling upgrade a newer operator writes fields an older sidecar does not
+    know: a Pod's keyless requests get the 503 a key gets, not a 401 saying it has no key."""
+    drafter = pod("default", MATCHED, "deployment/drafter")
+    _policy_written(redis_client)
+    name = keyspace.workload_policies_key("default")
+    written = json.loads(redis_client.hget(name, "kl-support") or "{}")
+    redis_client.hset(name, "kl-support", json.dumps({**written, "spendCapV9": {"daily": 5}}))
+    redis_client.publish(keyspace.POLICY_CHANNEL, keyspace.workload_policies_change("default"))
+
+    client = openai.OpenAI(base_url=f"{drafter.url}/v1", api_key="sk-none", max_retries=0)
+
+    def refusal() -> openai.APIStatusError | None:
+        try:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.APIStatusError as error:
+            return None if error.status_code == 402 else error  # 402: the old policy's
+        return None
+
+    try:
+        refused = wait_until_sync(refusal, 30, what="a refusal after the policy changed")
+    finally:
+        client.close()
+    assert refused.status_code == 503
+    body = refused.body
+    assert isinstance(body, dict)
+    assert body["code"] == "policy_incomplete"
+    assert "PolicyUnreadable" in body["message"]
+    assert "kl-support" in body["message"]

@@ -172,3 +172,36 @@ def test_history_is_trimmed_to_the_window_and_the_span() -> None:
     fresh = record_sample(history, (next_window.start_ms + MINUTE, 0), next_window, SPAN)
     assert fresh == [(next_window.start_ms + MINUTE, 0)]
     assert forecast_fields(None) == {"forecast": None}
+
+
+def test_a_forecast_hovering_at_the_reset_flips_the_condition_once_not_every_sync() -> None:
+    """A burn rate that puts exhaustion a minute either side of the reset, sync after sync,
+    must not post a Warning and a Normal Event at each one: once at risk, the condition
+    clears only when the budget lasts well past the reset."""
+    held = False
+    flips = 0
+    for sync in range(20):
+        exhausts = DAY_WINDOW.end_ms + (MINUTE if sync % 2 else -MINUTE)
+        prediction = Forecast(nanos(10), exhausts, DAY_WINDOW, nanos(60))
+        observed = at_risk_observation(prediction, was_at_risk=held)
+        flips += (observed.status == "True") != held
+        held = observed.status == "True"
+    assert flips == 1
+    assert held
+    near = at_risk_observation(
+        Forecast(nanos(10), DAY_WINDOW.end_ms + MINUTE, DAY_WINDOW, nanos(60)), was_at_risk=True
+    )
+    assert (near.status, near.reason) == ("True", "ExhaustsNearReset")
+    # Lasting past the reset by more than a twentieth of the window (72 min) clears it.
+    clear = at_risk_observation(
+        Forecast(nanos(10), DAY_WINDOW.end_ms + 2 * HOUR_MS, DAY_WINDOW, nanos(60)),
+        was_at_risk=True,
+    )
+    assert (clear.status, clear.reason) == ("False", "LastsUntilReset")
+    # Not at risk before: a forecast just past the reset does not make it so.
+    assert (
+        at_risk_observation(
+            Forecast(nanos(10), DAY_WINDOW.end_ms + MINUTE, DAY_WINDOW, nanos(60))
+        ).status
+        == "False"
+    )

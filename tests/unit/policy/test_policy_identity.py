@@ -8,6 +8,7 @@ import pytest
 
 from llmquota.models import Budget, LabelSelector, Team
 from llmquota.policy.identity import (
+    NamespacePolicies,
     OwnerRef,
     PodIdentity,
     parse_downward_labels,
@@ -145,13 +146,28 @@ def test_of_two_matching_teams_the_first_by_name_is_charged() -> None:
 
 def test_a_known_key_wins_and_no_identity_is_401() -> None:
     key_policy = ResolvedPolicy(key_hash="h", namespace="apps", key_name="bot")
-    policies = _policies(_team("qa", workloadSelector={}))
+    policies = NamespacePolicies(_policies(_team("qa", workloadSelector={})), {})
     assert request_policy(key_policy, CHATBOT, policies) is key_policy
     keyless = request_policy(None, CHATBOT, policies)
     assert keyless is not None
     assert keyless.team == "qa"
+    assert keyless.refusal is None
     assert request_policy(None, None, policies) is None
-    assert request_policy(None, CHATBOT, []) is None
+    assert request_policy(None, CHATBOT, NamespacePolicies([], {})) is None
+
+
+def test_an_unreadable_policy_that_might_have_matched_refuses_saying_so() -> None:
+    unreadable = {"zeta": "spendCapV9: Extra inputs are not permitted", "beta": "scopes: bad"}
+    refusing = request_policy(None, CHATBOT, NamespacePolicies([], unreadable))
+    assert refusing is not None
+    assert refusing.refusal is not None
+    assert (refusing.team, refusing.refusal.reason) == ("beta", "PolicyUnreadable")
+    assert "scopes: bad" in refusing.refusal.message
+    # A policy that can be read and matches is used, whatever else could not be read.
+    matched = NamespacePolicies(_policies(_team("qa", workloadSelector={})), unreadable)
+    served = request_policy(None, CHATBOT, matched)
+    assert served is not None
+    assert (served.team, served.refusal) == ("qa", None)
 
 
 def test_a_missing_workload_budget_names_the_field() -> None:

@@ -18,6 +18,9 @@ pass and keeps them in memory (`record_sample`).
   admission's own rule (`llmquota.policy.exhaustion`); none without a maxBudget, when
   nothing is spent, or when the budget is already exhausted (BudgetExceeded says so).
   `BudgetAtRisk` is True when that moment falls before the window resets.
+- **Hysteresis.** Once True, it stays True while the budget would run out less than
+  a twentieth of the window (`CLEAR_FRACTION`) after the reset, so that a rate hovering
+  at the boundary flips it (and posts its Events) once, not at every sync.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ SAMPLES_PER_SPAN = 60
 COVERAGE_FRACTION = 4
 """The forecast needs a quarter of the span (or window) measured before it says anything."""
 
+CLEAR_FRACTION = 20
+"""BudgetAtRisk, once True, clears when exhaustion falls past the reset by more than this
+fraction of the window (72 min of a day)."""
+
 RATE_DIGITS = 2
 EXHAUSTS_STEPS_MS = (1000, 10_000, 60_000, 600_000, HOUR_MS, 6 * HOUR_MS, 24 * HOUR_MS)
 """The rate is rounded to RATE_DIGITS significant digits, and `exhaustsAt` (computed from
@@ -74,6 +81,15 @@ class Forecast:
         if self.exhausts_at_ms is None:
             return False
         return self.window.end_ms == NEVER or self.exhausts_at_ms < self.window.end_ms
+
+    @property
+    def near_reset(self) -> bool:
+        """Whether it runs out after the reset, but by less than CLEAR_FRACTION of the
+        window: not at risk, yet not clear of it either."""
+        if self.exhausts_at_ms is None or self.window.end_ms == NEVER:
+            return False
+        margin_ms = (self.window.end_ms - self.window.start_ms) // CLEAR_FRACTION
+        return self.exhausts_at_ms < self.window.end_ms + margin_ms
 
 
 def record_sample(
@@ -174,8 +190,10 @@ def forecast_fields(prediction: Forecast | None) -> dict[str, object]:
     }
 
 
-def at_risk_observation(prediction: Forecast | None) -> Observation:
-    """BudgetAtRisk: True when, at the recent rate, the budget runs out before it resets."""
+def at_risk_observation(prediction: Forecast | None, *, was_at_risk: bool = False) -> Observation:
+    """BudgetAtRisk: True when, at the recent rate, the budget runs out before it resets;
+    `was_at_risk` (the condition as it stands) keeps it True while it runs out near the
+    reset (`Forecast.near_reset`)."""
     if prediction is None:
         return Observation("BudgetAtRisk", "False", "NoForecast", "not enough spend history yet")
     rate = f"at {usd(prediction.burn_nanos_per_hour):g} USD/h"
@@ -193,6 +211,13 @@ def at_risk_observation(prediction: Forecast | None) -> Observation:
     if prediction.exhausts_at_ms is None:
         return Observation("BudgetAtRisk", "False", "NotSpending", f"nothing spent; it {resets}")
     runs_out = f"{rate} the budget runs out at {_time(prediction.exhausts_at_ms)}"
+    if was_at_risk and not prediction.at_risk and prediction.near_reset:
+        return Observation(
+            "BudgetAtRisk",
+            "True",
+            "ExhaustsNearReset",
+            f"{runs_out}, just after it {resets}: at risk until it lasts well past the reset",
+        )
     return Observation.of(
         "BudgetAtRisk",
         holds=prediction.at_risk,

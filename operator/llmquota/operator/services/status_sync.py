@@ -308,6 +308,14 @@ def _publish_forecast(obj: ApiKey | Team, prediction: Forecast | None, now_ms: i
     BUDGET_EXHAUSTS_IN.labels(*labels).set((prediction.exhausts_at_ms - now_ms) / 1000)
 
 
+def _holds(status: Mapping[str, Any], condition: str) -> bool:
+    """Whether the status as last seen has `condition` True."""
+    return any(
+        c.get("type") == condition and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
 def _fields_and_observations(
     state: OperatorState,
     subject: Subject,
@@ -343,7 +351,7 @@ def _fields_and_observations(
         )
         observations += [
             *budget_observations(own, guards, own_windows),
-            at_risk_observation(prediction),
+            at_risk_observation(prediction, was_at_risk=_holds(subject.status, "BudgetAtRisk")),
         ]
         if isinstance(obj, Team):
             fields["memberSpend"] = {
