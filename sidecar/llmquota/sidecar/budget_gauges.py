@@ -33,6 +33,9 @@ MIN_GAP_S = 0.2
 END_USER_RECENT_S = 10.0
 MAX_END_USERS = 1024
 _END_USER = "/user/"
+# Configured scope objects remembered as noted (each key's policy has its own); past
+# this many, from policies since replaced, they are forgotten and noted again.
+MAX_SEEN_SCOPES = 4096
 
 
 @dataclass
@@ -81,26 +84,43 @@ class BudgetGauges:
         self._store = store
         self._metrics = metrics
         self._scopes: dict[str, _Watched] = {}  # configured scopes, by scope id
+        self._seen: dict[int, Scope] = {}  # configured scope objects noted, by id()
         self._end_users: OrderedDict[str, _Watched] = OrderedDict()
         self._touched = asyncio.Event()
 
     def watch(self, scopes: Iterable[Scope]) -> None:
-        """Note the scopes one request was checked against (cheap: on the request path)."""
-        now_s = time.monotonic()
+        """Note the scopes one request was checked against (cheap: on the request path).
+
+        A configured scope comes with every request of a key as the same object, until
+        the key's policy changes (`PolicyCache`), so one already noted as this very
+        object is passed over after a dict lookup. An end user's scope is made per
+        request, and when it was last seen matters: it is always noted."""
+        seen = self._seen
         for scope in scopes:
-            budget = scope.budget
-            if budget is None or (budget.max_nanos < 0 and budget.soft_nanos is None):
-                continue
-            found = self._end_users if scope.kind == "end_user" else self._scopes
-            watched = found.get(scope.id)
-            if watched is None:
-                watched = found[scope.id] = _watched(scope, budget)
-            watched.budget, watched.seen_s = budget, now_s  # a changed policy replaces it
-            if found is self._end_users:
-                self._end_users.move_to_end(scope.id)
-                if len(self._end_users) > MAX_END_USERS:
-                    self._end_users.popitem(last=False)
+            if seen.get(id(scope)) is not scope:
+                self._note(scope)
         self._touched.set()
+
+    def _note(self, scope: Scope) -> None:
+        """Watch a scope with a budget, replacing what a changed policy said of it."""
+        budget = scope.budget
+        end_user = scope.kind == "end_user"
+        if not end_user:
+            if len(self._seen) >= MAX_SEEN_SCOPES:  # policies replaced many times over
+                self._seen.clear()
+            self._seen[id(scope)] = scope
+        if budget is None or (budget.max_nanos < 0 and budget.soft_nanos is None):
+            return
+        found = self._end_users if end_user else self._scopes
+        watched = found.get(scope.id)
+        if watched is None:
+            watched = found[scope.id] = _watched(scope, budget)
+        watched.budget = budget
+        if end_user:
+            watched.seen_s = time.monotonic()
+            self._end_users.move_to_end(scope.id)
+            if len(self._end_users) > MAX_END_USERS:
+                self._end_users.popitem(last=False)
 
     def touch(self) -> None:
         """Counters changed (a request settled): refresh soon."""

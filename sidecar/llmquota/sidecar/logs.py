@@ -5,7 +5,9 @@ Keys never reach a log line: handlers log the ApiKey's name and the request id o
 Every request logs a line, and on the hot path a write per line is a syscall that wakes
 whatever reads the log (the container runtime's pipe). Lines are therefore batched and
 written at most every `FLUSH_INTERVAL_S` (or when the batch is large); warnings and
-errors are written at once.
+errors are written at once. A request's line skips the logging module's record (its
+caller lookup, its two dozen attributes, the handler chain) when all logging would do
+with the record is hand it to that handler and formatter: `LineLogger`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import json
 import logging
 import math
 import sys
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["BatchedStreamHandler", "JsonFormatter", "configure_logging"]
+__all__ = ["BatchedStreamHandler", "JsonFormatter", "LineLogger", "configure_logging"]
 
 FLUSH_INTERVAL_S = 0.25
 FLUSH_BYTES = 64 * 1024
@@ -52,17 +56,31 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as JSON."""
-        entry: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+        fields = {
+            name: value
+            for name, value in vars(record).items()
+            if name not in _STANDARD_ATTRIBUTES and not name.startswith("_")
         }
-        for name, value in vars(record).items():
-            if name not in _STANDARD_ATTRIBUTES and not name.startswith("_"):
-                entry[name] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            fields["exc"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields)
+
+    def line(
+        self,
+        created: float,
+        level_name: str,
+        logger_name: str,
+        message: str,
+        fields: Mapping[str, Any],
+    ) -> str:
+        """The JSON line of a record with these attributes and `extra=` fields."""
+        entry: dict[str, Any] = {
+            "ts": self._timestamp(created),
+            "level": level_name.lower(),
+            "logger": logger_name,
+            "msg": message,
+        }
+        entry.update(fields)
         try:
             # orjson: a few microseconds less per line, and every request logs one.
             return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -87,9 +105,13 @@ class BatchedStreamHandler(logging.Handler):
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
             return
+        self.queue(line, record.levelno)
+
+    def queue(self, line: str, level: int) -> None:
+        """Queue a formatted line of a record of `level`, as `emit` does."""
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= FLUSH_BYTES:
+        if level >= logging.WARNING or self._size >= FLUSH_BYTES:
             self.flush()
             return
         if not self._flush_scheduled:
@@ -117,6 +139,73 @@ class BatchedStreamHandler(logging.Handler):
         """Write what is left before closing."""
         self.flush()
         super().close()
+
+
+class LineLogger:
+    """A logger's INFO records with fields, as `logger.info(message, extra=fields)` logs
+    them, for a line per request.
+
+    When the record would reach exactly one handler, a `BatchedStreamHandler` with a
+    `JsonFormatter`, and no filter or record factory could change or drop it on the
+    way, the line is formatted and queued directly: the same bytes, without building
+    the record. Anything else (another handler, a filter, pytest's capture) gets the
+    record from the logging module as usual. Looked up per line, so a change to the
+    logging configuration applies from the next line on.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def enabled(self) -> bool:
+        """Whether INFO records of the logger are logged at all."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def info(self, message: str, fields: Mapping[str, Any]) -> None:
+        """Log `message` at INFO with `fields` as its `extra=`."""
+        direct = self._direct_line(message, fields)
+        if direct is None:
+            self.logger.info(message, extra=fields)
+            return
+        handler, line = direct
+        handler.acquire()
+        try:
+            handler.queue(line, logging.INFO)
+        finally:
+            handler.release()
+
+    def _direct_line(
+        self, message: str, fields: Mapping[str, Any]
+    ) -> tuple[BatchedStreamHandler, str] | None:
+        """The one handler the record would reach unchanged and its line, if that is all
+        logging would do with it; None when the logging module must handle the record
+        (a line that fails to format too: logging reports that error its own way)."""
+        logger = self.logger
+        if (
+            not logger.isEnabledFor(logging.INFO)
+            or logger.filters
+            or logging.getLogRecordFactory() is not logging.LogRecord
+        ):
+            return None
+        found: logging.Handler | None = None
+        current: logging.Logger | None = logger
+        while current is not None:
+            for handler in current.handlers:
+                if found is not None:
+                    return None
+                found = handler
+            current = current.parent if current.propagate else None
+        if type(found) is not BatchedStreamHandler or found.filters or found.level > logging.INFO:
+            return None
+        formatter = found.formatter
+        if type(formatter) is not JsonFormatter:
+            return None
+        try:
+            line = formatter.line(
+                time.time(), logging.getLevelName(logging.INFO), logger.name, message, fields
+            )
+        except Exception:  # logging formats it again and reports the error its own way
+            return None
+        return found, line
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -3,15 +3,26 @@
 Labels stay low-cardinality: `key` is the ApiKey's name (never the key itself), and
 `model`, the one label a client chooses, goes through `ModelLabels`. A registry per
 application keeps test apps in one process from sharing counters.
+
+The metrics every request updates (requests, spend, tokens, overhead) are plain floats
+that the registry reads at scrape time (`PlainCounter`, `PlainHistogram`), exposed as
+prometheus_client's own counters and histograms would be: the same samples, in the same
+order, with the same values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import bisect
+import math
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import metrics as client_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from llmquota.pricing import PriceTable
 
@@ -23,6 +34,8 @@ __all__ = [
     "OVERHEAD_BUCKETS",
     "Labelled",
     "ModelLabels",
+    "PlainCounter",
+    "PlainHistogram",
     "SidecarMetrics",
 ]
 
@@ -73,6 +86,94 @@ class Labelled(Generic[_Metric]):
             return child
 
 
+# How prometheus_client writes a bucket's bound in its `le` label (`0.0001`, `+Inf`).
+_bound_text: Callable[[float], str] = floatToGoString
+
+
+def _created(created: float) -> float | None:
+    """A series' `_created` sample, unless prometheus_client was told to leave them out
+    (`disable_created_metrics`, `PROMETHEUS_DISABLE_CREATED_SERIES`)."""
+    return created if client_metrics._use_created else None
+
+
+class PlainCounter:
+    """A labelled counter whose series are plain floats, collected at scrape time.
+
+    A prometheus_client counter's `labels(...).inc()` validates the values, and its
+    increment takes a lock; a request updates four series. Here an increment is a dict
+    lookup and a float addition, in the same order as the library's (so the same
+    value). The series, their order (first seen first) and their `_created` times are
+    those its children would have.
+    """
+
+    __slots__ = ("_series", "documentation", "labelnames", "name")
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._series: dict[tuple[str, ...], list[float]] = {}  # labels -> [value, created]
+        registry.register(self)
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1) -> None:
+        """Add `amount` (never negative) to the series of these label values."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0.0, time.time()]
+        series[0] += amount
+
+    def describe(self) -> Iterable[Metric]:
+        """The family, without samples: the registry's check that names are unique."""
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The family with every series."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, (value, created) in tuple(self._series.items()):
+            family.add_metric(labels, value, created=_created(created))
+        return [family]
+
+
+class PlainHistogram:
+    """An unlabelled histogram in plain floats, collected at scrape time (see
+    `PlainCounter`): the buckets, count, sum and `_created` of prometheus_client's."""
+
+    __slots__ = ("_bounds", "_counts", "_created", "_le", "_sum", "documentation", "name")
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = [*map(float, buckets), *(() if buckets[-1] == math.inf else (math.inf,))]
+        self._le = [_bound_text(bound) for bound in self._bounds]
+        self._counts = [0.0] * len(self._bounds)
+        self._sum = 0.0
+        self._created = time.time()
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        """Count `amount` (a duration: never NaN) in the first bucket it fits in."""
+        self._sum += amount
+        self._counts[bisect.bisect_left(self._bounds, amount)] += 1
+
+    def describe(self) -> Iterable[Metric]:
+        """The family, without samples: the registry's check that names are unique."""
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The family: cumulative buckets, count, sum, created."""
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, buckets = 0.0, []
+        for le, count in zip(self._le, self._counts, strict=True):
+            cumulative += count
+            buckets.append((le, cumulative))
+        family.add_metric([], buckets, self._sum)
+        created = _created(self._created)
+        if created is not None:
+            family.add_sample(f"{self.name}_created", {}, created)
+        return [family]
+
+
 @dataclass(slots=True)
 class ModelLabels:
     """The `model` label of a model name taken from a request body.
@@ -112,15 +213,15 @@ class SidecarMetrics:
     """The sidecar's metrics, all registered in `registry`."""
 
     registry: CollectorRegistry
-    requests: Labelled[Counter]
-    spend: Labelled[Counter]
-    tokens: Labelled[Counter]
+    requests: PlainCounter
+    spend: PlainCounter
+    tokens: PlainCounter
     remaining_budget: Labelled[Gauge]
     soft_budget_exceeded: Labelled[Gauge]
     soft_budget_crossings: Labelled[Counter]
     rate_limited: Labelled[Counter]
     audit_refusals: Labelled[Counter]
-    overhead: Histogram
+    overhead: PlainHistogram
     settle_retries: Counter
     settles_pending: Gauge
     model_labels: ModelLabels
@@ -136,29 +237,23 @@ class SidecarMetrics:
             registry=registry,
             model_labels=ModelLabels(prices),
             workload=workload,
-            requests=Labelled(
-                Counter(
-                    "llmquota_requests",
-                    "Requests seen by the sidecar, by outcome (served, budget_exceeded, ...).",
-                    [*subject, "outcome"],
-                    registry=registry,
-                )
+            requests=PlainCounter(
+                "llmquota_requests",
+                "Requests seen by the sidecar, by outcome (served, budget_exceeded, ...).",
+                [*subject, "outcome"],
+                registry=registry,
             ),
-            spend=Labelled(
-                Counter(
-                    "llmquota_spend_usd",
-                    "USD charged for served requests.",
-                    subject,
-                    registry=registry,
-                )
+            spend=PlainCounter(
+                "llmquota_spend_usd",
+                "USD charged for served requests.",
+                subject,
+                registry=registry,
             ),
-            tokens=Labelled(
-                Counter(
-                    "llmquota_tokens",
-                    "Tokens charged, by direction (input or output).",
-                    [*subject, "direction"],
-                    registry=registry,
-                )
+            tokens=PlainCounter(
+                "llmquota_tokens",
+                "Tokens charged, by direction (input or output).",
+                [*subject, "direction"],
+                registry=registry,
             ),
             remaining_budget=Labelled(
                 Gauge(
@@ -204,7 +299,7 @@ class SidecarMetrics:
                     registry=registry,
                 )
             ),
-            overhead=Histogram(
+            overhead=PlainHistogram(
                 "llmquota_overhead_seconds",
                 "Time a request spends in the sidecar, the upstream's time excluded.",
                 buckets=OVERHEAD_BUCKETS,

@@ -21,11 +21,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from llmquota.sidecar.exchange import Exchange, Refusal
+from llmquota.sidecar.logs import LineLogger
 from llmquota.sidecar.state import METRICS
 
 __all__ = ["ExchangeHandler", "recorded"]
 
-logger = logging.getLogger("llmquota.sidecar.requests")
+request_log = LineLogger(logging.getLogger("llmquota.sidecar.requests"))
 
 _JSON = "application/json"
 
@@ -103,18 +104,18 @@ def _record(request: web.Request, exchange: Exchange) -> None:
     metrics = request.app[METRICS]
     labels = exchange.subject(metrics.model_labels)
     subject = (*labels, metrics.workload)
-    metrics.requests.labels(*subject, exchange.outcome).inc()
+    metrics.requests.inc((*subject, exchange.outcome))
     elapsed = time.perf_counter() - exchange.started
     metrics.overhead.observe(max(elapsed - exchange.upstream_s, 0.0))
     if exchange.usage is not None:
-        metrics.spend.labels(*subject).inc(exchange.cost_usd)
-        metrics.tokens.labels(*subject, "input").inc(exchange.usage.prompt_tokens)
-        metrics.tokens.labels(*subject, "output").inc(exchange.usage.completion_tokens)
-    if logger.isEnabledFor(logging.INFO):
+        metrics.spend.inc(subject, exchange.cost_usd)
+        metrics.tokens.inc((*subject, "input"), exchange.usage.prompt_tokens)
+        metrics.tokens.inc((*subject, "output"), exchange.usage.completion_tokens)
+    if request_log.enabled():
         namespace, team, key, _ = labels
-        logger.info(
+        request_log.info(
             "request",
-            extra={
+            {
                 "request_id": exchange.request_id,
                 "method": request.method,
                 "path": request.path,

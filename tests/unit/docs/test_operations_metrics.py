@@ -16,7 +16,14 @@ from prometheus_client.metrics import MetricWrapperBase
 from llmquota.operator import metrics as operator_metrics
 from llmquota.policy.limits import ScopeKind
 from llmquota.pricing import load_price_table
-from llmquota.sidecar.metrics import BUDGET_GAUGE_KINDS, BUDGET_KINDS, Labelled, SidecarMetrics
+from llmquota.sidecar.metrics import (
+    BUDGET_GAUGE_KINDS,
+    BUDGET_KINDS,
+    Labelled,
+    PlainCounter,
+    PlainHistogram,
+    SidecarMetrics,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -70,6 +77,10 @@ def _sidecar_metrics() -> set[Row]:
         metric = value.metric if isinstance(value, Labelled) else value
         if isinstance(metric, MetricWrapperBase):
             found.add(_defined(metric))
+        elif isinstance(value, PlainCounter):
+            found.add((f"{value.name}_total", "counter", frozenset(value.labelnames)))
+        elif isinstance(value, PlainHistogram):
+            found.add((value.name, "histogram", frozenset()))
     return found
 
 

@@ -3,14 +3,16 @@ a label value, and one crossing per soft budget and window."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import cast
 
+import pytest
 from prometheus_client import generate_latest
 
 from llmquota.policy.limits import BudgetLimits, Scope, nanos
 from llmquota.pricing import load_price_table
-from llmquota.sidecar.budget_gauges import BudgetGauges
+from llmquota.sidecar.budget_gauges import END_USER_RECENT_S, BudgetGauges
 from llmquota.sidecar.metrics import SidecarMetrics
 from llmquota.store import BudgetCounter, QuotaStore
 
@@ -122,3 +124,36 @@ async def test_an_end_user_is_never_a_label_value() -> None:
     owner = {"namespace": "ns", "kind": "end_user", "name": "qa"}
     assert value(metrics, "llmquota_soft_budget_crossings_total", **owner) == 1
     assert b"llmquota_remaining_budget_usd{" not in scraped
+
+
+async def test_a_changed_policy_gives_the_gauge_its_new_budget() -> None:
+    gauge, counters, metrics = gauges()
+    counters.counters[TEAM.id] = spent(2)
+    team = {
+        "namespace": "ns",
+        "kind": "team",
+        "name": "qa",
+        "window": "1d",
+        "enforcement": "Enforce",
+    }
+    for _ in range(3):  # the key's policy as cached: the same scope object every request
+        gauge.watch([TEAM])
+    await gauge.refresh(NOW_MS)
+    assert value(metrics, "llmquota_remaining_budget_usd", **team) == 8
+    raised = TEAM.model_copy(update={"budget": daily(20, 8)})  # the Team's budget raised
+    gauge.watch([raised])
+    await gauge.refresh(NOW_MS)
+    assert value(metrics, "llmquota_remaining_budget_usd", **team) == 18
+
+
+async def test_an_end_user_seen_again_stays_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    gauge, counters, metrics = gauges()
+    counters.counters[CUSTOMER.id] = spent(0.06)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    gauge.watch([CUSTOMER])
+    clock[0] += END_USER_RECENT_S + 1  # quiet for a while, then the same user again
+    gauge.watch([CUSTOMER])
+    await gauge.refresh(NOW_MS)
+    owner = {"namespace": "ns", "kind": "end_user", "name": "qa"}
+    assert value(metrics, "llmquota_soft_budget_crossings_total", **owner) == 1

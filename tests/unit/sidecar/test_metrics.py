@@ -47,5 +47,5 @@ def test_priced_names_are_capped_since_the_library_matches_prefixes() -> None:
 def test_a_scrape_never_fails_on_a_label() -> None:
     metrics = SidecarMetrics.create(PRICES)
     model = metrics.model_labels.label("gpt-4o-mini\ud800", ())
-    metrics.requests.labels("default", "", "bot", model, "", "served").inc()
+    metrics.requests.inc(("default", "", "bot", model, "", "served"))
     assert b'model="other"' in generate_latest(metrics.registry)
