@@ -12,7 +12,6 @@ the usage-only chunk when it was the sidecar, not the client, that asked for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -58,9 +57,11 @@ class StreamMeter:
         self._tokens = tokens or TextMeter(None)
         self._pending = b""
 
-    def _streamed(self, text: str) -> None:
-        self.text_chars += len(text)
-        self.completion_tokens_streamed += self._tokens.count(text)
+    def _streamed(self, text: Any) -> None:
+        """Count one generated text (anything else, or an empty one, counts nothing)."""
+        if isinstance(text, str) and text:
+            self.text_chars += len(text)
+            self.completion_tokens_streamed += self._tokens.count(text)
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the upstream; return the complete events to pass on."""
@@ -102,26 +103,44 @@ class StreamMeter:
             return True
         return self._read_payload(payload)
 
-    def _read_payload(self, payload: Mapping[str, Any]) -> bool:
+    # Parsed JSON holds dicts and lists only, so `isinstance(..., dict)` (a C check) stands
+    # for Mapping here; every event passes through these.
+    def _read_payload(self, payload: dict[str, Any]) -> bool:
         event_type = payload.get("type")
         if isinstance(event_type, str):  # the Responses API names its events
             if event_type == "response.output_text.delta":
-                self._streamed(_text(payload.get("delta")))
+                self._streamed(payload.get("delta"))
             elif event_type in _TERMINAL_RESPONSE_EVENTS:
                 response = payload.get("response")
-                if isinstance(response, Mapping):
+                if isinstance(response, dict):
                     self.usage = usage_of(response.get("usage")) or self.usage
             return True
         choices = payload.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                for text in _choice_texts(choice):
-                    self._streamed(text)
+                if isinstance(choice, dict):
+                    self._read_choice(choice)
         usage = usage_of(payload.get("usage"))
         if usage is None:
             return True
         self.usage = usage
         return not (self.hide_usage_chunk and not choices)
+
+    def _read_choice(self, choice: dict[str, Any]) -> None:
+        """Count the generated texts of one chat or completions choice of a chunk."""
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            self._streamed(choice.get("text"))
+            return
+        self._streamed(delta.get("content"))
+        self._streamed(delta.get("refusal"))
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for call in tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    self._streamed(function.get("arguments"))
+                    self._streamed(function.get("name"))
 
 
 def _event_json(data: bytes) -> Any:
@@ -142,24 +161,3 @@ def _data_of(event: bytes) -> bytes | None:
         line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
     ]
     return b"\n".join(lines) if lines else None
-
-
-def _text(text: Any) -> str:
-    return text if isinstance(text, str) else ""
-
-
-def _choice_texts(choice: Any) -> list[str]:
-    """Generated texts in one chat or completions choice of a chunk."""
-    if not isinstance(choice, Mapping):
-        return []
-    delta = choice.get("delta")
-    if not isinstance(delta, Mapping):
-        return [_text(choice.get("text"))]
-    texts = [_text(delta.get("content")), _text(delta.get("refusal"))]
-    tool_calls = delta.get("tool_calls")
-    if isinstance(tool_calls, list):
-        for call in tool_calls:
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping):
-                texts += [_text(function.get("arguments")), _text(function.get("name"))]
-    return texts

@@ -174,7 +174,10 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 # 19 digits in a row: a number orjson might read past 64 bits (it makes those floats).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Found as a run of zeros once every digit is a zero: bytes.translate and `in` scan in C,
+# several times faster than the regular expression `\d{19}` (ASCII digits in bytes).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"0" * 9)
+_LONG_DIGIT_RUN = b"0" * 19
 # Fewer brackets than this cannot nest deeper than the standard library reads (about
 # 900 levels, its recursion limit less the sidecar's stack), so orjson (which reads 1024)
 # takes nothing the standard library would refuse as nested too deeply.
@@ -187,7 +190,8 @@ def json_value(raw: bytes) -> Any:
     text) or reads otherwise (integers past 64 bits, which it makes floats; deeper
     nesting), so that what is accepted, what it means, and how it is refused
     (ValueError, RecursionError) stay as they were."""
-    if raw.count(b"[") + raw.count(b"{") < _FEW_BRACKETS and _LONG_DIGITS.search(raw) is None:
+    few_brackets = raw.count(b"[") + raw.count(b"{") < _FEW_BRACKETS
+    if few_brackets and _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -260,20 +264,26 @@ def with_stream_usage_raw(parsed: ParsedBody) -> bytes:
 def upstream_request_headers(
     client_headers: Iterable[tuple[str, str]],
     credential: str | None,
-    also_forwarded: Collection[str] = (),
+    also_forwarded: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """Headers for the upstream: the client's that are allowed (`FORWARDED_HEADERS`,
     `also_forwarded`: lower-case names), plus the sidecar's credential."""
-    headers = {
-        name: value
-        for name, value in client_headers
-        if (lower := name.lower()) in FORWARDED_HEADERS
-        or lower in also_forwarded
-        or lower.startswith(FORWARDED_HEADER_PREFIXES)
-    }
+    headers = {name: value for name, value in client_headers if _is_forwarded(name, also_forwarded)}
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
     return headers
+
+
+# A client sends the same few header names on every request: each name's verdict is
+# kept (bounded, since names are the client's to choose).
+@functools.lru_cache(maxsize=1024)
+def _is_forwarded(name: str, also_forwarded: frozenset[str]) -> bool:
+    lower = name.lower()
+    return (
+        lower in FORWARDED_HEADERS
+        or lower in also_forwarded
+        or lower.startswith(FORWARDED_HEADER_PREFIXES)
+    )
 
 
 def client_response_headers(
@@ -283,13 +293,22 @@ def client_response_headers(
 ) -> dict[str, str]:
     """The upstream's response headers, with the sidecar's limits and budget instead of
     the upstream's, and never the upstream's `credential` (an echo of the request)."""
+    # `redact` leaves a value without the credential's last four characters as it is:
+    # that test, made here, spares a call per header.
+    tail = credential[-4:] if credential and len(credential) >= 8 else None
     headers = {
-        name: redact(value, credential)
+        name: redact(value, credential) if tail is not None and tail in value else value
         for name, value in upstream_headers
-        if name.lower() not in _HOP_BY_HOP and not name.lower().startswith(_OWN_RESPONSE_PREFIXES)
+        if _is_relayed(name)
     }
     headers.update(own_headers)
     return headers
+
+
+@functools.lru_cache(maxsize=1024)  # the upstream's header names repeat, as a client's do
+def _is_relayed(name: str) -> bool:
+    lower = name.lower()
+    return lower not in _HOP_BY_HOP and not lower.startswith(_OWN_RESPONSE_PREFIXES)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -320,7 +339,7 @@ def usage_of(usage: Any) -> Usage | None:
     """Chat/completions/embeddings usage (`prompt_tokens`, ...) or Responses usage
     (`input_tokens`, ...) as one shape; None when absent or malformed (a count that is
     negative, not an integer, or absurd), so the request is charged from its estimate."""
-    if not isinstance(usage, Mapping):
+    if usage is None or not isinstance(usage, Mapping):  # None: most stream chunks
         return None
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")

@@ -109,3 +109,26 @@ def test_malformed_events_pass_through_untouched() -> None:
     assert meter.flush() == b""
     assert meter.feed(b"data: {}") == b""
     assert meter.flush() == b"data: {}"
+
+
+def _chunk(*choices: object) -> bytes:
+    return b"data: " + json.dumps({"choices": list(choices)}).encode() + b"\n\n"
+
+
+def test_every_generated_text_of_a_chunk_counts_and_nothing_else_does() -> None:
+    tool = {"function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    raw = b"".join(
+        [
+            _chunk({"index": 0, "delta": {"content": "Hi", "refusal": "no"}}),
+            _chunk({"index": 0, "delta": {"tool_calls": [tool, "junk", {"function": 7}]}}),
+            _chunk({"index": 0, "text": "legacy"}, 3, None, {"delta": {"content": 12}}),
+            _chunk({"index": 0, "delta": {"content": "", "refusal": None, "tool_calls": {}}}),
+            b'data: {"type": "response.output_text.delta", "delta": "resp"}\n\n',
+            b'data: {"type": "response.output_text.delta", "delta": ["x"]}\n\n',
+        ]
+    )
+    texts = ["Hi", "no", '{"city": "Oslo"}', "get_weather", "legacy", "resp"]
+    meter = StreamMeter(hide_usage_chunk=True)
+    assert feed_in_pieces(meter, raw, 9) == raw
+    assert meter.text_chars == sum(len(text) for text in texts)
+    assert meter.completion_tokens_streamed == sum(len(text.encode()) for text in texts)

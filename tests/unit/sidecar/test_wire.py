@@ -7,6 +7,8 @@ import json
 import zlib
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from llmquota.sidecar.wire import (
     BodyTooLargeError,
@@ -118,6 +120,39 @@ def test_the_body_means_what_the_standard_library_reads(raw: bytes, expected: ob
         assert isinstance(max_tokens, int)
 
 
+# Integers around the 64 bits orjson reads exactly (15 to 30 digits), besides runs of
+# digits broken by other characters: a body means what the standard library reads,
+# whichever parser read it.
+_numbers = (
+    st.integers(min_value=15, max_value=30).flatmap(
+        lambda digits: st.integers(min_value=10 ** (digits - 1), max_value=10**digits - 1)
+    )
+    | st.integers()
+)
+_json_values = st.recursive(
+    _numbers | st.text(alphabet="0123456789 x", max_size=40) | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["max_tokens", "n", "seed", "x"]), _json_values))
+@example({"max_tokens": 10**20 - 1})  # past 64 bits: never a float
+@example({"seed": -(2**63) - 1})  # 19 digits, past 64 bits
+@example({"n": [10**18, 2**64 - 1, -(2**63)]})  # within 64 bits: orjson's reading stands
+def test_every_body_means_what_the_standard_library_reads(fields: dict[str, object]) -> None:
+    raw = json.dumps({"model": "m", **fields}, separators=(",", ":")).encode()
+    assert parse_body(raw).body == json.loads(raw)
+
+
+def test_a_header_name_is_forwarded_by_the_forward_header_list_in_force() -> None:
+    client = [("X-Team-Trace", "1"), ("x-team-trace", "2"), ("Content-Type", "text/plain")]
+    assert upstream_request_headers(client, None) == {"Content-Type": "text/plain"}
+    allowed = upstream_request_headers(client, None, frozenset({"x-team-trace"}))
+    assert allowed == {"X-Team-Trace": "1", "x-team-trace": "2", "Content-Type": "text/plain"}
+    assert upstream_request_headers(client, None) == {"Content-Type": "text/plain"}
+
+
 def test_client_credentials_never_go_upstream() -> None:
     headers = upstream_request_headers(
         [
@@ -138,7 +173,7 @@ def test_client_credentials_never_go_upstream() -> None:
             ("Cookie", "session=1"),
         ],
         "sk-upstream",
-        {"x-fake-fault"},
+        frozenset({"x-fake-fault"}),
     )
     assert headers == {
         "Authorization": "Bearer sk-upstream",
@@ -168,6 +203,21 @@ def test_the_upstream_credential_is_redacted_whole_or_masked(echo: str) -> None:
     assert b"1234" not in redact_bytes(body, UPSTREAM_SECRET)
     headers = client_response_headers([("x-echo", f"Bearer {echo}")], {}, UPSTREAM_SECRET)
     assert headers == {"x-echo": "Bearer [redacted]"}
+
+
+def test_each_credential_is_redacted_from_headers_after_a_rotation() -> None:
+    rotated = "sk-proj-rotatedcredential-wxyz9876"
+    upstream = [("x-echo", f"key {UPSTREAM_SECRET}"), ("x-other", f"key {rotated}")]
+    assert client_response_headers(upstream, {}, UPSTREAM_SECRET) == {
+        "x-echo": "key [redacted]",
+        "x-other": f"key {rotated}",
+    }
+    assert client_response_headers(upstream, {}, rotated) == {
+        "x-echo": f"key {UPSTREAM_SECRET}",
+        "x-other": "key [redacted]",
+    }
+    # A credential too short to mask (under 8 characters) is left as it is.
+    assert client_response_headers([("x-echo", "abc1234")], {}, "1234") == {"x-echo": "abc1234"}
 
 
 def test_redaction_leaves_other_text_alone() -> None:
