@@ -111,6 +111,8 @@ def format_wait(milliseconds: int) -> str:
     if milliseconds < 1000:
         return f"{max(milliseconds, 0)}ms"
     seconds = math.ceil(milliseconds / 1000)
+    if seconds < 60:  # the usual reset of a per-minute limit, and what follows alike
+        return f"{seconds}s"
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -224,8 +226,8 @@ _ADMITTED_FIELDS = len(AdmittedAnswer._fields) - 1  # all but `audit`
 def read_answer(result: Sequence[int | bytes | str]) -> AdmittedAnswer | RefusedAnswer:
     """admit.lua's raw answer with its positions named."""
     if int(result[0]) == ADMITTED:
-        left, req_limit, req_left, tok_limit, tok_left, reset_ms, *room = (
-            int(value) for value in result[1 : 1 + _ADMITTED_FIELDS]
+        left, req_limit, req_left, tok_limit, tok_left, reset_ms, *room = map(
+            int, result[1 : 1 + _ADMITTED_FIELDS]
         )
         audit = result[1 + _ADMITTED_FIELDS :]
         return AdmittedAnswer(
@@ -367,14 +369,16 @@ def _refusal(call: AdmissionCall, answer: RefusedAnswer) -> Refused:
 
 def _admitted(answer: AdmittedAnswer, audit: Audited | None) -> Admitted:
     headers: dict[str, str] = {}
-    if answer.req_limit >= 0:
-        headers["x-ratelimit-limit-requests"] = str(answer.req_limit)
-        headers["x-ratelimit-remaining-requests"] = str(answer.req_left)
-        headers["x-ratelimit-reset-requests"] = format_wait(answer.reset_ms)
-    if answer.tok_limit >= 0:
-        headers["x-ratelimit-limit-tokens"] = str(answer.tok_limit)
-        headers["x-ratelimit-remaining-tokens"] = str(answer.tok_left)
-        headers["x-ratelimit-reset-tokens"] = format_wait(answer.reset_ms)
+    if answer.req_limit >= 0 or answer.tok_limit >= 0:
+        reset = format_wait(answer.reset_ms)  # requests and tokens reset together
+        if answer.req_limit >= 0:
+            headers["x-ratelimit-limit-requests"] = str(answer.req_limit)
+            headers["x-ratelimit-remaining-requests"] = str(answer.req_left)
+            headers["x-ratelimit-reset-requests"] = reset
+        if answer.tok_limit >= 0:
+            headers["x-ratelimit-limit-tokens"] = str(answer.tok_limit)
+            headers["x-ratelimit-remaining-tokens"] = str(answer.tok_left)
+            headers["x-ratelimit-reset-tokens"] = reset
     budget_left = answer.budget_left
     if budget_left >= 0:
         headers[BUDGET_REMAINING_HEADER] = format_usd(budget_left)

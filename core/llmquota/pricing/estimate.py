@@ -91,7 +91,7 @@ def estimate_request(
     model = body.get("model")
     counter = _PromptCounter(TextMeter(encoding_for_model(model if isinstance(model, str) else "")))
     kind = _endpoint_kind(endpoint)
-    output = _OutputRoom(requested_max_completion_tokens(endpoint, body), context_window)
+    output = _OutputRoom(_requested_cap(kind, body), context_window)
     if kind == "chat/completions":
         prompt = counter.chat(body)
         completion = output.per_choice(counter.meter.exact) * _choices(body.get("n"))
@@ -134,7 +134,12 @@ def requested_max_completion_tokens(endpoint: str, body: object) -> int | None:
     """The per-choice output cap the request sets itself, or None when it sets none."""
     if not isinstance(body, Mapping):
         return None
-    for field in _CAP_FIELDS.get(_endpoint_kind(endpoint), ()):
+    return _requested_cap(_endpoint_kind(endpoint), body)
+
+
+def _requested_cap(kind: str, body: Mapping[str, Any]) -> int | None:
+    """The output cap of a body sent to an endpoint of `kind` (`_endpoint_kind`)."""
+    for field in _CAP_FIELDS.get(kind, ()):
         value = body.get(field)
         if _is_count(value):
             return min(value, MAX_COMPLETION_TOKENS_CAP)
@@ -232,6 +237,8 @@ class _PromptCounter:
         Keys, strings and the JSON punctuation between them reach the model as text; each
         string is counted apart and a token added per string for the quotes and separators.
         """
+        if value is None:  # no tools, the usual case: nothing to walk
+            return 0
         tokens = 0
         pending: list[Any] = [value]
         while pending:

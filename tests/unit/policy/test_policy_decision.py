@@ -154,7 +154,7 @@ def test_format_money(amount: float, shown: str) -> None:
 
 @pytest.mark.parametrize(
     ("milliseconds", "shown"),
-    [(-5, "0ms"), (950, "950ms"), (1000, "1s"), (1001, "2s"), (59_500, "1m"),
+    [(-5, "0ms"), (950, "950ms"), (1000, "1s"), (1001, "2s"), (59_000, "59s"), (59_500, "1m"),
      (3 * 3_600_000 + 12 * 60_000, "3h12m"), (2 * 86_400_000 + 4 * 3_600_000 + 5_000, "2d4h")],
 )  # fmt: skip
 def test_format_wait(milliseconds: int, shown: str) -> None:
