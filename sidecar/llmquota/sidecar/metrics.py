@@ -63,9 +63,10 @@ _Metric = TypeVar("_Metric", Counter, Gauge)
 class Labelled(Generic[_Metric]):
     """A labelled metric whose children are looked up in a plain dict.
 
-    prometheus_client's `labels()` validates the values and takes a lock on every call,
-    several times per request on the hot path; the children it returns never change, so
-    each is fetched from it once. The dict holds no more children than the metric does.
+    prometheus_client's `labels()` validates the values and takes a lock on every call
+    (a refusal's counter, the gauges at every refresh); the children it returns never
+    change, so each is fetched from it once. The dict holds no more children than the
+    metric does.
     """
 
     __slots__ = ("_children", "metric")
