@@ -39,10 +39,11 @@ __all__ = [
     "SidecarMetrics",
 ]
 
-# The scope kinds whose budgets have gauges: each is a configured object. An end user is
-# whatever a request body says, so it is never a label value: its soft-budget crossings
-# are counted under kind `end_user` and the name of the Team or ApiKey it came through.
-BUDGET_GAUGE_KINDS = ("global", "team", "member", "key")
+# The `kind` labels of budgets with gauges: each is a configured object (`workload`: a
+# keyless workload's own budget, a key's scope to admission). An end user is whatever a
+# request body says, so it is never a label value: its soft-budget crossings are counted
+# under kind `end_user` and the name of the Team or ApiKey it came through.
+BUDGET_GAUGE_KINDS = ("global", "team", "member", "key", "workload")
 BUDGET_KINDS = (*BUDGET_GAUGE_KINDS, "end_user")
 
 # The `model` label of a name that is neither allowed to the key nor priced.
