@@ -55,11 +55,13 @@ class _Watched:
 
 def subject_labels(scope: Scope) -> tuple[str, str, str]:
     """A scope's `namespace, kind, name` labels: `team/ns/qa` -> team qa; `member/ns/qa/ana`
-    -> member qa/ana; an end user's scope (`<owner id>/user/<user>`) is named after its
-    owner, the Team or ApiKey, never after the user (labels stay low-cardinality)."""
+    -> member qa/ana; `workload/ns/qa/deployment/drafter` -> workload qa/deployment/drafter
+    (admission counts it as a key's scope; the labels say what it is); an end user's scope
+    (`<owner id>/user/<user>`) is named after its owner, the Team or ApiKey, never after
+    the user (labels stay low-cardinality)."""
     owner_id = scope.id.partition(_END_USER)[0]
-    _, namespace, name = owner_id.split("/", 2)
-    return namespace, scope.kind, name
+    prefix, namespace, name = owner_id.split("/", 2)
+    return namespace, "workload" if prefix == "workload" else scope.kind, name
 
 
 def _watched(scope: Scope, budget: BudgetLimits) -> _Watched:

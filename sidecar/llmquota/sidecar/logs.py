@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -34,6 +33,9 @@ _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
 
+# A timestamp's text after the second, by millisecond.
+_MILLISECONDS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line: time, level, logger, message, extra fields."""
@@ -42,17 +44,20 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         # The time's text up to the second, for the second last formatted: every request
         # logs a line, and a datetime per line costs more than the rest of the line.
-        self._second = -1
+        self._second: int | None = None
         self._second_text = ""
 
     def _timestamp(self, created: float) -> str:
         """`created` as ISO 8601 in UTC, to the millisecond (as `datetime.isoformat`)."""
-        fraction_s, whole_s = math.modf(created)  # rounded as datetime rounds it
-        second, fraction = divmod(int(whole_s) * 1_000_000 + round(fraction_s * 1e6), 1_000_000)
+        second = int(created)
+        micros = round((created - second) * 1e6)  # rounded as datetime rounds it
+        if not 0 <= micros < 1_000_000:  # rounded up to the next second, or before 1970
+            carry, micros = divmod(micros, 1_000_000)
+            second += carry
         if second != self._second:
             moment = datetime.fromtimestamp(second, tz=UTC)
             self._second, self._second_text = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._second_text}.{fraction // 1000:03d}+00:00"
+        return self._second_text + _MILLISECONDS[micros // 1000]
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as JSON."""

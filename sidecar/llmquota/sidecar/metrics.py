@@ -204,8 +204,9 @@ class ModelLabels:
 
 
 def _valid_utf8(text: str) -> str:
-    """`text` with whatever cannot be encoded as UTF-8 (lone surrogates) replaced."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """`text` with whatever cannot be encoded as UTF-8 (lone surrogates) replaced; ASCII
+    (most names, and an allowed model's is checked per request) is as it is."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,3 +157,23 @@ async def test_an_end_user_seen_again_stays_watched(monkeypatch: pytest.MonkeyPa
     await gauge.refresh(NOW_MS)
     owner = {"namespace": "ns", "kind": "end_user", "name": "qa"}
     assert value(metrics, "llmquota_soft_budget_crossings_total", **owner) == 1
+
+
+async def test_a_workloads_counter_is_labelled_a_workload_not_a_key() -> None:
+    """A keyless Pod's own counter stands where a key's would in admission (its scope kind
+    is "key"), but the gauge says what it is: kind workload, named team/workload."""
+    gauge, counters, metrics = gauges()
+    drafter = Scope(
+        kind="key",
+        id="workload/ns/qa/deployment/drafter",
+        tag="ns/qa",
+        label="workload deployment/drafter of team qa",
+        budget=daily(2),
+    )
+    counters.counters[drafter.id] = spent(0.5)
+    gauge.watch([TEAM, drafter])
+    await gauge.refresh(NOW_MS)
+    labels = {"namespace": "ns", "name": "qa/deployment/drafter", "window": "1d"}
+    remaining = "llmquota_remaining_budget_usd"
+    assert value(metrics, remaining, kind="workload", enforcement="Enforce", **labels) == 1.5
+    assert value(metrics, remaining, kind="key", enforcement="Enforce", **labels) is None

@@ -22,7 +22,15 @@ def _record(created: float, **extra: object) -> logging.LogRecord:
 
 @pytest.mark.parametrize(
     "created",
-    [1_764_590_400.0, 1_764_590_400.9995, 1_764_590_400.99999996, 1_732_346_974.7569995, 0.0005],
+    [
+        1_764_590_400.0,
+        1_764_590_400.9995,
+        1_764_590_400.99999996,
+        1_732_346_974.7569995,
+        0.0005,
+        0.0000005,
+        -0.9999996,  # a clock before 1970
+    ],
 )
 def test_the_time_is_iso_8601_to_the_millisecond_as_datetime_gives_it(created: float) -> None:
     formatter = JsonFormatter()
