@@ -111,7 +111,7 @@ def format_wait(milliseconds: int) -> str:
     if milliseconds < 1000:
         return f"{max(milliseconds, 0)}ms"
     seconds = math.ceil(milliseconds / 1000)
-    if seconds < 60:  # the usual reset of a per-minute limit, and what follows alike
+    if seconds < 60:  # a per-minute limit's reset: what the general case below gives
         return f"{seconds}s"
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from llmquota.policy.admission import forget_plans
 from llmquota.policy.limits import ResolvedPolicy
 from llmquota.store import QuotaStore, StoreError
 
@@ -55,8 +56,10 @@ class PolicyCache:
         return policy
 
     def invalidate(self, key_hash: str) -> None:
-        """Forget one key (`*`: every key)."""
+        """Forget one key (`*`: every key), and the admission plans, which hold the
+        policies they were made for."""
         self._generation += 1
+        forget_plans()
         if self._also is not None:
             self._also(key_hash)
         if key_hash == "*":
