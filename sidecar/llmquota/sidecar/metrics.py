@@ -4,10 +4,10 @@ Labels stay low-cardinality: `key` is the ApiKey's name (never the key itself), 
 `model`, the one label a client chooses, goes through `ModelLabels`. A registry per
 application keeps test apps in one process from sharing counters.
 
-The metrics every request updates (requests, spend, tokens, overhead) are plain floats
-that the registry reads at scrape time (`PlainCounter`, `PlainHistogram`), exposed as
-prometheus_client's own counters and histograms would be: the same samples, in the same
-order, with the same values.
+The metrics every request updates (requests, spend, tokens, overhead, settles pending)
+are plain floats that the registry reads at scrape time (`PlainCounter`, `PlainGauge`,
+`PlainHistogram`), exposed as prometheus_client's own counters, gauges and histograms
+would be: the same samples, in the same order, with the same values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client import metrics as client_metrics
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 from llmquota.pricing import PriceTable
@@ -35,6 +40,7 @@ __all__ = [
     "Labelled",
     "ModelLabels",
     "PlainCounter",
+    "PlainGauge",
     "PlainHistogram",
     "SidecarMetrics",
 ]
@@ -136,6 +142,30 @@ class PlainCounter:
         return [family]
 
 
+class PlainGauge:
+    """An unlabelled gauge in a plain float, collected at scrape time (see
+    `PlainCounter`): set after every request's settle."""
+
+    __slots__ = ("_value", "documentation", "name")
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self._value = 0.0
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        """The gauge's value from now on."""
+        self._value = float(value)
+
+    def describe(self) -> Iterable[Metric]:
+        """The family, without samples: the registry's check that names are unique."""
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The family with its one sample."""
+        return [GaugeMetricFamily(self.name, self.documentation, value=self._value)]
+
+
 class PlainHistogram:
     """An unlabelled histogram in plain floats, collected at scrape time (see
     `PlainCounter`): the buckets, count, sum and `_created` of prometheus_client's."""
@@ -226,7 +256,7 @@ class SidecarMetrics:
     audit_refusals: Labelled[Counter]
     overhead: PlainHistogram
     settle_retries: Counter
-    settles_pending: Gauge
+    settles_pending: PlainGauge
     model_labels: ModelLabels
     workload: str  # the `workload` label: this Pod's workload ("" when not injected)
 
@@ -313,9 +343,9 @@ class SidecarMetrics:
                 "Settle (or free) calls retried because the store did not answer.",
                 registry=registry,
             ),
-            settles_pending=Gauge(
+            settles_pending=PlainGauge(
                 "llmquota_settles_pending",
                 "Settles of served requests held in memory until the store answers again.",
-                registry=registry,
+                registry,
             ),
         )

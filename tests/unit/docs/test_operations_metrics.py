@@ -21,6 +21,7 @@ from llmquota.sidecar.metrics import (
     BUDGET_KINDS,
     Labelled,
     PlainCounter,
+    PlainGauge,
     PlainHistogram,
     SidecarMetrics,
 )
@@ -79,8 +80,9 @@ def _sidecar_metrics() -> set[Row]:
             found.add(_defined(metric))
         elif isinstance(value, PlainCounter):
             found.add((f"{value.name}_total", "counter", frozenset(value.labelnames)))
-        elif isinstance(value, PlainHistogram):
-            found.add((value.name, "histogram", frozenset()))
+        elif isinstance(value, PlainGauge | PlainHistogram):
+            kind = "gauge" if isinstance(value, PlainGauge) else "histogram"
+            found.add((value.name, kind, frozenset()))
     return found
 
 

@@ -1,7 +1,8 @@
 """The metrics every request updates read, on /metrics, as prometheus_client's own.
 
-`PlainCounter` and `PlainHistogram` keep their series in plain floats; a scrape must not
-tell them from the library's `Counter` and `Histogram` given the same updates: the same
+`PlainCounter`, `PlainGauge` and `PlainHistogram` keep their series in plain floats; a
+scrape must not tell them from the library's `Counter`, `Gauge` and `Histogram` given the
+same updates: the same
 families, series, order, values (float sums added in the same order), `_created`
 samples, in both exposition formats, and a registry's name checks still apply.
 """
@@ -12,12 +13,18 @@ import time
 from collections.abc import Callable
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import metrics as client_metrics
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from llmquota.pricing import load_price_table
-from llmquota.sidecar.metrics import OVERHEAD_BUCKETS, PlainCounter, PlainHistogram, SidecarMetrics
+from llmquota.sidecar.metrics import (
+    OVERHEAD_BUCKETS,
+    PlainCounter,
+    PlainGauge,
+    PlainHistogram,
+    SidecarMetrics,
+)
 
 openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics.generate_latest
 
@@ -44,11 +51,15 @@ def _plain(registry: CollectorRegistry) -> Callable[..., None]:
     overhead = PlainHistogram(
         metrics.overhead.name, metrics.overhead.documentation, OVERHEAD_BUCKETS, registry
     )
+    pending = PlainGauge(
+        metrics.settles_pending.name, metrics.settles_pending.documentation, registry
+    )
 
     def record(subject: tuple[str, ...], outcome: str, cost: float | None, *rest: float) -> None:
         prompt, completion, overhead_s = rest
         requests.inc((*subject, outcome))
         overhead.observe(overhead_s)
+        pending.set(len(outcome))
         if cost is not None:
             spend.inc(subject, cost)
             tokens.inc((*subject, "input"), prompt)
@@ -69,11 +80,15 @@ def _library(registry: CollectorRegistry) -> Callable[..., None]:
         buckets=OVERHEAD_BUCKETS,
         registry=registry,
     )
+    pending = Gauge(
+        metrics.settles_pending.name, metrics.settles_pending.documentation, registry=registry
+    )
 
     def record(subject: tuple[str, ...], outcome: str, cost: float | None, *rest: float) -> None:
         prompt, completion, overhead_s = rest
         requests.labels(*subject, outcome).inc()
         overhead.observe(overhead_s)
+        pending.set(len(outcome))
         if cost is not None:
             spend.labels(*subject).inc(cost)
             tokens.labels(*subject, "input").inc(prompt)
