@@ -55,6 +55,14 @@ def test_keys_applied_before_what_they_name_end_complete(cluster: Cluster, db: r
             timeout=30,
             what=f"a complete policy for early-{index}",
         )
-        ready = cluster.condition("apikey", f"early-{index}", "Ready")
-        assert ready is not None
-        assert ready["status"] == "True", ready
+        # The status is patched after the policy is written: it may come a moment later.
+        wait_for(
+            functools.partial(ready, cluster, f"early-{index}"),
+            timeout=30,
+            what=f"early-{index} Ready",
+        )
+
+
+def ready(cluster: Cluster, name: str) -> bool:
+    condition = cluster.condition("apikey", name, "Ready")
+    return condition is not None and condition["status"] == "True"
