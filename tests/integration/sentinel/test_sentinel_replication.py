@@ -21,6 +21,9 @@ from llmquota.store import QuotaStore, ReplicaWait
 pytestmark = pytest.mark.integration
 
 WAIT = ReplicaWait(replicas=1, timeout_ms=200)
+# Long enough that a busy machine's replication never runs past it: the replica then
+# holds every settle acknowledged while it runs.
+DURABLE_WAIT = ReplicaWait(replicas=1, timeout_ms=2000)
 SETTLES = 300
 
 
@@ -35,7 +38,7 @@ def replica_spend(group: SentinelGroup, store_key: str) -> int:
 async def test_a_settle_waits_until_the_replica_holds_it(
     sentinel_group: SentinelGroup, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = QuotaStore.from_url(sentinel_group.url, replica_wait=WAIT)
+    store = QuotaStore.from_url(sentinel_group.url, replica_wait=DURABLE_WAIT)
     try:
         policy = policy_for(api_key("durable", budget={"maxBudget": 10}))
         await store.put_policy(policy)
@@ -54,10 +57,10 @@ async def test_a_settle_waits_until_the_replica_holds_it(
             started = time.monotonic()
             with caplog.at_level(logging.WARNING, "llmquota.store.replication"):
                 assert await store.settle(admitted.request_id, CENT, 10) == 1
-            assert time.monotonic() - started >= WAIT.timeout_ms / 1000
+            assert time.monotonic() - started >= DURABLE_WAIT.timeout_ms / 1000
         finally:
             os.kill(replica.pid, signal.SIGCONT)
-        assert "reached 0 of 1 replicas within 200 ms" in caplog.text
+        assert "reached 0 of 1 replicas within 2000 ms" in caplog.text
         [counter] = await store.read_budgets([(scope.tag, scope.id)])
         assert counter.spend_nanos == 2 * CENT  # the primary kept it
     finally:
