@@ -50,6 +50,16 @@ CUSTOMER = Scope(kind="end_user", id="team/ns/qa/user/customer-42", tag="ns/qa",
                  budget=daily(0.1, 0.05))  # fmt: skip
 
 
+TEAM_LABELS = {
+    "namespace": "ns",
+    "kind": "team",
+    "name": "qa",
+    "window": "1d",
+    "enforcement": "Enforce",
+}
+"""The labels of the team's remaining-budget series."""
+
+
 def gauges() -> tuple[BudgetGauges, CountersByScope, SidecarMetrics]:
     counters = CountersByScope()
     metrics = SidecarMetrics.create(load_price_table(None))
@@ -66,13 +76,7 @@ async def test_each_scope_with_a_budget_has_its_remaining_by_window() -> None:
     gauge.watch([TEAM, MEMBER, UNCAPPED])
     await gauge.refresh(NOW_MS)
     remaining = "llmquota_remaining_budget_usd"
-    team = {
-        "namespace": "ns",
-        "kind": "team",
-        "name": "qa",
-        "window": "1d",
-        "enforcement": "Enforce",
-    }
+    team = TEAM_LABELS
     assert value(metrics, remaining, **team) == 7  # reservations count as spent
     member = {
         "namespace": "ns",
@@ -90,13 +94,7 @@ async def test_a_counter_of_a_past_window_counts_as_empty() -> None:
     counters.counters[TEAM.id] = spent(10, window_start_ms=9 * DAY_MS)
     gauge.watch([TEAM])
     await gauge.refresh(NOW_MS)
-    labels = {
-        "namespace": "ns",
-        "kind": "team",
-        "name": "qa",
-        "window": "1d",
-        "enforcement": "Enforce",
-    }
+    labels = TEAM_LABELS
     assert value(metrics, "llmquota_remaining_budget_usd", **labels) == 10
 
 
@@ -129,13 +127,7 @@ async def test_an_end_user_is_never_a_label_value() -> None:
 async def test_a_changed_policy_gives_the_gauge_its_new_budget() -> None:
     gauge, counters, metrics = gauges()
     counters.counters[TEAM.id] = spent(2)
-    team = {
-        "namespace": "ns",
-        "kind": "team",
-        "name": "qa",
-        "window": "1d",
-        "enforcement": "Enforce",
-    }
+    team = TEAM_LABELS
     for _ in range(3):  # the key's policy as cached: the same scope object every request
         gauge.watch([TEAM])
     await gauge.refresh(NOW_MS)
