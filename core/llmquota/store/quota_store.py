@@ -175,10 +175,12 @@ class QuotaStore:
 
     @store_call
     async def delete_policy(self, key_hash: str) -> None:
-        """Remove a key's policy; sidecars refuse the key from then on. The policy goes
-        before the news of it, so a sidecar told of the change cannot read it back."""
-        await self.redis.delete(keyspace.policy_key(key_hash))
+        """Remove a key's policy; sidecars refuse the key from then on. The index entry
+        goes first, so that whoever sees the policy gone sees its entry gone too (one
+        command after the other, as in `put_policy`); the policy goes before the news of
+        it, so a sidecar told of the change cannot read it back."""
         await self.redis.srem(keyspace.POLICY_INDEX, key_hash)
+        await self.redis.delete(keyspace.policy_key(key_hash))
         await self.redis.publish(keyspace.POLICY_CHANNEL, key_hash)
 
     @store_call
