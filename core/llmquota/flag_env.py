@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["env", "env_float", "env_int"]
+__all__ = ["env", "env_bool", "env_float", "env_int"]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def env(flag: str, default: str | None = None) -> str | None:
@@ -24,3 +26,8 @@ def env_int(flag: str, default: int) -> int:
 def env_float(flag: str, default: float) -> float:
     """A number flag's default: its variable, or `default` when unset or empty."""
     return float(env(flag) or default)
+
+
+def env_bool(flag: str) -> bool:
+    """A switch's default: True when its variable is 1, true, yes or on (any case)."""
+    return (env(flag) or "").lower() in _TRUE

@@ -10,17 +10,13 @@ import os
 import signal
 from pathlib import Path
 
-from llmquota.flag_env import env, env_float
+from llmquota.flag_env import env, env_bool, env_float
 from llmquota.operator.config import OperatorConfig, SidecarConfig, parse_host_port
 from llmquota.operator.handlers import build_registry
 from llmquota.operator.lifecycle import serve
 from llmquota.store import check_redis
 
 __all__ = ["add_arguments", "config_from_args", "run"]
-
-
-def _env_bool(flag: str) -> bool:
-    return (env(flag, "") or "").lower() in {"1", "true", "yes"}
 
 
 Group = argparse._ArgumentGroup  # argparse has no public name for this type
@@ -147,7 +143,7 @@ def _add_sidecar_flags(group: Group) -> None:
     group.add_argument(
         "--fail-open",
         action="store_true",
-        default=_env_bool("fail-open"),
+        default=env_bool("fail-open"),
         help="injected sidecars admit requests when Redis is unreachable",
     )
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from llmquota.event_loop import new_event_loop
-from llmquota.flag_env import env, env_float, env_int
+from llmquota.flag_env import env, env_bool, env_float, env_int
 from llmquota.manifests import check_manifest_dir, parse_global_budget_ref
 from llmquota.sidecar.app import create_app
 from llmquota.sidecar.logs import configure_logging
@@ -26,8 +26,6 @@ from llmquota.sidecar.workers import run_workers
 from llmquota.store import RedisUrlError, check_redis
 
 __all__ = ["add_arguments", "run", "settings_from_args"]
-
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +140,7 @@ def _add_store(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--fail-open",
         action="store_true",
-        default=(env("fail-open", "") or "").lower() in _TRUE,
+        default=env_bool("fail-open"),
         help="admit requests without counting when the store is unreachable (default: 503)",
     )
     group.add_argument(
