@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from llmquota.models import LabelSelector
 from llmquota.policy.key_hash import hash_key
-from llmquota.policy.limits import UNREADABLE, BudgetLimits, PolicyRefusal, ResolvedPolicy, Scope
+from llmquota.policy.limits import BudgetLimits, ResolvedPolicy, Scope, unreadable_refusal
 
 __all__ = [
     "NamespacePolicies",
@@ -213,12 +213,5 @@ def request_policy(
         namespace=identity.namespace,
         key_name="",
         team=team,
-        refusal=PolicyRefusal(
-            reason=UNREADABLE,
-            message=(
-                f"the workload policy of team {team} cannot be read by this sidecar "
-                f"({read.unreadable[team]}): it was written by a newer operator (restart "
-                "the Pod to get the new sidecar) or is damaged"
-            ),
-        ),
+        refusal=unreadable_refusal(f"the workload policy of team {team}", read.unreadable[team]),
     )

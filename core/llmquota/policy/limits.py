@@ -30,6 +30,7 @@ __all__ = [
     "first_problem",
     "nanos",
     "read_policy",
+    "unreadable_refusal",
     "usd",
     "window_spec",
 ]
@@ -226,6 +227,18 @@ def first_problem(error: ValidationError) -> str:
     return f"{where}: {problem['msg']}"
 
 
+def unreadable_refusal(what: str, detail: str) -> PolicyRefusal:
+    """The refusal of a stored policy (`what`: "the stored policy") this version cannot
+    read, `detail` being its first problem (`first_problem`)."""
+    return PolicyRefusal(
+        reason=UNREADABLE,
+        message=(
+            f"{what} cannot be read by this sidecar ({detail}): it was written by a newer "
+            "operator (restart the Pod to get the new sidecar) or is damaged"
+        ),
+    )
+
+
 def read_policy(encoded: bytes | str, key_hash: str) -> ResolvedPolicy:
     """A stored policy, or one that refuses its key when this version cannot read it.
 
@@ -250,12 +263,5 @@ def read_policy(encoded: bytes | str, key_hash: str) -> ResolvedPolicy:
         namespace=str(loose.get("namespace", "")),
         key_name=str(loose.get("key_name", "")),
         team=str(loose["team"]) if isinstance(loose.get("team"), str) else None,
-        refusal=PolicyRefusal(
-            reason=UNREADABLE,
-            message=(
-                f"the stored policy cannot be read by this sidecar ({detail}): it was "
-                "written by a newer operator (restart the Pod to get the new sidecar) "
-                "or is damaged"
-            ),
-        ),
+        refusal=unreadable_refusal("the stored policy", detail),
     )

@@ -17,6 +17,7 @@ __all__ = [
     "EventSpec",
     "Observation",
     "Transition",
+    "condition_holds",
     "event_for",
     "events_for",
     "format_time",
@@ -56,6 +57,14 @@ class Transition:
     reason: str
     message: str
     previous: ConditionStatus | None
+
+
+def condition_holds(status: Mapping[str, Any], type_: str) -> bool:
+    """Whether a status (as last seen) has the condition `type_` True."""
+    return any(
+        entry.get("type") == type_ and entry.get("status") == "True"
+        for entry in status.get("conditions") or []
+    )
 
 
 def format_time(moment: datetime) -> str:

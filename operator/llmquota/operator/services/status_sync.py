@@ -32,7 +32,7 @@ from llmquota.operator.metrics import (
     STATUS_SYNC_SECONDS,
     forget_exhaustion,
 )
-from llmquota.operator.rules.conditions import Observation
+from llmquota.operator.rules.conditions import Observation, condition_holds
 from llmquota.operator.rules.dependents import team_member_users
 from llmquota.operator.rules.forecast import (
     Forecast,
@@ -308,14 +308,6 @@ def _publish_forecast(obj: ApiKey | Team, prediction: Forecast | None, now_ms: i
     BUDGET_EXHAUSTS_IN.labels(*labels).set((prediction.exhausts_at_ms - now_ms) / 1000)
 
 
-def _holds(status: Mapping[str, Any], condition: str) -> bool:
-    """Whether the status as last seen has `condition` True."""
-    return any(
-        c.get("type") == condition and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-
-
 def _fields_and_observations(
     state: OperatorState,
     subject: Subject,
@@ -351,7 +343,9 @@ def _fields_and_observations(
         )
         observations += [
             *budget_observations(own, guards, own_windows),
-            at_risk_observation(prediction, was_at_risk=_holds(subject.status, "BudgetAtRisk")),
+            at_risk_observation(
+                prediction, was_at_risk=condition_holds(subject.status, "BudgetAtRisk")
+            ),
         ]
         if isinstance(obj, Team):
             fields["memberSpend"] = {
