@@ -46,6 +46,15 @@ def gone(pid: int) -> bool:
     return state in {"Z", "X"}
 
 
+def stop_with_children(sidecar: Process, children: list[int]) -> None:
+    """Stop the sidecar and whichever of its `children` (started through it by the test)
+    outlived it."""
+    sidecar.stop()
+    for orphan in children:
+        if not gone(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
 def start_standalone(tmp_path: Path, upstream: Process, *extra: str) -> Process:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
@@ -77,10 +86,7 @@ def test_a_sigkilled_sidecar_takes_its_redis_server_with_it(
             lambda: gone(servers[0]), GONE_WITHIN_S, what="the orphaned redis-server's end"
         )
     finally:
-        sidecar.stop()
-        for orphan in servers + workers:  # started (through the sidecar) by this test
-            if not gone(orphan):
-                os.kill(orphan, signal.SIGKILL)
+        stop_with_children(sidecar, servers + workers)
 
 
 def test_a_sigkilled_gateway_takes_its_workers_with_it(tmp_path: Path, upstream: Process) -> None:
@@ -99,7 +105,4 @@ def test_a_sigkilled_gateway_takes_its_workers_with_it(tmp_path: Path, upstream:
             what="the orphaned workers' end",
         )
     finally:
-        sidecar.stop()
-        for orphan in servers + workers:  # started (through the sidecar) by this test
-            if not gone(orphan):
-                os.kill(orphan, signal.SIGKILL)
+        stop_with_children(sidecar, servers + workers)
